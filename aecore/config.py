@@ -1,0 +1,159 @@
+"""Config dataclasses: strict construction from JSON-like dicts, with checks that name the bad field.
+
+Every model config subclasses `ModelConfig`. `from_dict` refuses unknown, missing-but-required
+and ill-typed fields; `validate` refuses absurd values. Configs arrive from users (CLI flags,
+the app, `config.json` files on disk), so the messages must say exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, ClassVar, Literal, Union
+
+from aecore.errors import ConfigError
+
+MAX_LATENT = 65_536
+MAX_WIDTH = 65_536
+MAX_INPUT_ELEMENTS = 3 * 512 * 512
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; convert lists to tuples where a tuple is declared."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in args:
+            try:
+                return coerce(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: expected null, got {value!r}")
+    if origin is Literal:
+        if value in args and type(value) is type(next(a for a in args if a == value)):
+            return value
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            items = [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        elif origin is tuple and args:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            items = [coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            inner = args[0] if args else Any
+            items = [coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else list(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")
+
+
+def check_range(where: str, value: float, lo: float | None = None, hi: float | None = None,
+                *, lo_open: bool = False, hi_open: bool = False) -> None:
+    """Raise ConfigError unless lo <= value <= hi (open ends where asked)."""
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"{where} = {value!r} is out of range {left}{lo_s}, {hi_s}{right}")
+
+
+@dataclasses.dataclass
+class StrictConfig:
+    """A dataclass that can be built from an untrusted dict and validated."""
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str | None = None):
+        where = where or cls.__name__
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(fields)}")
+        kwargs = {}
+        for name, field in fields.items():
+            if name not in data:
+                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+                    raise ConfigError(f"{where}: missing required field {name!r}")
+                continue
+            kwargs[name] = coerce(data[name], hints[name], f"{where}.{name}")
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes):
+        """A validated copy with some fields changed (types checked as in from_dict)."""
+        data = self.to_dict()
+        data.update(changes)
+        return type(self).from_dict(data)
+
+    def validate(self) -> None:
+        """Raise ConfigError on absurd values; subclasses extend this and call super()."""
+
+
+@dataclasses.dataclass
+class ModelConfig(StrictConfig):
+    """Fields every model shares. `input_shape` is (C, H, W) for images or (D,) for flat vectors."""
+
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    latent_dim: int = 32
+
+    # Models whose code is not a flat vector of `latent_dim` set this False.
+    flat_code: ClassVar[bool] = True
+
+    @property
+    def input_numel(self) -> int:
+        return math.prod(self.input_shape)
+
+    def validate(self) -> None:
+        super().validate()
+        if len(self.input_shape) not in (1, 3):
+            raise ConfigError(f"input_shape = {list(self.input_shape)} must be [C, H, W] or [D]")
+        for dim in self.input_shape:
+            check_range("input_shape entries", dim, 1, 4096)
+        check_range("input size (product of input_shape)", self.input_numel, 1, MAX_INPUT_ELEMENTS)
+        check_range("latent_dim", self.latent_dim, 1, MAX_LATENT)

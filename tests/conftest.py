@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny deterministic data, the optional ../shared/data folder, one CPU thread."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("AECORE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data (real MNIST, Fashion-MNIST, CIFAR-10); tests using it skip cleanly without it."""
+    if not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"reference data not found at {SHARED_DATA} (see README: Data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Keep user caches and model folders out of the real home directory."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("AECORE_HOME", str(home))
+    monkeypatch.delenv("AECORE_DATA_DIR", raising=False)
