@@ -33,3 +33,4 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("AECORE_HOME", str(home))
     monkeypatch.delenv("AECORE_DATA_DIR", raising=False)
+    monkeypatch.setenv("AECORE_OFFLINE", "1")  # tests never try a download
