@@ -15,3 +15,7 @@ class DataError(AecoreError):
 
 class ModelFileError(AecoreError):
     """A saved model (config, weights, manifest) cannot be trusted or read."""
+
+
+class TrainingError(AecoreError):
+    """Training cannot go on (e.g. the loss became NaN/Inf)."""

@@ -1,0 +1,320 @@
+"""Model store: a model is a folder of `model.safetensors` + `config.json` (+ `metrics.json`).
+
+Nothing is ever unpickled. Loading validates everything before use (JSON, model name, config
+fields and ranges, tensor names, shapes, dtypes, finiteness) and names the problem when it refuses.
+Saving writes a complete new folder beside the old one and swaps it in, so an interrupted save
+never replaces a good model with a broken one. Pretrained models are checked against the SHA-256
+sums in `pretrained/manifest.json` before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import aecore
+from aecore.atomic import atomic_write, atomic_write_json
+from aecore.errors import AecoreError, ConfigError, ModelFileError
+from aecore.paths import pretrained_dir, user_models_dir
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+MANIFEST = "manifest.json"
+MAX_CONFIG_BYTES = 1 << 20
+PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy"}
+CONFIG_KEYS = {"format", "aecore_version", "model", "config", "dataset", "input_shape", "classes", "recipe",
+               "trained_on", "weights_sha256", "weights_dtype", "created", "description", "notes"}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    path: Path
+    info: dict[str, Any]                                   # config.json contents
+    metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json contents (may be empty)
+
+    @property
+    def name(self) -> str:
+        return self.info["model"]
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- saving --------------------------------------------------------------------------------
+def save_model(model: torch.nn.Module, path: str | os.PathLike, *, dataset: str | None = None,
+               classes: list[str] | None = None, recipe: dict[str, Any] | None = None,
+               metrics: dict[str, Any] | None = None, trained_on: str | None = None,
+               half: bool = False, notes: str | None = None) -> Path:
+    """Write the model folder atomically (new folder, then swap); returns its path."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ModelFileError(f"refusing to save: non-finite values in {', '.join(bad[:5])}")
+    weights = save(state)
+    info: dict[str, Any] = {
+        "format": "aecore-model",
+        "aecore_version": aecore.__version__,
+        "model": model.registry_name,
+        "config": model.config.to_dict(),
+        "input_shape": list(model.config.input_shape),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "weights_dtype": "float16" if half else "float32",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    for key, value in (("dataset", dataset), ("classes", classes), ("recipe", recipe),
+                       ("trained_on", trained_on), ("notes", notes)):
+        if value is not None:
+            info[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    try:
+        atomic_write(tmp / WEIGHTS, weights)
+        atomic_write_json(tmp / CONFIG, info)
+        atomic_write_json(tmp / METRICS, metrics or {})
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Replace folder `path` by `new`; the old one is kept aside until the new one is in place."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(path, old)
+    os.replace(new, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(path: Path) -> None:
+    """If a save was killed between its two renames, put the previous folder back."""
+    if path.exists():
+        return
+    olds = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
+    if olds:
+        os.replace(olds[-1], path)
+
+
+def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
+    atomic_write_json(Path(path) / METRICS, metrics)
+
+
+# --- loading ---------------------------------------------------------------------------------
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelFileError(f"{path.name}: pickle/torch.save files are never loaded (they can run code); "
+                             f"aecore models are a folder with {WEIGHTS} + {CONFIG}")
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:1] == b"\x80" or head[:2] == b"PK":
+            raise ModelFileError(f"{path.name} looks like a pickle/torch.save file and is never loaded; "
+                                 f"aecore models are a folder with {WEIGHTS} + {CONFIG}")
+        raise ModelFileError(f"{path}: expected a model folder holding {WEIGHTS} and {CONFIG}")
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a model folder's config.json (model name known, config fields valid)."""
+    from aecore.models import make_config
+
+    path = Path(path)
+    file = path / CONFIG
+    if not file.is_file():
+        raise ModelFileError(f"{path}: no {CONFIG} (is this an aecore model folder?)")
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise ModelFileError(f"{file}: too large for a config ({file.stat().st_size} bytes)")
+    try:
+        info = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{file}: not valid JSON ({err})") from None
+    if not isinstance(info, dict):
+        raise ModelFileError(f"{file}: expected a JSON object")
+    unknown = sorted(set(info) - CONFIG_KEYS)
+    if unknown:
+        raise ModelFileError(f"{file}: unknown field(s) {', '.join(unknown)}")
+    for key in ("model", "config"):
+        if key not in info:
+            raise ModelFileError(f"{file}: missing field {key!r}")
+    if not isinstance(info["model"], str):
+        raise ModelFileError(f"{file}: field 'model' must be a string")
+    try:
+        info["config_object"] = make_config(info["model"], info["config"])
+    except ConfigError as err:
+        raise ModelFileError(f"{file}: {err}") from None
+    return info
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None,
+               expected_sha256: dict[str, str] | None = None) -> LoadedModel:
+    """Load a model folder; every check failure is a ModelFileError naming the file and problem."""
+    from aecore.models import get_model_class
+
+    path = Path(path)
+    if not path.is_dir():
+        _recover(path)
+    if not path.exists():
+        raise ModelFileError(f"model not found: {path}")
+    if not path.is_dir():
+        _refuse_pickle(path)
+    weights_file = path / WEIGHTS
+    if not weights_file.is_file():
+        pickles = [p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+        hint = f" ({', '.join(pickles)} found: pickle files are never loaded)" if pickles else ""
+        raise ModelFileError(f"{path}: no {WEIGHTS}{hint}")
+    if expected_sha256:
+        for name, expected in expected_sha256.items():
+            file = path / name
+            if not file.is_file():
+                raise ModelFileError(f"{file}: listed in the manifest but missing")
+            actual = sha256_file(file)
+            if actual != expected:
+                raise ModelFileError(f"{file}: SHA-256 does not match the manifest (file changed or tampered); refused")
+    info = read_config(path)
+    config = info.pop("config_object")
+    if info.get("weights_sha256") and sha256_file(weights_file) != info["weights_sha256"]:
+        raise ModelFileError(f"{weights_file}: does not match the weights_sha256 in {CONFIG} (mixed or damaged save)")
+    model = get_model_class(info["model"])(config=config)
+    state = _read_weights(weights_file, model)
+    model.load_state_dict(state, strict=True)
+    from aecore.device import pick_device
+
+    model.to(pick_device(device) if not isinstance(device, torch.device) else device).eval()
+    metrics: dict[str, Any] = {}
+    metrics_file = path / METRICS
+    if metrics_file.is_file():
+        try:
+            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelFileError(f"{metrics_file}: not valid JSON ({err})") from None
+        if not isinstance(metrics, dict):
+            raise ModelFileError(f"{metrics_file}: expected a JSON object")
+    return LoadedModel(model=model, path=path, info=info, metrics=metrics)
+
+
+def _read_weights(file: Path, model: torch.nn.Module) -> dict[str, Tensor]:
+    from safetensors import SafetensorError, safe_open
+
+    expected = model.state_dict()
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            keys = set(f.keys())
+            missing = sorted(set(expected) - keys)
+            extra = sorted(keys - set(expected))
+            if missing or extra:
+                parts = []
+                if missing:
+                    parts.append(f"missing {', '.join(missing[:5])}")
+                if extra:
+                    parts.append(f"unexpected {', '.join(extra[:5])}")
+                raise ModelFileError(f"{file}: tensors do not fit the config ({'; '.join(parts)})")
+            state = {}
+            for key, ref in expected.items():
+                tensor = f.get_tensor(key)
+                if tuple(tensor.shape) != tuple(ref.shape):
+                    raise ModelFileError(f"{file}: tensor {key!r} has shape {list(tensor.shape)}, "
+                                         f"the config needs {list(ref.shape)}")
+                if ref.is_floating_point():
+                    if not tensor.is_floating_point():
+                        raise ModelFileError(f"{file}: tensor {key!r} has dtype {tensor.dtype}, expected floating point")
+                    if not torch.isfinite(tensor).all():
+                        raise ModelFileError(f"{file}: tensor {key!r} contains NaN or Inf")
+                    tensor = tensor.to(ref.dtype)
+                elif tensor.dtype != ref.dtype:
+                    raise ModelFileError(f"{file}: tensor {key!r} has dtype {tensor.dtype}, expected {ref.dtype}")
+                state[key] = tensor
+    except SafetensorError as err:
+        raise ModelFileError(f"{file}: not a readable safetensors file ({err})") from None
+    except (OSError, ValueError, RuntimeError) as err:
+        if isinstance(err, AecoreError):
+            raise
+        raise ModelFileError(f"{file}: cannot be read ({err})") from None
+    return state
+
+
+# --- pretrained index ------------------------------------------------------------------------
+def read_manifest(root: str | os.PathLike | None = None) -> dict[str, str]:
+    """{relative file path: sha256} from pretrained/manifest.json ({} when there is none)."""
+    root = Path(root) if root else pretrained_dir()
+    file = root / MANIFEST
+    if not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        files = data["files"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelFileError(f"{file}: unreadable manifest ({err})") from None
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ModelFileError(f"{file}: 'files' must map paths to SHA-256 strings")
+    return files
+
+
+def write_manifest(root: str | os.PathLike | None = None) -> dict[str, str]:
+    """Hash every file of every model folder under `root` into manifest.json."""
+    root = Path(root) if root else pretrained_dir()
+    files = {}
+    for file in sorted(root.rglob("*")):
+        if file.is_file() and file.name != MANIFEST and not any(part.startswith(".") for part in file.relative_to(root).parts):
+            files[file.relative_to(root).as_posix()] = sha256_file(file)
+    atomic_write_json(root / MANIFEST, {"format": "aecore-manifest", "files": files})
+    return files
+
+
+def list_pretrained(root: str | os.PathLike | None = None) -> list[str]:
+    """Pretrained ids ('<dataset>/<model-id>') listed in the manifest."""
+    return sorted({k.rsplit("/", 1)[0] for k in read_manifest(root) if k.endswith("/" + WEIGHTS)})
+
+
+def load_pretrained(model_id: str, *, root: str | os.PathLike | None = None,
+                    device: str | torch.device | None = None) -> LoadedModel:
+    root = Path(root) if root else pretrained_dir()
+    manifest = read_manifest(root)
+    prefix = model_id.strip("/") + "/"
+    expected = {k[len(prefix):]: v for k, v in manifest.items() if k.startswith(prefix) and "/" not in k[len(prefix):]}
+    if WEIGHTS not in expected:
+        known = ", ".join(list_pretrained(root)) or "none"
+        raise ModelFileError(f"unknown pretrained model {model_id!r}; known: {known}")
+    return load_model(root / model_id, device=device, expected_sha256=expected)
+
+
+def list_user_models(root: str | os.PathLike | None = None) -> list[Path]:
+    root = Path(root) if root else user_models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / CONFIG).is_file() and not p.name.startswith("."))
+
+
+def resolve(ref: str | os.PathLike, *, device: str | torch.device | None = None) -> LoadedModel:
+    """A model folder path, or a pretrained id such as 'mnist/ae-d32'."""
+    path = Path(ref)
+    if path.exists():
+        return load_model(path, device=device)
+    manifest_ids = list_pretrained()
+    if str(ref) in manifest_ids:
+        return load_pretrained(str(ref), device=device)
+    raise ModelFileError(f"no model folder or pretrained id {str(ref)!r}"
+                         + (f"; pretrained ids: {', '.join(manifest_ids)}" if manifest_ids else ""))

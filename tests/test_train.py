@@ -1,0 +1,151 @@
+import threading
+
+import pytest
+import torch
+
+from aecore.data.base import split_off
+from aecore.errors import ConfigError, ModelFileError
+from aecore.models import build_model
+from aecore.train import CHECKPOINT_NAME, Callback, TrainConfig, Trainer, mask_labels
+from tests.helpers import blobs
+
+SHAPE = (1, 8, 8)
+
+
+def tiny_ae(**overrides):
+    return build_model("ae", {"input_shape": list(SHAPE), "hidden": [32], "latent_dim": 4, **overrides})
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events, self.batch_losses = [], []
+
+    def on_train_begin(self, state):
+        self.events.append("begin")
+
+    def on_stage_begin(self, state):
+        self.events.append(f"stage:{state.stage}")
+
+    def on_batch_end(self, state):
+        self.batch_losses.append(state.parts.get("loss"))
+
+    def on_epoch_end(self, state):
+        self.events.append(f"epoch:{state.epoch}")
+
+    def on_train_end(self, state):
+        self.events.append("end")
+
+
+def test_loss_falls_and_callbacks_report_each_part():
+    data, val = split_off(blobs(n=128), 0.25)
+    rec = Recorder()
+    trainer = Trainer(tiny_ae(), data, config=TrainConfig(epochs=6, batch_size=16, lr=1e-2, log_every=1),
+                      val=val, callbacks=[rec])
+    result = trainer.fit()
+    assert rec.events == ["begin", "stage:train"] + [f"epoch:{i}" for i in range(1, 7)] + ["end"]
+    assert len(rec.batch_losses) == 6 * 6
+    first, last = result.history[0], result.history[-1]
+    assert set(first["train"]) >= {"loss", "recon"}
+    assert last["train"]["loss"] < 0.5 * first["train"]["loss"]
+    assert last["val"]["loss"] < first["val"]["loss"]
+    assert not result.cancelled and result.images_seen == 6 * 96
+
+
+def test_cancel_stops_within_a_batch():
+    cancel = threading.Event()
+
+    class CancelAfter3(Callback):
+        def on_batch_end(self, state):
+            if state.step == 3:
+                cancel.set()
+
+    trainer = Trainer(tiny_ae(), blobs(), config=TrainConfig(epochs=50, batch_size=8), callbacks=[CancelAfter3()],
+                      cancel=cancel)
+    result = trainer.fit()
+    assert result.cancelled and trainer.state.step == 3 and result.history == []
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    config = TrainConfig(epochs=4, batch_size=16, lr=5e-3, noise="masking:0.3", seed=3)
+    torch.manual_seed(0)
+    full = tiny_ae()
+    Trainer(full, blobs(), config=config).fit()
+
+    torch.manual_seed(0)
+    part = tiny_ae()
+    cancel = threading.Event()
+
+    class StopInEpoch3(Callback):
+        def on_batch_end(self, state):
+            if state.epoch == 2 and state.batch == 2:
+                cancel.set()  # killed mid-epoch: epochs 1-2 are checkpointed
+
+    first = Trainer(part, blobs(), config=config, checkpoint_dir=tmp_path, callbacks=[StopInEpoch3()], cancel=cancel)
+    assert first.fit().cancelled
+    assert (tmp_path / CHECKPOINT_NAME).is_file()
+
+    torch.manual_seed(123)  # a fresh process: different global RNG, fresh model
+    resumed = tiny_ae()
+    result = Trainer(resumed, blobs(), config=config, checkpoint_dir=tmp_path).fit(resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="nothing to resume"):
+        Trainer(tiny_ae(), blobs(), checkpoint_dir=tmp_path).fit(resume=True)
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"\x00garbage")
+    with pytest.raises(ModelFileError, match="unreadable"):
+        Trainer(tiny_ae(), blobs(), checkpoint_dir=tmp_path).fit(resume=True)
+
+
+def test_denoising_scores_against_the_clean_target():
+    seen = []
+
+    class Spy(torch.nn.Module):
+        pass
+
+    model = tiny_ae()
+    forward = model.forward
+
+    def spy(x, *, target=None, y=None):
+        seen.append((x.clone(), target.clone()))
+        return forward(x, target=target, y=y)
+
+    model.forward = spy
+    Trainer(model, blobs(n=16), config=TrainConfig(epochs=1, batch_size=16, noise="masking:0.5")).fit()
+    x, target = seen[0]
+    assert ((x == 0).flatten(1).sum(1) >= 32).all()        # half of the 64 components masked
+    assert not torch.equal(x, target) and target.min() >= 0
+
+
+def test_mask_labels_is_class_balanced_and_seeded():
+    labels = torch.arange(1000) % 10
+    kept = mask_labels(labels, 100, seed=0)
+    assert (kept >= 0).sum() == 100
+    assert torch.bincount(kept[kept >= 0]).tolist() == [10] * 10
+    assert torch.equal(kept, mask_labels(labels, 100, seed=0))
+    assert not torch.equal(kept, mask_labels(labels, 100, seed=1))
+
+
+def test_shape_mismatch_and_bad_recipe_are_clear():
+    with pytest.raises(ConfigError, match="expects inputs of shape"):
+        Trainer(tiny_ae(), blobs(shape=(3, 4, 4)))
+    for bad, message in ((dict(epochs=0), "epochs"), (dict(lr=0.0), "lr"), (dict(batch_size=-1), "batch_size"),
+                         (dict(noise="masking:2"), "fraction nu")):
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_dict(bad)
+
+
+def test_greedy_stages_run_in_order(tmp_path):
+    model = build_model("stacked-ae", build_model("stacked-ae").small_config(SHAPE))
+    rec = Recorder()
+    config = TrainConfig(epochs=1, stage_epochs=2, batch_size=32)
+    result = Trainer(model, blobs(), config=config, callbacks=[rec], checkpoint_dir=tmp_path).fit()
+    stages = model.stages()
+    assert len(stages) >= 2 and [e for e in rec.events if e.startswith("stage:")] == [f"stage:{s}" for s in stages]
+    assert [h["stage"] for h in result.history] == [s for s in stages for _ in range(1 if s == "finetune" else 2)]
