@@ -1,0 +1,132 @@
+"""MLP autoencoder: the plain, deterministic autoencoder every other MLP variant builds on.
+
+Reference: Hinton & Salakhutdinov (2006), "Reducing the dimensionality of data with neural
+networks", Science 313; Goodfellow, Bengio & Courville (2016), *Deep Learning*, ch. 14.
+
+x (B, *input_shape) -> flatten (B, D) -> encoder MLP -> z (B, latent_dim) -> decoder MLP -> x_hat.
+The code is undercomplete when latent_dim < D and overcomplete when latent_dim > D; an
+overcomplete AE with no regulariser can learn the identity, which is what the app demonstrates.
+
+Reading of the sources where they leave a choice:
+- The code layer is linear (no activation) by default, as in Hinton & Salakhutdinov's deep
+  autoencoder; `code_activation` lets sparse variants use relu/sigmoid codes.
+- The decoder ends in a linear layer producing pre-activations ("logits"); `decode` applies the
+  output function. BCE is computed from the logits (numerically stable), MSE on the output.
+- Reconstruction loss is summed over components and averaged over the batch (project convention).
+
+Reuse: `MLPAutoEncoder` is the unregistered base; sparse/contractive variants subclass it with a
+config that subclasses `AEConfig` and add weighted penalty terms through `regularizers`.
+The app's filter view reads `model.encoder[0].weight`, shape (hidden[0], D) (or (latent_dim, D)
+when `hidden` is empty).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from aecore.config import MAX_WIDTH, ModelConfig, check_range
+from aecore.errors import ConfigError
+from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
+from aecore.models.layers import mlp
+from aecore.models.registry import register_model
+
+Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "leaky_relu"]
+MAX_DEPTH = 8
+
+
+def check_output_loss(output: str, loss: str) -> None:
+    """BCE scores probabilities, so it needs a sigmoid output (shared by ae, conv-ae, stacked-ae)."""
+    if loss == "bce" and output != "sigmoid":
+        raise ConfigError(f"loss = 'bce' needs output = 'sigmoid' (got output = {output!r}); use loss = 'mse' for a linear output")
+
+
+def reconstruction_loss(pre: Tensor, target: Tensor, *, loss: str, output: str = "sigmoid") -> Tensor:
+    """Summed over components, averaged over the batch.
+
+    pre: decoder pre-activations (B, ...); target: same shape. For "bce" the sigmoid is folded into
+    the loss (binary_cross_entropy_with_logits); for "mse" the output function is applied first.
+    """
+    batch = max(pre.shape[0], 1)
+    if loss == "bce":
+        return F.binary_cross_entropy_with_logits(pre, target, reduction="sum") / batch
+    out = torch.sigmoid(pre) if output == "sigmoid" else pre
+    return F.mse_loss(out, target, reduction="sum") / batch
+
+
+def apply_output(pre: Tensor, output: str) -> Tensor:
+    return torch.sigmoid(pre) if output == "sigmoid" else pre
+
+
+@dataclass
+class AEConfig(ModelConfig):
+    """hidden: encoder widths between input and code (decoder mirrors them); empty = one layer each way."""
+
+    hidden: tuple[int, ...] = (512, 256)
+    latent_dim: int = 32
+    activation: Activation = "relu"
+    code_activation: Literal["identity", "relu", "sigmoid", "tanh"] = "identity"
+    output: Literal["sigmoid", "linear"] = "sigmoid"
+    loss: Literal["mse", "bce"] = "mse"
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("number of hidden layers (len(hidden))", len(self.hidden), 0, MAX_DEPTH)
+        for width in self.hidden:
+            check_range("hidden entries", width, 1, MAX_WIDTH)
+        check_output_loss(self.output, self.loss)
+
+
+class MLPAutoEncoder(AutoEncoder):
+    """Fully connected encoder/decoder; unregistered base for the MLP family.
+
+    Attributes: `encoder`, `decoder` (nn.Sequential). `encoder[0]` is the first Linear (D -> hidden[0]);
+    `decoder` outputs pre-activations (B, D), `decode` applies the output function and reshapes.
+    """
+
+    config_class = AEConfig
+
+    def __init__(self, *, config: AEConfig):
+        super().__init__(config=config)
+        sizes = [config.input_numel, *config.hidden, config.latent_dim]
+        self.encoder = mlp(sizes, act=config.activation, final_act=config.code_activation)
+        self.decoder = mlp(sizes[::-1], act=config.activation, final_act="identity")
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(flatten(x))  # (B, latent_dim)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.decoder(z)  # (B, D), before the output function
+
+    def decode(self, z: Tensor) -> Tensor:
+        return unflatten(apply_output(self.decoder(z), self.config.output), self.config.input_shape)
+
+    def regularizers(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
+        """Extra loss terms, already weighted, added to the loss and reported under their names.
+
+        Subclasses (sparse, contractive, ...) override this; x is the model input, z the code.
+        """
+        return {}
+
+    def forward(self, x: Tensor, *, target: Tensor | None = None, y: Tensor | None = None) -> ModelOutput:
+        target = x if target is None else target
+        z = self.encode(x)
+        pre = self.decode_logits(z)
+        parts = {"recon": reconstruction_loss(pre, flatten(target), loss=self.config.loss, output=self.config.output)}
+        parts.update(self.regularizers(x, z))
+        loss = torch.stack(list(parts.values())).sum()
+        recon = unflatten(apply_output(pre, self.config.output), self.config.input_shape)
+        return ModelOutput(loss=loss, recon=recon, z=z, parts=parts)
+
+    @classmethod
+    def small_config(cls, input_shape: tuple[int, ...]) -> AEConfig:
+        return cls.config_class(input_shape=tuple(input_shape), hidden=(32,), latent_dim=8)
+
+
+@register_model("ae", description="MLP autoencoder (under- or overcomplete), MSE or BCE reconstruction")
+class AE(MLPAutoEncoder):
+    """MLP autoencoder: flatten, encoder MLP to a (linear by default) code, mirrored decoder."""
