@@ -1,0 +1,188 @@
+"""Sparse and contractive autoencoders: penalties against hand computation, Jacobians against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aecore.errors import ConfigError
+from aecore.models import build_model
+from aecore.models.contractive_ae import jacobian_frobenius_sq
+from aecore.models.sparse_ae import SIGMOID_OFF_THRESHOLD, kl_sparsity_penalty, l1_penalty
+
+
+def structured(n: int, d: int, *, seed: int = 0) -> torch.Tensor:
+    """n examples drawn around 4 prototypes in [0, 1]^d."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(4, d, generator=g)
+    return (0.8 * protos[torch.arange(n) % 4] + 0.2 * torch.rand(n, d, generator=g)).clamp(0, 1)
+
+
+def train(model, x, steps: int, lr: float = 1e-2):
+    opt = torch.optim.Adam(model.parameters(), lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(x).loss.backward()
+        opt.step()
+    return model
+
+
+def brute_frobenius_sq(f, x: torch.Tensor) -> torch.Tensor:
+    """||df/dx||_F^2 per example, one full Jacobian at a time."""
+    values = []
+    for xi in x:
+        jac = torch.autograd.functional.jacobian(lambda v: f(v.unsqueeze(0)).squeeze(0), xi)
+        values.append(jac.pow(2).sum())
+    return torch.stack(values)
+
+
+# --- sparse-ae ------------------------------------------------------------------------------
+
+def test_l1_penalty_matches_hand_computation():
+    h = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 0.5]])
+    assert l1_penalty(h).item() == pytest.approx((3.0 + 3.5) / 2)
+    model = build_model("sparse-ae", input_shape=(6,), latent_dim=3, penalty="l1", weight=0.5)
+    assert model.penalty(h).item() == pytest.approx(0.5 * 3.25)
+
+    x = torch.rand(5, 6)
+    out = model(x)
+    code = model.encode(x)
+    assert (code >= 0).all()                                           # ReLU code
+    assert out.parts["l1"].item() == pytest.approx(0.5 * code.sum(1).mean().item(), rel=1e-6)
+    assert out.loss.item() == pytest.approx((out.parts["recon"] + out.parts["l1"]).item(), rel=1e-6)
+
+
+def test_kl_sparsity_penalty_matches_hand_computation():
+    h = torch.tensor([[0.1, 0.2], [0.3, 0.4]], dtype=torch.float64)   # batch means q = (0.2, 0.3)
+    p = 0.05
+    expected = sum(p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q)) for q in (0.2, 0.3))
+    assert kl_sparsity_penalty(h, p).item() == pytest.approx(expected, rel=1e-12)
+
+    model = build_model("sparse-ae", input_shape=(6,), latent_dim=2, penalty="kl", weight=2.0, target_rate=p)
+    assert model.penalty(h).item() == pytest.approx(2.0 * expected, rel=1e-12)
+    out = model(torch.rand(5, 6))
+    assert set(out.parts) == {"recon", "kl_sparsity"}
+    assert ((out.z > 0) & (out.z < 1)).all()                           # sigmoid code
+
+
+def test_kl_sparsity_penalty_is_zero_when_mean_activation_equals_target():
+    p = 0.2
+    h = torch.tensor([[0.1, 0.2, 0.0], [0.3, 0.2, 0.4]], dtype=torch.float64)  # column means all 0.2
+    assert kl_sparsity_penalty(h, p).item() == pytest.approx(0.0, abs=1e-12)
+    assert kl_sparsity_penalty(h, 0.05).item() > 0.1
+
+
+def test_strong_l1_weight_increases_population_sparsity():
+    x = structured(32, 20)
+
+    def trained(weight: float):
+        torch.manual_seed(1)
+        model = build_model("sparse-ae", input_shape=(20,), latent_dim=32, penalty="l1", weight=weight)
+        before = model.eval_metrics(x)["population_sparsity"].mean().item()
+        train(model, x, 60)
+        return before, model.eval_metrics(x)["population_sparsity"].mean().item()
+
+    before, strong = trained(0.1)
+    _, free = trained(0.0)
+    assert strong > before + 0.3, (before, strong)
+    assert strong > free + 0.2, (free, strong)
+    assert strong < 1.0                                               # sparse, not all dead
+
+
+def test_population_sparsity_thresholds():
+    relu = build_model("sparse-ae", input_shape=(4,), latent_dim=4, penalty="l1")
+    h = torch.tensor([[0.0, 0.0, 0.001, 1.0]])
+    assert relu.off_units(h).float().mean().item() == 0.5             # exactly zero counts as off
+    sig = build_model("sparse-ae", input_shape=(4,), latent_dim=4, penalty="kl")
+    h = torch.tensor([[SIGMOID_OFF_THRESHOLD / 2, 0.02, 0.5, 0.9]])
+    assert sig.off_units(h).float().mean().item() == 0.25
+    metrics = sig.eval_metrics(torch.rand(7, 4))
+    assert set(metrics) == {"population_sparsity", "mean_activation"}
+    assert all(v.shape == (7,) for v in metrics.values())
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"target_rate": 0.0}, "target_rate"),
+    ({"target_rate": 1.0}, "target_rate"),
+    ({"target_rate": 1.5}, "target_rate"),
+    ({"weight": -0.1}, "weight"),
+    ({"hidden": [0]}, "hidden"),
+])
+def test_sparse_config_validation_names_the_field(bad, field):
+    with pytest.raises(ConfigError, match=field):
+        build_model("sparse-ae", input_shape=(4,), **bad)
+
+
+def test_sparse_default_weight_depends_on_penalty():
+    l1 = build_model("sparse-ae", input_shape=(4,), penalty="l1").config
+    kl = build_model("sparse-ae", input_shape=(4,), penalty="kl").config
+    assert l1.weight is None and l1.effective_weight != kl.effective_weight
+    assert build_model("sparse-ae", input_shape=(4,), penalty="kl", weight=0.0).config.effective_weight == 0.0
+
+
+# --- contractive-ae -------------------------------------------------------------------------
+
+def test_contractive_closed_form_equals_torch_func_and_brute_force():
+    model = build_model("contractive-ae", input_shape=(2, 3, 3), latent_dim=7).double()
+    assert model.uses_closed_form
+    x = torch.rand(5, 2, 3, 3, dtype=torch.float64)
+    closed = jacobian_frobenius_sq(model, x, method="closed_form")
+    func = jacobian_frobenius_sq(model, x, method="autograd")
+    brute = brute_frobenius_sq(model.encode, x)
+    torch.testing.assert_close(closed, brute, rtol=1e-5, atol=0)
+    torch.testing.assert_close(func, brute, rtol=1e-5, atol=0)
+    torch.testing.assert_close(model.jacobian_sq(x.flatten(1)), brute, rtol=1e-5, atol=0)
+    torch.testing.assert_close(model.eval_metrics(x)["jacobian_norm"], brute.sqrt(), rtol=1e-5, atol=0)
+
+
+def test_contractive_torch_func_equals_brute_force_on_two_layer_encoder():
+    model = build_model("contractive-ae", input_shape=(10,), latent_dim=4, hidden=[6], act="tanh").double()
+    assert not model.uses_closed_form
+    x = torch.rand(5, 10, dtype=torch.float64)
+    brute = brute_frobenius_sq(model.encode, x)
+    torch.testing.assert_close(jacobian_frobenius_sq(model, x), brute, rtol=1e-5, atol=0)
+    torch.testing.assert_close(model.jacobian_sq(x), brute, rtol=1e-5, atol=0)
+    with pytest.raises(ConfigError, match="closed_form"):
+        jacobian_frobenius_sq(model, x, method="closed_form")
+
+
+def test_jacobian_norm_of_any_autoencoder_via_encode():
+    model = build_model("sparse-ae", input_shape=(8,), latent_dim=5, hidden=[6], penalty="kl").double()
+    x = torch.rand(4, 8, dtype=torch.float64)
+    torch.testing.assert_close(jacobian_frobenius_sq(model, x), brute_frobenius_sq(model.encode, x),
+                               rtol=1e-5, atol=0)
+    assert not jacobian_frobenius_sq(model, x).requires_grad      # detached unless create_graph
+
+
+@pytest.mark.parametrize("hidden", [[], [6]])
+def test_contractive_penalty_gradients_reach_the_encoder(hidden):
+    model = build_model("contractive-ae", input_shape=(10,), latent_dim=4, hidden=hidden, weight=1.0)
+    out = model(torch.rand(6, 10))
+    assert set(out.parts) == {"recon", "contractive"} and out.parts["contractive"] > 0
+    out.parts["contractive"].backward()                           # the penalty alone
+    for param in model.encoder.parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.decoder.parameters())
+
+
+def test_contractive_penalty_shrinks_the_jacobian():
+    x = structured(32, 16)
+
+    def jac_norm(weight: float) -> float:
+        torch.manual_seed(2)
+        model = train(build_model("contractive-ae", input_shape=(16,), latent_dim=8, weight=weight), x, 40)
+        return model.eval_metrics(x)["jacobian_norm"].mean().item()
+
+    assert jac_norm(20.0) < 0.5 * jac_norm(0.0)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"weight": -1.0}, "weight"),
+    ({"jacobian": "closed_form", "hidden": [5]}, "jacobian"),
+    ({"jacobian": "numeric"}, "jacobian"),
+])
+def test_contractive_config_validation_names_the_field(bad, field):
+    with pytest.raises(ConfigError, match=field):
+        build_model("contractive-ae", input_shape=(4,), **bad)
