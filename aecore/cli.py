@@ -101,10 +101,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import aecore.data as data_mod
     from aecore.evaluate import evaluate
-    from aecore.models import build_model
+    from aecore.models import build_model, get_model_class
     from aecore.store import save_model
     from aecore.train import TrainConfig, Trainer
 
+    get_model_class(args.model)  # an unknown name fails before any data is loaded
     config = TrainConfig.from_dict({
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "noise": args.noise, "labels": args.labels, "stage_epochs": args.stage_epochs,
@@ -203,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AecoreError as err:
         print(f"aecore: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `aecore eval ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("aecore: interrupted; the last completed epoch is checkpointed (use --resume)", file=sys.stderr)
         return 130

@@ -1,0 +1,30 @@
+"""Pictures for the app and the CLI: image grids as uint8 arrays (no streamlit here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.utils import make_grid
+
+
+def to_images(x: Tensor, input_shape: tuple[int, ...] | None = None) -> Tensor:
+    """Any batch (B, C, H, W) / (B, D) / uint8 / float -> float (B, C, H, W) in [0, 1]; flat square inputs become images."""
+    x = x.detach().cpu()
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if x.ndim == 2:
+        if input_shape and len(input_shape) == 3:
+            x = x.view(-1, *input_shape)
+        else:
+            side = int(round(x.shape[1] ** 0.5))
+            x = x.view(-1, 1, side, side) if side * side == x.shape[1] else x.view(-1, 1, 1, x.shape[1])
+    return x.clamp(0, 1)
+
+
+def image_grid(x: Tensor, *, nrow: int = 8, padding: int = 2, scale: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """(B, ...) -> (H, W, 3) uint8 grid; `scale` repeats pixels (crisp digits on a projector)."""
+    images = to_images(x)
+    grid = make_grid(images, nrow=max(1, nrow), padding=padding, pad_value=pad_value)  # (3, H, W)
+    if scale > 1:
+        grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
