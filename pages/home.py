@@ -33,7 +33,7 @@ with left:
     except AecoreError as err:
         st.error(str(err))
     else:
-        st.image(grid, caption=f"{name}: 64 random test images of {size:,} ({source})")
+        st.image(grid, caption=f"{name}: 64 random test images of {size:,} — source: {source}")
         st.caption("Classes: " + ", ".join(classes))
         st.caption(dataset_info(name).get("description", ""))
 with right:
