@@ -19,9 +19,10 @@ How we read the paper where it leaves room:
   if the step would INCREASE a (g < 0); for a > 1 only if it would DECREASE a (g > 0); any
   other saturated case gets zero. There is no separate "high error" threshold: any error that
   points back into range counts.
-- The clip of R_k uses the same TReLU (the paper uses TReLU on the output too). With a plain
-  clamp an output stuck below 0 or above 1 would get no gradient at all; with TReLU it is pulled
-  back whenever the target lies inside the range.
+- The clip of R_k uses the same TReLU, not a plain clamp: one truncated-linear unit type for
+  hidden and output layer, as in the paper's single-layer set-up. With a plain clamp an output
+  stuck below 0 or above 1 would get no gradient at all; with TReLU it is pulled back whenever
+  the target lies inside the range (always, for data in [0, 1]).
 - Loss: the MEAN over k (not the sum), so its scale is that of one summed-squared-error
   reconstruction loss and does not grow with the number of units.
 - Ties (many h are exactly 0) are ordered by unit index (stable sort). Tied units contribute
@@ -50,7 +51,7 @@ from aecore.errors import ConfigError
 from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.registry import register_model
 
-# Largest (B, k_chunk, max(D, n_units)) block built at once (float elements, 16 MiB in fp32).
+# Largest (B, k_chunk, D) block built at once (float elements, 16 MiB in fp32).
 CHUNK_ELEMENTS = 1 << 22
 
 
