@@ -44,9 +44,13 @@ def evaluate(model: torch.nn.Module, data: ImageData, *, noise: str | Noise | No
     generator = make_generator(seed, device) if noise else None
     n = len(data) if limit is None else min(limit, len(data))
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
 
     def add(name: str, values: Tensor) -> None:
-        sums[name] = sums.get(name, 0.0) + float(values.double().sum())
+        """NaN marks 'not applicable' (e.g. accuracy of an unlabelled image): left out of the mean."""
+        known = values[~torch.isnan(values)].double()
+        sums[name] = sums.get(name, 0.0) + float(known.sum())
+        counts[name] = counts.get(name, 0) + int(known.numel())
 
     for start in range(0, n, batch_size):
         index = slice(start, min(start + batch_size, n))
@@ -60,7 +64,7 @@ def evaluate(model: torch.nn.Module, data: ImageData, *, noise: str | Noise | No
             add("noisy_psnr", psnr(x, clean))
         for name, values in model.eval_metrics(x, labels).items():
             add(name, values.reshape(-1))
-    metrics: dict[str, Any] = {k: v / n for k, v in sums.items()}
+    metrics: dict[str, Any] = {k: (v / counts[k] if counts[k] else float("nan")) for k, v in sums.items()}
     if noise:
         metrics["psnr_gain"] = metrics["psnr"] - metrics["noisy_psnr"]
         metrics["noise"] = str(noise)
