@@ -17,6 +17,7 @@ from aecore.errors import ConfigError
 
 MAX_LATENT = 65_536
 MAX_WIDTH = 65_536
+MAX_DEPTH = 8
 MAX_INPUT_ELEMENTS = 3 * 512 * 512
 
 
@@ -95,6 +96,13 @@ def check_range(where: str, value: float, lo: float | None = None, hi: float | N
         lo_s = "-inf" if lo is None else f"{lo:g}"
         hi_s = "inf" if hi is None else f"{hi:g}"
         raise ConfigError(f"{where} = {value!r} is out of range {left}{lo_s}, {hi_s}{right}")
+
+
+def check_widths(hidden: tuple[int, ...], *, max_depth: int = MAX_DEPTH) -> None:
+    """Hidden layer widths of an MLP: at most `max_depth` layers, each 1..MAX_WIDTH units."""
+    check_range("number of hidden layers (len(hidden))", len(hidden), 0, max_depth)
+    for width in hidden:
+        check_range("hidden entries", width, 1, MAX_WIDTH)
 
 
 @dataclasses.dataclass

@@ -29,14 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aecore.config import MAX_WIDTH, ModelConfig, check_range
+from aecore.config import ModelConfig, check_widths
 from aecore.errors import ConfigError
 from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.layers import mlp
 from aecore.models.registry import register_model
 
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "leaky_relu"]
-MAX_DEPTH = 8
 
 
 def check_output_loss(output: str, loss: str) -> None:
@@ -75,9 +74,7 @@ class AEConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_range("number of hidden layers (len(hidden))", len(self.hidden), 0, MAX_DEPTH)
-        for width in self.hidden:
-            check_range("hidden entries", width, 1, MAX_WIDTH)
+        check_widths(self.hidden)
         check_output_loss(self.output, self.loss)
 
 

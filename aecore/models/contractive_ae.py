@@ -24,7 +24,7 @@ from typing import Callable, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from aecore.config import MAX_WIDTH, ModelConfig, check_range
+from aecore.config import ModelConfig, check_range, check_widths
 from aecore.errors import ConfigError
 from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.layers import mlp
@@ -45,8 +45,7 @@ class ContractiveAEConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        for width in self.hidden:
-            check_range("hidden entries", width, 1, MAX_WIDTH)
+        check_widths(self.hidden)
         check_range("weight", self.weight, 0.0, 1e6)
         if self.jacobian == "closed_form" and self.hidden:
             raise ConfigError(f"jacobian = 'closed_form' needs a one-layer sigmoid encoder (hidden = []), "

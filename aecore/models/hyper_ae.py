@@ -47,11 +47,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aecore.config import MAX_WIDTH, ModelConfig, check_range
+from aecore.config import ModelConfig, check_range, check_widths
 from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.registry import register_model
 
-MAX_DEPTH = 8
 MAX_CHUNK = 1 << 20
 MAX_EMBEDDING = 4096
 HYPER_INIT_STD = 0.05  # std of embedding and generator entries at init (see ChunkedHyperNetwork)
@@ -204,9 +203,7 @@ class HyperAEVanillaConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_range("number of hidden layers (len(hidden))", len(self.hidden), 0, MAX_DEPTH)
-        for width in self.hidden:
-            check_range("hidden entries", width, 1, MAX_WIDTH)
+        check_widths(self.hidden)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aecore.config import MAX_WIDTH, ModelConfig, check_range
+from aecore.config import ModelConfig, check_range, check_widths
 from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.layers import mlp
 from aecore.models.registry import register_model
@@ -54,8 +54,7 @@ class SparseAEConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        for width in self.hidden:
-            check_range("hidden entries", width, 1, MAX_WIDTH)
+        check_widths(self.hidden)
         if self.weight is not None:
             check_range("weight", self.weight, 0.0, 1e6)
         check_range("target_rate", self.target_rate, 0.0, 1.0, lo_open=True, hi_open=True)

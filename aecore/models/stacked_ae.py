@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aecore.config import MAX_WIDTH, ModelConfig, check_range
+from aecore.config import ModelConfig, check_widths
 from aecore.errors import ConfigError
-from aecore.models.ae import MAX_DEPTH, reconstruction_loss
+from aecore.models.ae import reconstruction_loss
 from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.layers import activation, init_weights_xavier, mlp
 from aecore.models.registry import register_model
@@ -56,9 +56,7 @@ class StackedAEConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_range("number of hidden layers (len(hidden))", len(self.hidden), 0, MAX_DEPTH)
-        for width in self.hidden:
-            check_range("hidden entries", width, 1, MAX_WIDTH)
+        check_widths(self.hidden)
         if self.loss == "bce" and self.activation != "sigmoid":
             raise ConfigError(f"loss = 'bce' needs activation = 'sigmoid' (got {self.activation!r}): "
                               "upper layers reconstruct their input codes, which must lie in [0, 1]")

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aecore.config import MAX_WIDTH, ModelConfig, check_range
+from aecore.config import ModelConfig, check_range, check_widths
 from aecore.errors import ConfigError
 from aecore.models.base import AutoEncoder, ModelOutput, flatten, image_shape_ok, unflatten
 from aecore.models.layers import ConvDecoder, ConvEncoder, default_conv_channels, mlp
@@ -73,8 +73,7 @@ class VAEConfig(VAEConfigBase):
 
     def validate(self) -> None:
         super().validate()
-        for width in self.hidden:
-            check_range("hidden entries", width, 1, MAX_WIDTH)
+        check_widths(self.hidden)
 
 
 @dataclass
