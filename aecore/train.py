@@ -172,6 +172,7 @@ class Trainer:
         self.cancel = cancel or threading.Event()
         self.state = TrainState()
         self.optimizer: torch.optim.Optimizer | None = None
+        self._pending_optimizer: dict[str, Any] | None = None  # Adam state from a checkpoint, loaded at stage start
 
     # --- public -------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
@@ -224,7 +225,7 @@ class Trainer:
                                               fused=True)
         except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
             self.optimizer = torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
-        if restoring and getattr(self, "_pending_optimizer", None) is not None:
+        if restoring and self._pending_optimizer is not None:
             self.optimizer.load_state_dict(self._pending_optimizer)
             self._pending_optimizer = None
 
@@ -374,8 +375,9 @@ class Trainer:
         state.history = trainer_state["history"]
         state.step, state.images_seen = trainer_state["step"], trainer_state["images_seen"]
         stage_index, epoch = trainer_state["stage_index"], trainer_state["epoch"]
-        # Stages finished before the checkpoint's stage must have their end hooks replayed? No: their
-        # effects (e.g. filter snapshots) live in the model's buffers, which were just restored.
+        # Stages finished before the checkpoint's stage need no replay: their end_stage effects (e.g.
+        # filter snapshots) live in the model's buffers, restored above. Only a checkpoint taken at the
+        # last epoch of a stage still owes that stage's end_stage.
         if epoch >= self._epochs_for(stages[stage_index], len(stages)):
             if hasattr(self.model, "end_stage"):
                 self.model.end_stage(stages[stage_index])
