@@ -69,11 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model folder or pretrained id (e.g. mnist/ae-d32)")
     p.add_argument("--dataset", help="default: the dataset the model was trained on")
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--noise", help="corrupt inputs first (denoising metrics)")
+    p.add_argument("--noise", help="corrupt inputs first (denoising metrics); default: the noise the model "
+                                   "was trained with, 'none' for clean inputs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--device")
     p.add_argument("--json", action="store_true")
+
+    zoo = sub.add_parser("zoo", help="the pretrained zoo: build it from its recipes, render its table")
+    zsub = zoo.add_subparsers(dest="zoo_command", required=True, parser_class=_Parser)
+    p = zsub.add_parser("build", help="train, measure and map every recipe (or --only some)")
+    p.add_argument("--only", action="append", default=[], metavar="ID", help="e.g. ae-d32 or mnist/ae-d32")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--device")
+    p.add_argument("--out", type=Path, help="default: the pretrained/ folder ($AECORE_PRETRAINED)")
+    p.add_argument("--skip-existing", action="store_true", help="leave models that are already built")
+    p = zsub.add_parser("list", help="the recipes")
+    p = zsub.add_parser("table", help="the README's metrics table, from the metrics.json files")
+    p.add_argument("--write", type=Path, metavar="README", help="replace the table between its markers in README")
+    p.add_argument("--root", type=Path, help="default: the pretrained/ folder")
     return parser
 
 
@@ -103,6 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from aecore.evaluate import evaluate
     from aecore.models import build_model, get_model_class
     from aecore.store import save_model
+    from aecore.device import device_label
     from aecore.train import TrainConfig, Trainer
 
     get_model_class(args.model)  # an unknown name fails before any data is loaded
@@ -128,17 +143,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 2),
                            "images_seen": result.images_seen}
     save_model(model, args.out, dataset=args.dataset, classes=train.classes, recipe=config.to_dict(),
-               metrics=metrics, trained_on=_device_name(result.device), half=args.half)
+               metrics=metrics, trained_on=device_label(result.device), half=args.half)
     print(f"saved {args.out}  test mse {metrics['mse']:.5f}  psnr {metrics['psnr']:.2f} dB")
     return 0
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{device} ({torch.cuda.get_device_name()})"
-    return device
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -147,11 +154,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from aecore.store import resolve
 
     loaded = resolve(args.model, device=args.device)
+    noise = args.noise if args.noise is not None else (loaded.info.get("recipe") or {}).get("noise")
+    noise = None if noise in ("none", "") else noise
     dataset = args.dataset or loaded.info.get("dataset")
     if not dataset:
         raise ConfigError("the model does not record its dataset; pass --dataset")
     data = data_mod.load_dataset(dataset, args.split, data_dir=args.data_dir)
-    metrics = evaluate(loaded.model, data, noise=args.noise, seed=args.seed)
+    metrics = evaluate(loaded.model, data, noise=noise, seed=args.seed)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -192,7 +201,31 @@ class ProgressBar:
             self.bar = None
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval}
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from aecore import zoo
+
+    if args.zoo_command == "list":
+        for full_id in zoo.recipe_ids():
+            recipe = zoo.RECIPES[full_id.split("/", 1)[1]]
+            print(f"{full_id:<34} {recipe.model:<18} {recipe.about}")
+        return 0
+    if args.zoo_command == "table":
+        from aecore import zoo_table
+
+        table = zoo_table.render(args.root)
+        if args.write:
+            zoo_table.write_into(args.write, table)
+            print(f"updated the table in {args.write}")
+        else:
+            print(table)
+        return 0
+    built = zoo.build(only=args.only, root=args.out, data_dir=args.data_dir, device=args.device,
+                      skip_existing=args.skip_existing, progress=lambda i: print(f"building {i}", file=sys.stderr))
+    print(f"built {len(built)} model(s); manifest updated")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "zoo": cmd_zoo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,3 +24,14 @@ def pick_device(name: str | None = None) -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"device {name!r} asked for, but MPS is not available on this machine")
     return device
+
+
+def device_label(device: str | torch.device) -> str:
+    """'cpu', or 'cuda (NVIDIA H100 …)': what config.json records as trained_on."""
+    device = str(device)
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name()})"
+    if device == "cpu":
+        import os
+        return f"cpu ({os.cpu_count()} cores, torch {torch.__version__})"
+    return device

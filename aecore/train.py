@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 import torch
 from torch import Tensor
@@ -49,6 +49,9 @@ class TrainConfig(StrictConfig):
     labels: int | None = None         # keep this many labels (class-balanced, seeded); the rest become -1
     stage_epochs: int | None = None   # epochs for each greedy pretraining stage (None: same as epochs)
     grad_clip: float | None = None    # max global grad norm, None = off
+    lr_schedule: Literal["constant", "cosine"] = "constant"   # cosine: lr decays to 0 over each stage
+    binarize: bool = False            # dynamic binarisation: each batch is Bernoulli(x), input and target
+    labelled_per_batch: int = 0       # add this many labelled rows (drawn with replacement) to each batch
     log_every: int = 10               # batches between loss read-outs (each read-out syncs the device)
 
     def validate(self) -> None:
@@ -65,6 +68,7 @@ class TrainConfig(StrictConfig):
         if self.grad_clip is not None:
             check_range("grad_clip", self.grad_clip, 0.0, None, lo_open=True)
         check_range("log_every", self.log_every, 1, 10**6)
+        check_range("labelled_per_batch", self.labelled_per_batch, 0, MAX_BATCH)
         parse_noise(self.noise)  # raises ConfigError on a bad spec
 
 
@@ -240,6 +244,8 @@ class Trainer:
         order = torch.randperm(n, generator=order_gen).to(self.device)
         batch_size = min(cfg.batch_size, n)
         n_batches = math.ceil(n / batch_size)
+        extra = self._labelled_draws(order_gen, n_batches)        # (n_batches, k) or None
+        binary_gen = make_generator(seed + 2, self.device) if cfg.binarize else None
         state.batch, state.batches_per_epoch = 0, n_batches
         sums: dict[str, Tensor] = {}
         epoch_sums: dict[str, float] = {}
@@ -250,7 +256,13 @@ class Trainer:
             if self.cancel.is_set():
                 return False
             index = order[b * batch_size:(b + 1) * batch_size]
+            if extra is not None:
+                index = torch.cat([index, extra[b]])
+            if cfg.lr_schedule == "cosine":
+                self._set_lr(epoch * n_batches + b, state.epochs * n_batches)
             clean = self.train.as_float(index).view(len(index), *self.shape)
+            if binary_gen is not None:
+                clean = torch.bernoulli(clean, generator=binary_gen)
             x = self.noise(clean, generator=noise_gen) if self.noise else clean
             out = model(x, target=clean, y=self.train.labels[index])
             self.optimizer.zero_grad(set_to_none=True)
@@ -284,18 +296,37 @@ class Trainer:
         })
         return True
 
+    def _labelled_draws(self, generator: torch.Generator, n_batches: int) -> Tensor | None:
+        """Indices of labelled rows to append to each batch (semi-supervised oversampling)."""
+        k = self.config.labelled_per_batch
+        if not k:
+            return None
+        labelled = torch.nonzero(self.train.labels.cpu() >= 0).flatten()
+        if len(labelled) == 0:
+            return None
+        pick = torch.randint(len(labelled), (n_batches, k), generator=generator)
+        return labelled[pick].to(self.device)
+
+    def _set_lr(self, step: int, total: int) -> None:
+        lr = 0.5 * self.config.lr * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
         """Mean loss parts on the validation split, corrupted the same way (fixed seed)."""
         model, val = self.model, self.val
         model.eval()
         noise_gen = make_generator(self.config.seed + 7, self.device) if self.noise else None
+        binary_gen = make_generator(self.config.seed + 8, self.device) if self.config.binarize else None
         totals: dict[str, Tensor] = {}
         n = len(val)
         batch_size = max(self.config.batch_size, 256)
         for start in range(0, n, batch_size):
             index = slice(start, min(start + batch_size, n))
             clean = val.as_float(index).view(-1, *self.shape)
+            if binary_gen is not None:
+                clean = torch.bernoulli(clean, generator=binary_gen)
             x = self.noise(clean, generator=noise_gen) if self.noise else clean
             out = model(x, target=clean, y=val.labels[index])
             weight = clean.shape[0]

@@ -28,3 +28,17 @@ def image_grid(x: Tensor, *, nrow: int = 8, padding: int = 2, scale: int = 1, pa
     if scale > 1:
         grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """(H, W) or (H, W, 3) array (uint8, or float in [0, 1]) -> PNG file bytes."""
+    import io
+
+    from PIL import Image
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -34,3 +34,20 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("AECORE_HOME", str(home))
     monkeypatch.delenv("AECORE_DATA_DIR", raising=False)
     monkeypatch.setenv("AECORE_OFFLINE", "1")  # tests never try a download
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo_root(tmp_path_factory) -> Path:
+    """A pretrained/ folder of tiny models (see tests/tiny_zoo.py), built once per session."""
+    from tests.tiny_zoo import build_tiny_zoo
+
+    root = tmp_path_factory.mktemp("pretrained")
+    build_tiny_zoo(root)
+    return root
+
+
+@pytest.fixture
+def tiny_zoo(tiny_zoo_root, monkeypatch) -> Path:
+    """Point aecore (and the app) at the tiny pretrained folder for this test."""
+    monkeypatch.setenv("AECORE_PRETRAINED", str(tiny_zoo_root))
+    return tiny_zoo_root

@@ -1,0 +1,312 @@
+"""The pretrained zoo: recorded recipes, one build command, measured metrics, precomputed maps.
+
+`aecore zoo build --data-dir DIR` trains every recipe below on every dataset it lists and writes
+`pretrained/<dataset>/<id>/` (model.safetensors, config.json, metrics.json, maps.npz) and
+`pretrained/manifest.json`. Metrics are measured on the saved (reloaded) weights with the same
+`evaluate()` that `aecore eval` runs, so the two agree. A killed build resumes from the last
+finished epoch of the model it was training (its checkpoint lives in `pretrained/.build/`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+from aecore.atomic import atomic_write
+from aecore.data import load_dataset
+from aecore.data.base import ImageData, split_off
+from aecore.device import device_label
+from aecore.errors import ConfigError
+from aecore.evaluate import evaluate, per_image_mse
+from aecore.models import build_model
+from aecore.noise import make_generator
+from aecore.pca import PCA
+from aecore.paths import pretrained_dir
+from aecore.store import load_model, save_model, write_manifest, write_metrics
+from aecore.train import TrainConfig, Trainer, mask_labels
+
+log = logging.getLogger("aecore")
+
+MNIST_LIKE = ("mnist", "fashion-mnist")
+MAPS = "maps.npz"
+VAL_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One pretrained model: architecture, training recipe, datasets, and what to measure."""
+
+    id: str
+    model: str
+    config: dict[str, Any]
+    train: dict[str, Any]
+    about: str
+    datasets: tuple[str, ...] = MNIST_LIKE
+    extras: tuple[str, ...] = ()         # extra measurements: "nll", "semi", "pca_angles", "gap"
+    half: bool = True                    # store weights as float16 (metrics are measured after)
+
+    @property
+    def noise(self) -> str | None:
+        return self.train.get("noise")
+
+
+def _r(id: str, model: str, about: str, config: dict | None = None, **train: Any) -> Recipe:
+    extras = tuple(train.pop("extras", ()))
+    datasets = tuple(train.pop("datasets", MNIST_LIKE))
+    return Recipe(id=id, model=model, config=config or {}, train={"seed": 0, **train}, about=about,
+                  datasets=datasets, extras=extras)
+
+
+COSINE = {"lr_schedule": "cosine"}
+RECIPES: dict[str, Recipe] = {r.id: r for r in [
+    _r("ae-d2", "ae", "MLP autoencoder with a 2-D code: its latent space is the map itself",
+       {"hidden": [512, 256], "latent_dim": 2}, epochs=30, batch_size=128, lr=2e-3, **COSINE),
+    _r("ae-d32", "ae", "MLP autoencoder, 32-D code",
+       {"hidden": [512, 256], "latent_dim": 32}, epochs=30, batch_size=128, lr=2e-3, **COSINE),
+    _r("conv-ae-d32", "conv-ae", "convolutional autoencoder, 32-D code",
+       {"latent_dim": 32}, epochs=12, batch_size=128, lr=2e-3, **COSINE),
+    _r("linear-ae-d32", "linear-ae", "linear autoencoder: learns PCA's 32-D principal subspace",
+       {"latent_dim": 32}, epochs=100, batch_size=256, lr=1e-3, extras=("pca_angles",), **COSINE),
+    _r("stacked-ae", "stacked-ae", "stacked AE, tied weights, greedy layer-wise pretraining then fine-tuning",
+       {"hidden": [256, 64], "latent_dim": 32}, epochs=15, stage_epochs=5, batch_size=128, lr=1e-3),
+    _r("dae-gaussian", "ae", "denoising AE trained on Gaussian noise sigma = 0.5",
+       {"hidden": [512, 256], "latent_dim": 64}, epochs=20, batch_size=128, lr=2e-3, noise="gaussian:0.5", **COSINE),
+    _r("dae-masking", "ae", "denoising AE trained on masking noise nu = 0.5",
+       {"hidden": [512, 256], "latent_dim": 64}, epochs=20, batch_size=128, lr=2e-3, noise="masking:0.5", **COSINE),
+    _r("dae-saltpepper", "ae", "denoising AE trained on salt-and-pepper noise nu = 0.2",
+       {"hidden": [512, 256], "latent_dim": 64}, epochs=20, batch_size=128, lr=2e-3, noise="saltpepper:0.2",
+       **COSINE),
+    _r("sparse-ae-l1", "sparse-ae", "one-layer sparse AE, 256 ReLU units, L1 penalty on the code",
+       {"latent_dim": 256, "penalty": "l1"}, epochs=20, batch_size=128, lr=1e-3, **COSINE),
+    _r("sparse-ae-kl", "sparse-ae", "one-layer sparse AE, 256 sigmoid units, KL to target rate p = 0.05",
+       {"latent_dim": 256, "penalty": "kl", "target_rate": 0.05}, epochs=20, batch_size=128, lr=1e-3, **COSINE),
+    _r("ae-256", "ae", "plain one-layer AE with 256 ReLU units: the sparse AEs' unregularised twin",
+       {"hidden": [], "latent_dim": 256, "code_activation": "relu", "loss": "bce"},
+       epochs=20, batch_size=128, lr=1e-3, **COSINE),
+    _r("contractive-ae", "contractive-ae", "contractive AE: one sigmoid layer, Jacobian penalty lambda = 0.1",
+       {"latent_dim": 128}, epochs=20, batch_size=128, lr=1e-3, **COSINE),
+    _r("hyper-ae", "hyper-ae", "hyper autoencoder: one embedding -> linear hypernetwork -> all AE weights",
+       {}, epochs=30, batch_size=128, lr=2e-3, **COSINE),
+    _r("hyper-ae-vanilla", "hyper-ae-vanilla", "the hyper AE's ordinary twin: same MLP, weights trained directly",
+       {}, epochs=30, batch_size=128, lr=2e-3, **COSINE),
+    _r("vae-d2", "vae", "MLP VAE with a 2-D latent: decoded manifold grid",
+       {"hidden": [512], "latent_dim": 2}, epochs=30, batch_size=128, lr=1e-3, **COSINE),
+    _r("vae-d32", "vae", "MLP VAE, 32-D latent, trained on dynamically binarised images (for the NLL)",
+       {"hidden": [512, 256], "latent_dim": 32}, epochs=60, batch_size=128, lr=1e-3, binarize=True,
+       extras=("nll",), **COSINE),
+    _r("conv-vae-d32", "conv-vae", "convolutional VAE, 32-D latent, dynamically binarised training",
+       {"latent_dim": 32}, epochs=10, batch_size=128, lr=1e-3, binarize=True, **COSINE),
+    _r("hyper-semi-100", "hyper-semi", "semi-supervised CNN + hypernetwork AE, 100 labels",
+       {}, epochs=4, batch_size=128, lr=1e-3, labels=100, labelled_per_batch=16, extras=("semi",), **COSINE),
+    _r("hyper-semi-1000", "hyper-semi", "semi-supervised CNN + hypernetwork AE, 1000 labels",
+       {}, epochs=3, batch_size=128, lr=1e-3, labels=1000, labelled_per_batch=16, extras=("semi",), **COSINE),
+    _r("unet-denoise", "unet", "U-Net denoiser (skips), Gaussian sigma = 0.5",
+       {"base_channels": 16, "task": "denoise"}, epochs=2, batch_size=64, lr=2e-3, noise="gaussian:0.5",
+       **COSINE),
+    _r("rank-ordered-ae", "rank-ordered-ae", "rank-ordered AE (Bertens 2016) on 7x7 colour patches",
+       {"latent_dim": 169}, epochs=3, batch_size=128, lr=1e-3, datasets=("cifar10-patches",),
+       extras=("gap",), **COSINE),
+]}
+
+
+def recipe_ids() -> list[str]:
+    """All '<dataset>/<id>' the zoo builds, in build order."""
+    return [f"{ds}/{r.id}" for r in RECIPES.values() for ds in r.datasets]
+
+
+# --- extra measurements --------------------------------------------------------------------------
+def pca_baseline(train: ImageData, test: ImageData, k: int) -> dict[str, float]:
+    """Test MSE per pixel of PCA with k components fitted on the training split."""
+    pca = PCA.fit(train.as_float(), k)
+    x = test.as_float()
+    return {"pca_components": k, "pca_mse": round(float(per_image_mse(pca.reconstruct(x), x).mean()), 6)}
+
+
+@torch.no_grad()
+def binarized_nll(model: torch.nn.Module, test: ImageData, *, k: int = 1000, seed: int = 0,
+                  batch_size: int = 100) -> dict[str, float]:
+    """Importance-sampled NLL (nats) on the test split binarised once with a fixed seed."""
+    device = next(model.parameters()).device
+    generator = make_generator(seed, device)
+    total, n = 0.0, len(test)
+    for start in range(0, n, batch_size):
+        x = test.as_float(slice(start, min(start + batch_size, n))).to(device)
+        xb = torch.bernoulli(x, generator=generator).view(-1, *model.config.input_shape)
+        total += float(model.nll(xb, k=k, generator=generator).sum())
+    return {"nll": round(total / n, 4), "nll_samples": k, "nll_data": "test split, binarised once (seed 0)"}
+
+
+def semi_baselines(train: ImageData, test: ImageData, labels: int, config: dict, *, seed: int,
+                   device: str | None) -> dict[str, float]:
+    """Contrast for hyper-semi: the same CNN trained on the labelled images only, and PCA + logistic
+    regression (PCA fitted on all training images, the classifier on the labelled ones)."""
+    from sklearn.linear_model import LogisticRegression
+
+    kept = mask_labels(train.labels, labels, seed=seed)
+    labelled = train.subset(torch.nonzero(kept >= 0).flatten())
+    supervised = dict(config, input_shape=list(train.input_shape), recon_weight=0.0, vat_weight=0.0,
+                      entropy_weight=0.0, marginal_weight=0.0)
+    model = build_model("hyper-semi", supervised)
+    batch = min(100, len(labelled))
+    steps = 600
+    epochs = math.ceil(steps / math.ceil(len(labelled) / batch))
+    Trainer(model, labelled, config=TrainConfig(epochs=epochs, batch_size=batch, lr=1e-3, seed=seed),
+            device=device).fit()
+    scratch = evaluate(model, test)["accuracy"]
+    pca = PCA.fit(train.as_float(), 50)
+    clf = LogisticRegression(max_iter=2000).fit(pca.encode(labelled.as_float()).numpy(), labelled.labels.numpy())
+    pca_acc = float((clf.predict(pca.encode(test.as_float()).numpy()) == test.labels.numpy()).mean())
+    return {"scratch_cnn_accuracy": round(scratch, 4), "scratch_cnn_steps": steps,
+            "pca_logreg_accuracy": round(pca_acc, 4), "pca_logreg_components": 50}
+
+
+def train_test_gap(model: torch.nn.Module, train: ImageData, test: ImageData) -> dict[str, float]:
+    """Mean loss on (a same-sized slice of) the training split vs the test split."""
+    n = min(len(train), len(test))
+    device = next(model.parameters()).device
+
+    def mean_loss(data: ImageData) -> float:
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, n, 1000):
+                x = data.as_float(slice(start, min(start + 1000, n))).to(device).view(-1, *model.config.input_shape)
+                total += float(model(x, target=x).loss) * x.shape[0]
+        return total / n
+
+    train_loss, test_loss = mean_loss(train), mean_loss(test)
+    return {"train_loss": round(train_loss, 6), "test_loss": round(test_loss, 6),
+            "generalisation_gap": round(test_loss - train_loss, 6)}
+
+
+# --- latent maps -----------------------------------------------------------------------------------
+@torch.no_grad()
+def codes_of(model: torch.nn.Module, data: ImageData, batch_size: int = 1000) -> torch.Tensor:
+    """(N, d) codes of every image (VAEs: the posterior mean)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(data), batch_size):
+        x = data.as_float(slice(start, min(start + batch_size, len(data)))).to(device)
+        out.append(model.encode(x.view(-1, *model.config.input_shape)).reshape(x.shape[0], -1).float().cpu())
+    return torch.cat(out)
+
+
+def project(codes: np.ndarray, method: str, *, dims: int = 2, seed: int = 0) -> np.ndarray:
+    """(N, d) -> (N, dims) with 'pca', 'umap' or 'tsne' (seeded)."""
+    codes = np.asarray(codes, dtype=np.float32)
+    if codes.shape[1] <= dims and method != "umap":
+        return np.pad(codes, ((0, 0), (0, dims - codes.shape[1])))
+    if method == "pca":
+        from sklearn.decomposition import PCA as SkPCA
+        return SkPCA(n_components=dims, random_state=seed).fit_transform(codes).astype(np.float32)
+    if method == "umap":
+        import umap
+        return umap.UMAP(n_components=dims, random_state=seed, n_jobs=1).fit_transform(codes).astype(np.float32)
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+        return TSNE(n_components=dims, random_state=seed, init="pca").fit_transform(codes).astype(np.float32)
+    raise ConfigError(f"unknown projection {method!r}; choose pca, umap or tsne")
+
+
+def write_maps(path: Path, codes: torch.Tensor, labels: torch.Tensor,
+               methods: tuple[str, ...] = ("pca", "umap")) -> dict[str, np.ndarray]:
+    """maps.npz: one (N, 2) float32 array per method (pca, umap), 'labels' (N,) int16; atomic."""
+    maps = {m: project(codes.numpy(), m) for m in methods}
+    maps["labels"] = labels.numpy().astype(np.int16)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **maps)
+    atomic_write(path / MAPS, buffer.getvalue())
+    return maps
+
+
+def read_maps(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a model folder's maps.npz ({} when it has none); never unpickles."""
+    file = Path(path) / MAPS
+    if not file.is_file():
+        return {}
+    with np.load(file, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+# --- build ------------------------------------------------------------------------------------------
+def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None = None,
+              device: str | None = None, callbacks: Iterable[Any] = ()) -> dict[str, Any]:
+    """Train, save, reload, measure and map one pretrained model; returns its metrics."""
+    t0 = time.perf_counter()
+    full = load_dataset(dataset, "train", data_dir=data_dir)
+    test = load_dataset(dataset, "test", data_dir=data_dir)
+    if full.split == "test":
+        raise ConfigError(f"{dataset}: only the bundled test split was found; the zoo trains on the "
+                          "full training split (pass --data-dir)")
+    train, val = split_off(full, VAL_FRACTION, seed=recipe.train["seed"])
+    model = build_model(recipe.model, dict(recipe.config, input_shape=list(train.input_shape)))
+    config = TrainConfig.from_dict(recipe.train, where=f"recipe {recipe.id}")
+    work = root / ".build" / dataset / recipe.id
+    work.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(model, train, config=config, val=val, callbacks=callbacks, device=device,
+                      checkpoint_dir=work)
+    resume = (work / "checkpoint.safetensors").exists()
+    result = trainer.fit(resume=resume)
+    if result.cancelled:
+        raise KeyboardInterrupt
+    out = root / dataset / recipe.id
+    save_model(model, out, dataset=dataset, classes=train.classes, half=recipe.half,
+               recipe={**config.to_dict(), "zoo_id": recipe.id, "val_fraction": VAL_FRACTION},
+               trained_on=device_label(result.device), notes=recipe.about)
+    loaded = load_model(out, device=device)           # measure what ships (float16-rounded weights)
+    metrics = evaluate(loaded.model, test, noise=recipe.noise, seed=0)
+    k = getattr(loaded.model.config, "latent_dim", None)
+    if k and recipe.model not in ("hyper-semi", "unet"):
+        metrics.update(pca_baseline(full, test, k))
+    if "nll" in recipe.extras:
+        metrics.update(binarized_nll(loaded.model, test))
+    if "pca_angles" in recipe.extras:
+        from aecore.models.linear_ae import principal_angles_to_pca
+        angles = principal_angles_to_pca(loaded.model, full.as_float().to(loaded.model.decoder.weight.device))  # noqa: E501
+        metrics["max_principal_angle_deg"] = round(float(angles.max()), 3)
+        metrics["mean_principal_angle_deg"] = round(float(angles.mean()), 3)
+    if "semi" in recipe.extras:
+        metrics.update(semi_baselines(full, test, recipe.train["labels"], recipe.config,
+                                      seed=recipe.train["seed"], device=device))
+    if "gap" in recipe.extras:
+        metrics.update(train_test_gap(loaded.model, train, test))
+    metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 1),
+                           "images_seen": result.images_seen, "device": result.device}
+    write_metrics(out, metrics)
+    write_maps(out, codes_of(loaded.model, test), test.labels)
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("%s/%s: mse %.5f (%.0f s)", dataset, recipe.id, metrics["mse"], time.perf_counter() - t0)
+    return metrics
+
+
+def build(*, only: Iterable[str] = (), root: str | Path | None = None, data_dir: str | None = None,
+          device: str | None = None, skip_existing: bool = False,
+          progress: Callable[[str], None] | None = None) -> list[str]:
+    """Build the zoo (or the ids in `only`: 'ID' for every dataset, or 'DATASET/ID'); returns the ids built."""
+    root = Path(root) if root else pretrained_dir()
+    wanted = set(only)
+    unknown = {w for w in wanted if w not in RECIPES and w not in recipe_ids()}
+    if unknown:
+        raise ConfigError(f"unknown zoo id(s): {', '.join(sorted(unknown))}; known: {', '.join(RECIPES)}")
+    built = []
+    for full_id in recipe_ids():
+        dataset, rid = full_id.split("/", 1)
+        if wanted and rid not in wanted and full_id not in wanted:
+            continue
+        if skip_existing and (root / full_id / MAPS).exists():
+            continue
+        if progress:
+            progress(full_id)
+        build_one(RECIPES[rid], dataset, root=root, data_dir=data_dir, device=device)
+        write_manifest(root)
+        built.append(full_id)
+    return built

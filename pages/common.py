@@ -1,0 +1,157 @@
+"""The frame every page shares: sidebar pickers, cached loaders, and page state in the URL.
+
+State that a teacher may want to share (dataset, model, noise, seed, ...) lives in
+st.session_state under a widget key *and* in the query string: `bind()` seeds a widget's key from
+the URL on first run, `sync_url()` writes the current values back after the widgets ran.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import streamlit as st
+
+from aecore.data import load_dataset
+from aecore.data.base import ImageData
+from aecore.device import pick_device
+from aecore.errors import AecoreError
+from aecore.lab import catalog
+from aecore.store import LoadedModel
+
+log = logging.getLogger("aecore.app")
+
+DATASETS = ["mnist", "fashion-mnist", "digits"]   # the ones that work offline on a fresh machine
+
+
+# --- URL state ---------------------------------------------------------------------------------------
+def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list | None = None) -> None:
+    """Seed st.session_state[key] from the URL (or `default`) unless the widget already has a value."""
+    if key in st.session_state:
+        return
+    value = default
+    raw = st.query_params.get(key)
+    if raw is not None:
+        try:
+            value = cast(raw)
+        except (TypeError, ValueError):
+            value = default
+    if choices is not None and value not in choices:
+        value = default
+    st.session_state[key] = value
+
+
+def sync_url(*keys: str) -> None:
+    """Mirror these session-state values into the query string (so the link reopens this view)."""
+    for key in keys:
+        if key in st.session_state and st.session_state[key] is not None:
+            value = st.session_state[key]
+            text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            if st.query_params.get(key) != text:
+                st.query_params[key] = text
+
+
+def as_bool(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes", "on")
+
+
+# --- cached loaders ----------------------------------------------------------------------------------
+def _fingerprint(ref: str) -> float:
+    """Changes when a user's model folder is re-saved, so the cache reloads it."""
+    if ref.startswith(catalog.USER_PREFIX):
+        from aecore.paths import user_models_dir
+        weights = user_models_dir() / ref[len(catalog.USER_PREFIX):] / "model.safetensors"
+        return weights.stat().st_mtime if weights.exists() else 0.0
+    return 0.0
+
+
+@st.cache_resource(max_entries=24, show_spinner="Loading the model…")
+def _load_model(ref: str, fingerprint: float, device: str) -> LoadedModel:
+    return catalog.load(ref, device=device)
+
+
+def load_model(ref: str) -> LoadedModel:
+    return _load_model(ref, _fingerprint(ref), device_name())
+
+
+@st.cache_data(max_entries=8, show_spinner="Loading images…")
+def test_data(dataset: str) -> ImageData:
+    """The dataset's test split (the bundled one offline) on the CPU."""
+    return load_dataset(dataset, "test")
+
+
+@st.cache_data(max_entries=4, show_spinner="Loading images…")
+def train_data(dataset: str) -> ImageData:
+    return load_dataset(dataset, "train")
+
+
+def device_name() -> str:
+    return str(pick_device())
+
+
+# --- the sidebar --------------------------------------------------------------------------------------
+@dataclass
+class Selection:
+    dataset: str
+    entry: catalog.Entry | None
+    loaded: LoadedModel | None
+    data: ImageData
+
+    @property
+    def model(self):
+        return self.loaded.model if self.loaded else None
+
+
+def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
+            model_help: str | None = None) -> Selection | None:
+    """Dataset and model pickers, the device, and a note on the model. None when nothing fits
+    (a message is shown instead)."""
+    bind("dataset", DATASETS[0], choices=DATASETS)
+    with st.sidebar:
+        dataset = st.selectbox("Dataset", DATASETS, key="dataset",
+                               help="Test split shown; the bundled copy works offline")
+        options = [e for e in catalog.entries(dataset) if model_filter is None or model_filter(e)]
+        by_ref = {e.ref: e for e in options}
+        entry = None
+        if options:
+            refs = list(by_ref)
+            if st.session_state.get("model") not in by_ref:
+                raw = st.query_params.get("model")
+                st.session_state["model"] = raw if raw in by_ref else refs[0]
+            ref = st.selectbox("Model", refs, key="model", format_func=lambda r: by_ref[r].label, help=model_help)
+            entry = by_ref[ref]
+            st.caption(f"**{entry.model}** — {entry.about}")
+        st.caption(f"Device: `{device_name()}`")
+    sync_url("dataset", "model")
+    try:
+        data = test_data(dataset)
+    except AecoreError as err:
+        st.error(str(err))
+        return None
+    if entry is None:
+        st.info(f"No model for {dataset} fits this page yet. Train one on the **Train** page, "
+                "or pick another dataset.")
+        return Selection(dataset, None, None, data)
+    try:
+        loaded = load_model(entry.ref)
+    except AecoreError as err:
+        st.error(f"Cannot load {entry.label}: {err}")
+        return Selection(dataset, entry, None, data)
+    return Selection(dataset, entry, loaded, data)
+
+
+def show_error(err: BaseException) -> None:
+    """A clear message instead of a traceback (details go to the server log)."""
+    if isinstance(err, AecoreError):
+        st.error(str(err))
+    else:
+        log.exception("page failed")
+        st.error(f"Something went wrong: {type(err).__name__}: {err}. Your models and data are unchanged; "
+                 "try other settings, or report this with the page's link.")
+
+
+def download_png(image, name: str, *, label: str = "Download PNG", key: str | None = None) -> None:
+    """A download button for an image grid (H, W) or (H, W, 3) uint8/float array."""
+    from aecore.viz import png_bytes
+    st.download_button(label, png_bytes(image), file_name=name, mime="image/png", key=key or f"png-{name}")

@@ -1,0 +1,55 @@
+"""A tiny stand-in for pretrained/: one small model per family, trained for seconds on 2,000
+bundled MNIST test images, saved exactly as the zoo saves (safetensors + config + metrics + maps
++ manifest). Page tests run against it, so they do not depend on what pretrained/ ships."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from aecore.data import load_dataset
+from aecore.evaluate import evaluate
+from aecore.models import build_model
+from aecore.store import save_model, write_manifest, write_metrics
+from aecore.train import TrainConfig, Trainer
+from aecore.zoo import codes_of, write_maps
+
+# id -> (model, config, training options)
+TINY = {
+    "ae-d2": ("ae", {"hidden": [64], "latent_dim": 2}, {}),
+    "ae-d8": ("ae", {"hidden": [64], "latent_dim": 8}, {}),
+    "dae-gaussian": ("ae", {"hidden": [64], "latent_dim": 8}, {"noise": "gaussian:0.5"}),
+    "linear-ae-d8": ("linear-ae", {"latent_dim": 8}, {}),
+    "conv-ae-d8": ("conv-ae", {"latent_dim": 8, "channels": [4, 8]}, {}),
+    "stacked-ae": ("stacked-ae", {"hidden": [32], "latent_dim": 8}, {"stage_epochs": 1}),
+    "sparse-ae-kl": ("sparse-ae", {"latent_dim": 32, "penalty": "kl"}, {}),
+    "sparse-ae-l1": ("sparse-ae", {"latent_dim": 32, "penalty": "l1"}, {}),
+    "contractive-ae": ("contractive-ae", {"latent_dim": 16}, {}),
+    "vae-d2": ("vae", {"hidden": [64], "latent_dim": 2}, {}),
+    "hyper-ae": ("hyper-ae", {"hidden": [32], "latent_dim": 8}, {}),
+    "hyper-ae-vanilla": ("hyper-ae-vanilla", {"hidden": [32], "latent_dim": 8}, {}),
+    "hyper-semi-100": ("hyper-semi", {"channels": [4, 8], "latent_dim": 8, "head_hidden": 16, "embedding_dim": 8},
+                       {"labels": 100}),
+    "rank-ordered-ae": ("rank-ordered-ae", {"latent_dim": 16}, {}),
+    "unet-denoise": ("unet", {"base_channels": 4, "depth": 2}, {"noise": "gaussian:0.5"}),
+}
+
+
+def build_tiny_zoo(root: Path, *, dataset: str = "mnist", n: int = 2000) -> list[str]:
+    data = load_dataset(dataset, "test")
+    train, test = data.subset(slice(0, n)), data.subset(slice(n, n + 500))
+    for model_id, (name, config, options) in TINY.items():
+        torch.manual_seed(0)
+        model = build_model(name, dict(config, input_shape=list(data.input_shape)))
+        recipe = TrainConfig(epochs=2, batch_size=100, lr=2e-3, **options)
+        result = Trainer(model, train, config=recipe, device="cpu").fit()
+        out = root / dataset / model_id
+        save_model(model, out, dataset=dataset, classes=data.classes, recipe=recipe.to_dict(),
+                   trained_on="cpu", notes=f"tiny test model ({name})")
+        metrics = evaluate(model, test, noise=recipe.noise)
+        metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 2)}
+        write_metrics(out, metrics)
+        write_maps(out, codes_of(model, test), test.labels, methods=("pca",))
+    write_manifest(root)
+    return [f"{dataset}/{m}" for m in TINY]
