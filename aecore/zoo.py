@@ -239,7 +239,8 @@ def read_maps(path: str | Path) -> dict[str, np.ndarray]:
 
 # --- build ------------------------------------------------------------------------------------------
 def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None = None,
-              device: str | None = None, callbacks: Iterable[Any] = ()) -> dict[str, Any]:
+              device: str | None = None, callbacks: Iterable[Any] = (),
+              map_methods: tuple[str, ...] = ("pca", "umap")) -> dict[str, Any]:
     """Train, save, reload, measure and map one pretrained model; returns its metrics."""
     t0 = time.perf_counter()
     full = load_dataset(dataset, "train", data_dir=data_dir)
@@ -282,7 +283,7 @@ def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None 
     metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 1),
                            "images_seen": result.images_seen, "device": result.device}
     write_metrics(out, metrics)
-    write_maps(out, codes_of(loaded.model, test), test.labels)
+    write_maps(out, codes_of(loaded.model, test), test.labels, methods=map_methods)
     shutil.rmtree(work, ignore_errors=True)
     log.info("%s/%s: mse %.5f (%.0f s)", dataset, recipe.id, metrics["mse"], time.perf_counter() - t0)
     return metrics

@@ -149,3 +149,47 @@ def test_greedy_stages_run_in_order(tmp_path):
     stages = model.stages()
     assert len(stages) >= 2 and [e for e in rec.events if e.startswith("stage:")] == [f"stage:{s}" for s in stages]
     assert [h["stage"] for h in result.history] == [s for s in stages for _ in range(1 if s == "finetune" else 2)]
+
+
+class BatchSpy(torch.nn.Module):
+    """Wraps a model and records what the trainer feeds it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.config, self.seen = model, model.config, []
+
+    def forward(self, x, *, target=None, y=None):
+        self.seen.append((x.detach().clone(), y.detach().clone()))
+        return self.inner(x, target=target, y=y)
+
+
+def test_cosine_schedule_decays_lr_to_zero_over_the_stage():
+    lrs = []
+
+    class LrSpy(Callback):
+        def on_batch_end(self, state):
+            lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    trainer = Trainer(tiny_ae(), blobs(n=64), config=TrainConfig(epochs=4, batch_size=16, lr=1e-2,
+                                                                  lr_schedule="cosine"), callbacks=[LrSpy()])
+    trainer.fit()
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < 2e-3
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))            # monotone decay
+
+
+def test_binarize_feeds_bernoulli_samples_as_input_and_target():
+    spy = BatchSpy(tiny_ae())
+    Trainer(spy, blobs(n=32), config=TrainConfig(epochs=1, batch_size=16, binarize=True)).fit()
+    x = torch.cat([s[0] for s in spy.seen])
+    assert set(x.unique().tolist()) <= {0.0, 1.0} and 0.1 < x.mean() < 0.9
+
+
+def test_labelled_rows_are_oversampled_into_every_batch():
+    spy = BatchSpy(tiny_ae())
+    config = TrainConfig(epochs=1, batch_size=16, labels=6, labelled_per_batch=5)
+    Trainer(spy, blobs(n=96), config=config).fit()
+    assert len(spy.seen) == 6
+    for _, y in spy.seen:
+        assert len(y) == 21 and (y[16:] >= 0).all()            # 16 shuffled rows + 5 labelled ones
+    with pytest.raises(ConfigError, match="labelled_per_batch"):
+        TrainConfig(labelled_per_batch=-1).validate()
