@@ -1,0 +1,96 @@
+"""Filters: what a model's first layer looks for and what its last layer paints; stacked-ae stage play-back."""
+
+import streamlit as st
+
+from aecore.errors import AecoreError
+from aecore.lab import inside
+from pages.common import as_bool, bind, download_png, show_error, sidebar, sync_url
+
+st.title("Filters")
+st.write("Each unit of a fully connected first layer has one weight per input pixel: laid out as an image, "
+         "they show the pattern the unit responds to. A decoder's last layer adds one template per unit "
+         "to the output. Convolutional models show their kernels.")
+
+sel = sidebar()
+if sel is None or sel.model is None:
+    st.stop()
+
+model, ref = sel.model, sel.entry.ref
+
+
+try:
+    found = inside.filters(model)   # cheap: reads (or, for hypernetworks, generates) two weight tensors
+except AecoreError as err:
+    st.error(str(err))
+    st.stop()
+
+if isinstance(found, str):
+    st.info(f"No filter view for **{sel.entry.label}**: {found}.")
+else:
+    largest = max(f.shape[0] for f in found.values())
+    bind("n_filters", min(64, largest), int)
+    bind("per_filter", True, as_bool)
+    if not 1 <= st.session_state["n_filters"] <= largest:
+        st.session_state["n_filters"] = min(64, largest)
+    left, right = st.columns([3, 1])
+    with left:
+        if largest > 1:
+            count = st.slider("Filters shown", 1, largest, key="n_filters",
+                              help="The first units, in the model's own order (the same unit numbers as the "
+                                   "Sparsity page)")
+        else:
+            count = 1
+    with right:
+        per_filter = st.toggle("Scale each filter on its own", key="per_filter",
+                               help="Off: one shared scale, so weak units look faint")
+    sync_url("n_filters", "per_filter")
+    st.caption(("Each filter is scaled on its own: mid-grey = 0, white = its largest positive weight, "
+                "black = its most negative one." if per_filter else
+                "One shared scale for all filters: mid-grey = 0, white/black = the largest |weight| of any filter.")
+               + " Kernels are magnified.")
+    for name, f in found.items():
+        st.subheader(name[0].upper() + name[1:])
+        n = min(count, f.shape[0])
+        try:
+            grid = inside.filter_grid(f, count=n, per_filter=per_filter)
+        except Exception as err:  # noqa: BLE001 - a drawing problem must not hide the other grids
+            show_error(err)
+            continue
+        shape = "×".join(str(s) for s in f.shape[1:])
+        st.image(grid, caption=f"{n} of {f.shape[0]} ({shape} each)")
+        download_png(grid, f"{ref.replace('/', '_').replace(':', '_')}-{name.split()[0]}-{name.split()[1]}.png",
+                     key=f"png-{name}")
+    if sel.entry.model == "stacked-ae":
+        st.info("Tied weights: the decoder uses the encoder's matrices transposed (W′ = Wᵀ), so each "
+                "first-layer filter is also the template that unit adds to the reconstruction.")
+
+# --- stacked-ae: the greedy layer-wise stages ----------------------------------------------------
+if sel.entry.model == "stacked-ae":
+    st.header("Greedy layer-wise training, stage by stage")
+    stages = inside.stage_playback(model, sel.loaded.metrics)
+    if not stages:
+        st.info("This stacked AE has no stage snapshots (it was trained without its greedy stages).")
+        st.stop()
+    names = [s.name for s in stages]
+    bind("stage", names[0], choices=names)
+    if st.session_state["stage"] not in names:
+        st.session_state["stage"] = names[0]
+    name = st.select_slider("Stage", names, key="stage", help="Filters at the end of each stage")
+    sync_url("stage")
+    stage = stages[names.index(name)]
+    st.write(f"**{stage.name}**: {stage.what}.")
+    left, right = st.columns(2)
+    with left:
+        if stage.epochs:
+            st.plotly_chart(inside.stage_loss_figure(stage), key="stage-loss")
+        else:
+            st.info("metrics.json has no loss history for this stage.")
+    with right:
+        grid = inside.filter_grid(stage.filters, count=min(64, stage.filters.shape[0]))
+        st.image(grid, caption=f"First-layer filters after {stage.name} (each scaled on its own)")
+        download_png(grid, f"{ref.replace('/', '_').replace(':', '_')}-{stage.name}.png", key="png-stage")
+        if stage.change is not None:
+            st.metric("Change since the previous stage", f"{100 * stage.change:.1f} %",
+                      help="‖W₁ after − W₁ before‖ / ‖W₁ before‖ for the first-layer weights")
+elif not isinstance(found, str):
+    st.caption("Stage play-back is for `stacked-ae` models (greedy layer-wise pretraining).")

@@ -1,0 +1,183 @@
+"""Sparsity: how many code units an image uses, how often each unit fires, which never do, and what
+each unit responds to; rank-ordered "anytime" reconstructions against PCA; contractive Jacobian map."""
+
+import numpy as np
+import streamlit as st
+import torch
+
+from aecore.errors import AecoreError
+from aecore.lab import inside
+from aecore.lab import sparsity as sp
+from aecore.pca import PCA
+from aecore.viz import image_grid
+from aecore.zoo import codes_of, read_maps
+from pages.common import bind, download_png, show_error, sidebar, sync_url, test_data, train_data
+
+st.title("Sparsity")
+st.write("A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
+         "images (**lifetime sparsity**). Units that never fire on the test split are **dead**.")
+
+sel = sidebar()
+if sel is None or sel.model is None:
+    st.stop()
+model, entry = sel.model, sel.entry
+version = sel.loaded.info.get("weights_sha256") or sel.loaded.info.get("created", "")
+slug = entry.ref.replace("/", "_").replace(":", "_")
+
+
+@st.cache_data(max_entries=8, show_spinner="Encoding the test split…")
+def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
+    """(N, K) codes of the whole test split (cached per model version and dataset)."""
+    return codes_of(_model, test_data(dataset)).numpy()
+
+
+try:
+    codes = _codes(entry.ref, version, sel.dataset, model)
+except AecoreError as err:
+    st.error(f"Cannot encode {sel.dataset} with {entry.label}: {err}")
+    st.stop()
+n_images, n_units = codes.shape
+
+# --- threshold: 0 = exact zeros; sigmoid codes need a small one ------------------------------------
+activation = sp.code_activation(model)
+default = sp.default_threshold(model)
+if st.session_state.get("_threshold_model") not in (None, entry.ref):
+    st.session_state["threshold"] = default               # another model: its own default
+st.session_state["_threshold_model"] = entry.ref
+bind("threshold", default, float)
+st.session_state["threshold"] = min(max(float(st.session_state["threshold"]), 0.0), 10.0)   # a URL may say anything
+left, right = st.columns([1, 2])
+with left:
+    threshold = st.number_input("Off threshold", min_value=0.0, max_value=10.0, step=0.005, format="%.3f",
+                                key="threshold", help="A unit is off for an image when |h| ≤ this. 0 = exactly zero.")
+with right:
+    note = {"sigmoid": f"Sigmoid codes are never exactly 0, so units below {default:g} count as off "
+                       "(and KL models are judged by their mean activation against the target p).",
+            "relu": "ReLU codes are exactly 0 when off: threshold 0 counts true zeros.",
+            "trelu": "TReLU codes (clip to [0, 1]) are exactly 0 when off: threshold 0 counts true zeros."}
+    st.caption(f"Code: {n_units} units, activation **{activation}**. "
+               + note.get(activation, "This code has no built-in zero: with threshold 0 hardly any unit is "
+                                      "ever off, which is itself the answer for a dense code."))
+sync_url("threshold")
+
+stats = sp.sparsity(codes, threshold)
+p = sp.target_rate(model)
+cols = st.columns(4)
+cols[0].metric("Units off per image", f"{100 * stats.population.mean():.1f} %", help="population sparsity, mean")
+cols[1].metric("Mean firing rate", f"{100 * stats.lifetime.mean():.1f} %", help="lifetime sparsity, mean over units")
+cols[2].metric("Dead units", f"{len(stats.dead)} of {n_units}", help=f"never above the threshold on {n_images:,} test images")
+if p is not None:
+    cols[3].metric("Mean activation (target p)", f"{stats.mean_activation.mean():.3f}", delta=f"p = {p:g}",
+                   delta_color="off")
+else:
+    cols[3].metric("Mean activation", f"{stats.mean_activation.mean():.3f}")
+if len(stats.dead):
+    st.caption("Dead units: " + ", ".join(str(u) for u in stats.dead[:50]) + (" …" if len(stats.dead) > 50 else ""))
+
+bind("log_counts", True, lambda s: s.lower() in ("1", "true"))
+left, right = st.columns(2)
+with left:
+    log = st.toggle("Log counts", key="log_counts")
+    st.plotly_chart(sp.activation_histogram(codes, threshold, log=log), key="hist")
+with right:
+    st.plotly_chart(sp.population_figure(stats), key="population")
+sync_url("log_counts")
+st.plotly_chart(sp.lifetime_figure(stats, p), key="lifetime")
+if p is not None:
+    st.caption(f"The KL penalty pulls each unit's mean activation (dots) towards p = {p:g}; firing rate (bars) "
+               f"depends on the threshold.")
+
+# --- one unit: its top-activating images beside its filter -------------------------------------------
+st.header("One unit")
+bind("unit", 0, int)
+if not 0 <= st.session_state["unit"] < n_units:
+    st.session_state["unit"] = 0
+if n_units > 1:
+    unit = st.slider("Unit", 0, n_units - 1, key="unit")
+else:
+    unit = 0
+sync_url("unit")
+top = sp.top_activating(codes, unit, 16)
+unit_filters = inside.code_unit_filters(model)
+left, right = st.columns([3, 1])
+with left:
+    grid = image_grid(sel.data.images[torch.as_tensor(top)], nrow=8, scale=2)
+    st.image(grid, caption=f"The 16 test images on which unit {unit} is most active "
+                           f"(h from {codes[top[0], unit]:.3f} down to {codes[top[-1], unit]:.3f})")
+    download_png(grid, f"{slug}-unit{unit}-top.png", key="png-top")
+with right:
+    st.metric("Firing rate", f"{100 * stats.lifetime[unit]:.1f} %")
+    st.metric("Mean activation", f"{stats.mean_activation[unit]:.3f}")
+    if unit_filters is not None:
+        fgrid = inside.filter_grid(unit_filters[unit:unit + 1])
+        st.image(fgrid, caption=f"Unit {unit}'s filter (its incoming weights, scaled on their own; grey = 0)")
+        download_png(fgrid, f"{slug}-unit{unit}-filter.png", key="png-filter")
+    else:
+        st.caption("This code is more than one layer from the input, so its units have no single filter "
+                   "(the Filters page shows the first layer's).")
+
+# --- rank-ordered AE: anytime reconstruction vs PCA ------------------------------------------------
+if entry.model == "rank-ordered-ae":
+    st.header("Anytime reconstruction: top-k units vs PCA with k components")
+
+    @st.cache_resource(max_entries=4, show_spinner="Fitting PCA on the training split…")
+    def _pca(dataset: str, k: int) -> PCA:
+        return PCA.fit(train_data(dataset).as_float(), k)
+
+    pca = _pca(sel.dataset, sp.pca_components_for(model))
+    bind("k", min(8, n_units), int)
+    if not 0 <= st.session_state["k"] <= n_units:
+        st.session_state["k"] = min(8, n_units)
+    k = st.slider("k", 0, n_units, key="k", help="Each image keeps only its k most active units")
+    sync_url("k")
+    x = sel.data.as_float(slice(0, 8)).view(-1, *model.config.input_shape)
+    try:
+        out = sp.anytime_vs_pca(model, pca, x, k)
+    except AecoreError as err:
+        st.error(str(err))
+    else:
+        m1, m2 = st.columns(2)
+        m1.metric(f"Rank-ordered, top {k} units", f"{float(out['ranked_mse'].mean()):.5f}", help="MSE per pixel")
+        m2.metric(f"PCA, {min(max(k, 1), pca.k) if k else 0} components", f"{float(out['pca_mse'].mean()):.5f}",
+                  help="MSE per pixel; PCA fitted on the training split")
+        grid = image_grid(torch.cat([x.cpu(), out["ranked"], out["pca"]]), nrow=8, scale=3)
+        st.image(grid, caption=f"Rows: 8 test images; from their top {k} ranked units; PCA with k components")
+        download_png(grid, f"{slug}-anytime-k{k}.png", key="png-anytime")
+        if pca.k < n_units:
+            st.caption(f"PCA has at most {pca.k} components (the input size): beyond that it is exact.")
+
+    @st.cache_data(max_entries=4, show_spinner="Measuring errors for every k…")
+    def _curves(ref: str, version: str, dataset: str, n: int):
+        xs = test_data(dataset).as_float(slice(0, n)).view(-1, *model.config.input_shape)
+        return sp.error_curves(model, pca, xs)
+
+    n_curve = min(500, n_images)
+    ranked, pca_err = _curves(entry.ref, version, sel.dataset, n_curve)
+    st.plotly_chart(sp.error_curve_figure(ranked, pca_err, k), key="curves")
+    st.caption(f"Mean over the first {n_curve} test images.")
+
+# --- contractive AE: Jacobian norm over the latent map -----------------------------------------------
+if entry.model == "contractive-ae":
+    st.header("Where the encoder contracts")
+    st.write("The contractive penalty makes the code insensitive to small input changes: ‖∂h/∂x‖_F is small. "
+             "Each dot is a test image on a 2-D map of the codes, coloured by that norm at the image.")
+    hi = min(5000, n_images)
+    bind("jac_n", min(1000, hi), int)
+    st.session_state["jac_n"] = min(max(int(st.session_state["jac_n"]), min(100, hi)), hi)
+    n = st.slider("Images (random subsample)", min(100, hi), hi, step=100 if hi >= 200 else 1, key="jac_n")
+    sync_url("jac_n")
+
+    @st.cache_data(max_entries=8, show_spinner="Computing encoder Jacobians…")
+    def _jacobian(ref: str, version: str, dataset: str, n: int):
+        data = test_data(dataset)
+        return sp.jacobian_map(model, data.as_float().view(-1, *model.config.input_shape), codes,
+                               data.labels.numpy(), n=n, seed=0, maps=read_maps(sel.loaded.path))
+
+    try:
+        jm = _jacobian(entry.ref, version, sel.dataset, n)
+    except AecoreError as err:
+        show_error(err)
+    else:
+        st.plotly_chart(sp.jacobian_figure(jm, sel.data.classes), key="jacobian")
+        st.caption(f"{len(jm.norm):,} of {n_images:,} test images (seeded subsample, for speed). Coordinates: "
+                   f"{jm.source}. ‖J‖_F: median {np.median(jm.norm):.3f}, max {jm.norm.max():.3f}.")

@@ -1,0 +1,83 @@
+"""Filters page (AppTest, tiny zoo): filter grids for every kind of model, stacked-ae stage play-back."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def open_page(select: str | None = None, **query) -> AppTest:
+    """Open the page (query = the URL's parameters), then pick `select` in the sidebar."""
+    at = AppTest.from_file(str(ROOT / "pages" / "filters.py"), default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if select is not None:
+        at.selectbox(key="model").set_value(select).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def captions(at: AppTest) -> list[str]:
+    return [c for image in at.get("image") for c in image.captions]
+
+
+@pytest.mark.parametrize("model, grids", [
+    ("mnist/ae-d8", ["64 of 64 (1×28×28 each)", "64 of 64 (1×28×28 each)"]),
+    ("mnist/conv-ae-d8", ["4 of 4 (1×3×3 each)", "4 of 4 (1×3×3 each)"]),
+    ("mnist/rank-ordered-ae", ["16 of 16 (1×28×28 each)"]),
+    ("mnist/hyper-semi-100", ["4 of 4 (1×3×3 each)", "4 of 4 (1×3×3 each)"]),
+    ("mnist/unet-denoise", ["4 of 4 (1×3×3 each)"]),          # skips: no single output layer to show
+])
+def test_filter_grids_per_family(tiny_zoo, model, grids):
+    at = open_page(model)
+    assert captions(at) == grids
+    assert len(at.get("download_button")) == len(grids)
+    assert any("scaled on its own" in c.value for c in at.caption)
+    assert any("Stage play-back is for `stacked-ae`" in c.value for c in at.caption)   # not a stacked AE
+
+
+def test_slider_and_shared_scale_are_in_the_url(tiny_zoo):
+    at = open_page("mnist/ae-d8")
+    at.slider(key="n_filters").set_value(10).run()
+    at.toggle(key="per_filter").set_value(False).run()
+    assert not at.exception
+    assert captions(at) == ["10 of 64 (1×28×28 each)"] * 2
+    assert any("One shared scale" in c.value for c in at.caption)
+    assert at.query_params["n_filters"] == "10" and at.query_params["per_filter"] == "0"
+    # the link reopens the same view
+    again = open_page(None, model="mnist/ae-d8", n_filters="10", per_filter="0")
+    assert again.selectbox(key="model").value == "mnist/ae-d8"
+    assert captions(again) == ["10 of 64 (1×28×28 each)"] * 2
+
+
+def test_too_many_filters_from_the_url_falls_back(tiny_zoo):
+    at = open_page(None, model="mnist/rank-ordered-ae", n_filters="999")
+    assert captions(at) == ["16 of 16 (1×28×28 each)"]
+
+
+def test_stacked_ae_stage_play_back(tiny_zoo):
+    at = open_page("mnist/stacked-ae")
+    assert any("Tied weights" in i.value for i in at.info)
+    assert at.select_slider(key="stage").options == ["layer1", "layer2", "finetune"]
+    assert len(at.get("plotly_chart")) == 1                       # layer1's loss curve
+    assert "First-layer filters after layer1" in captions(at)[-1]
+    assert not at.metric                                          # no previous stage to compare with
+    at.select_slider(key="stage").set_value("layer2").run()
+    assert not at.exception
+    assert at.metric[0].value == "0.0 %"                          # layer 1 frozen while layer 2 trains
+    assert any("frozen" in m.value for m in at.markdown)
+    at.select_slider(key="stage").set_value("finetune").run()
+    assert float(at.metric[0].value.rstrip(" %")) > 0
+    assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 2
+
+
+def test_dataset_without_models_gets_a_message(tiny_zoo):
+    at = AppTest.from_file(str(ROOT / "pages" / "filters.py"), default_timeout=60).run()
+    at.selectbox(key="dataset").set_value("digits").run()
+    assert not at.exception
+    assert any("No model for digits" in i.value for i in at.info)
+    assert not at.get("image")

@@ -1,0 +1,123 @@
+"""Sparsity page (AppTest, tiny zoo): sparsity measures, one unit, rank-ordered k-slider, contractive map."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def open_page(select: str | None = None, **query) -> AppTest:
+    """Open the page (query = the URL's parameters), then pick `select` in the sidebar."""
+    at = AppTest.from_file(str(ROOT / "pages" / "sparsity.py"), default_timeout=90)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if select is not None:
+        at.selectbox(key="model").set_value(select).run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def metric(at: AppTest, label: str):
+    return next(m for m in at.metric if m.label.startswith(label))
+
+
+def codes(model_id: str):
+    from aecore.data import load_dataset
+    from aecore.store import load_pretrained
+    from aecore.zoo import codes_of
+
+    loaded = load_pretrained(model_id, device="cpu")
+    return loaded.model, codes_of(loaded.model, load_dataset("mnist", "test"))
+
+
+def test_l1_model_counts_exact_zeros_and_dead_units(tiny_zoo):
+    at = open_page("mnist/sparse-ae-l1")
+    _, h = codes("mnist/sparse-ae-l1")
+    on = h > 0
+    dead = int((~on.any(0)).sum())
+    assert at.number_input(key="threshold").value == 0.0
+    assert metric(at, "Dead units").value == f"{dead} of 32"
+    assert metric(at, "Units off per image").value == f"{100 * (1 - on.float().mean()):.1f} %"
+    assert len(at.get("plotly_chart")) == 3                 # histogram, population, lifetime
+    images = at.get("image")
+    assert len(images) == 2                                 # top-activating images + the unit's filter
+    assert "unit 0 is most active" in images[0].captions[0] and "Unit 0's filter" in images[1].captions[0]
+    assert len(at.get("download_button")) == 2
+    at.slider(key="unit").set_value(5).run()
+    assert not at.exception and "unit 5 is most active" in at.get("image")[0].captions[0]
+    assert at.query_params["unit"] == "5"
+
+
+def test_kl_model_uses_a_threshold_and_the_target_rate(tiny_zoo):
+    at = open_page("mnist/sparse-ae-kl")
+    assert at.number_input(key="threshold").value == 0.01
+    mean = metric(at, "Mean activation (target p)")
+    assert mean.delta == "p = 0.05"
+    _, h = codes("mnist/sparse-ae-kl")
+    assert mean.value == f"{float(h.mean()):.3f}"
+    before = metric(at, "Units off per image").value
+    at.number_input(key="threshold").set_value(0.5).run()
+    assert not at.exception and metric(at, "Units off per image").value != before
+    assert metric(at, "Units off per image").value == f"{100 * float((h <= 0.5).float().mean()):.1f} %"
+    at.selectbox(key="model").set_value("mnist/sparse-ae-l1").run()      # another model: its own default
+    assert at.number_input(key="threshold").value == 0.0
+
+
+def test_deeper_code_has_no_unit_filter(tiny_zoo):
+    at = open_page("mnist/ae-d8")
+    assert len(at.get("image")) == 1
+    assert any("no single filter" in c.value for c in at.caption)
+    assert any("no built-in zero" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("model", ["mnist/unet-denoise", "mnist/hyper-semi-100", "mnist/conv-ae-d8"])
+def test_any_model_gets_its_sparsity(tiny_zoo, model):
+    at = open_page(model)
+    assert len(at.get("plotly_chart")) == 3 and len(at.get("image")) == 1
+
+
+def test_rank_ordered_k_slider_against_pca(tiny_zoo):
+    at = open_page("mnist/rank-ordered-ae")
+    assert at.slider(key="k").value == 8
+    assert any("Rows: 8 test images" in c for image in at.get("image") for c in image.captions)
+    assert len(at.get("plotly_chart")) == 4                 # + the error-against-k curves
+    at.slider(key="k").set_value(16).run()                  # all units: the model's own reconstruction
+    assert not at.exception
+    model, _ = codes("mnist/rank-ordered-ae")
+    from aecore.data import load_dataset
+    x = load_dataset("mnist", "test").as_float(slice(0, 8))
+    own = float((model.reconstruct(x) - x).pow(2).mean())
+    assert float(metric(at, "Rank-ordered, top 16 units").value) == pytest.approx(own, abs=1e-5)
+    at.slider(key="k").set_value(0).run()
+    assert not at.exception and metric(at, "PCA, 0 components")
+
+
+def test_contractive_map_coloured_by_jacobian(tiny_zoo):
+    at = open_page("mnist/contractive-ae")
+    assert at.number_input(key="threshold").value == 0.01
+    assert at.slider(key="jac_n").value == 1000
+    assert any("1,000 of 10,000 test images (seeded subsample" in c.value for c in at.caption)
+    at.slider(key="jac_n").set_value(300).run()
+    assert not at.exception
+    assert any("300 of 10,000 test images" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def test_bad_url_values_fall_back(tiny_zoo):
+    at = open_page(None, model="mnist/sparse-ae-l1", unit="999", threshold="abc")
+    assert at.slider(key="unit").value == 0
+    assert at.number_input(key="threshold").value == 0.0
+    at = open_page(None, model="mnist/sparse-ae-kl", threshold="-1")
+    assert at.number_input(key="threshold").value == 0.0
+    at = open_page(None, model="no/such-model")
+    assert at.selectbox(key="model").value == "mnist/ae-d2"          # the first model instead
+
+
+def test_dataset_without_models_gets_a_message(tiny_zoo):
+    at = AppTest.from_file(str(ROOT / "pages" / "sparsity.py"), default_timeout=60).run()
+    at.selectbox(key="dataset").set_value("digits").run()
+    assert not at.exception and any("No model for digits" in i.value for i in at.info)
