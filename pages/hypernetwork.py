@@ -177,6 +177,7 @@ def explorer() -> None:
     if first is not None:
         fgrid = inside.filter_grid(first.data, count=min(32, first.data.shape[0]))
         st.image(fgrid, caption=f"Regenerated {first.name} (first {min(32, first.data.shape[0])}, each scaled on its own)")
+        download_png(fgrid, f"{slug}-explorer-filters-t{t:+.2f}.png", key="png-explorer-filters")
 
 
 try:

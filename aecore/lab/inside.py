@@ -218,6 +218,7 @@ def filter_grid(f: Tensor, *, count: int | None = None, per_filter: bool = True,
         f = f.reshape(-1, 1, *f.shape[2:])
     shown = normalise(f) if per_filter else (0.5 + 0.5 * f / f.abs().max().clamp_min(1e-12)).clamp(0, 1)
     side = max(f.shape[2], f.shape[3])
-    scale = max(1, 48 // side)
-    return image_grid(shown, nrow=nrow or min(16, math.ceil(math.sqrt(f.shape[0]))), padding=1, scale=scale,
+    scale = max(1, 56 // side)                        # tiles of about 56 px: 28 px filters x2, 3x3 kernels x18
+    n = f.shape[0]
+    return image_grid(shown, nrow=nrow or (n if n <= 8 else min(16, math.ceil(math.sqrt(2 * n)))), padding=1, scale=scale,
                       pad_value=1.0)

@@ -125,19 +125,22 @@ def population_figure(stats: Sparsity, bins: int = 40):
 
 
 def lifetime_figure(stats: Sparsity, p: float | None = None):
-    """Per unit: firing rate (bars) and mean activation (dots); the KL target p as a line."""
-    import plotly.graph_objects as go
+    """Per unit: firing rate (bars, left axis) and mean activation (dots, right axis, its own scale:
+    ReLU codes are not bounded by 1); the KL target p as a line on the activation axis."""
+    from plotly.subplots import make_subplots
 
     units = np.arange(stats.n_units)
     colours = np.where(np.isin(units, stats.dead), "#ef553b", "#636efa")
-    fig = go.Figure()
-    fig.add_bar(x=units, y=stats.lifetime, name="firing rate", marker_color=colours)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_bar(x=units, y=stats.lifetime, name="firing rate", marker_color=colours, secondary_y=False)
     fig.add_scatter(x=units, y=stats.mean_activation, mode="markers", name="mean activation",
-                    marker=dict(color="#00cc96", size=5))
+                    marker=dict(color="#00cc96", size=6), secondary_y=True)
     if p is not None:
-        fig.add_hline(y=p, line_dash="dash", line_color="black", annotation_text=f"target p = {p:g}")
-    fig.update_layout(legend=dict(orientation="h", y=1.12))
-    return _layout(fig, "Lifetime sparsity per unit (dead units in red)", "unit", "rate / activation", 340)
+        fig.add_hline(y=p, line_dash="dash", line_color="black", annotation_text=f"target p = {p:g}", secondary_y=True)
+    fig.update_yaxes(title_text="firing rate", range=[0, 1.05], secondary_y=False)
+    fig.update_yaxes(title_text="mean activation", rangemode="tozero", showgrid=False, secondary_y=True)
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
+    return _layout(fig, "Lifetime sparsity per unit (dead units in red)", "unit", "firing rate", 360)
 
 
 # --- rank-ordered AE vs PCA --------------------------------------------------------------------------
@@ -189,7 +192,7 @@ def error_curve_figure(ranked: np.ndarray, pca_err: np.ndarray, k: int | None = 
     if k:
         fig.add_vline(x=k, line_dash="dot", line_color="grey")
     fig.update_yaxes(type="log")
-    fig.update_layout(legend=dict(orientation="h", y=1.12))
+    fig.update_layout(legend=dict(orientation="h", y=-0.25))
     return _layout(fig, "Error against k", "k (units / components)", "MSE per pixel (log)", 320)
 
 
