@@ -1,0 +1,206 @@
+"""The class demo: corrupt clean images, let a denoising autoencoder undo it, and compare with a plain
+autoencoder that never saw noise (Vincent et al. 2010: the DAE learns to map corrupted inputs back
+to the data manifold; a plain AE mostly copies what it is given, noise included).
+
+All corruption is seeded, so every row, every model and every level of the sweep sees exactly the
+same noisy pixels. PSNR is per image against the clean image (aecore.evaluate.psnr).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from torch import Tensor, nn
+
+from aecore.errors import AecoreError, ConfigError
+from aecore.evaluate import MIN_MSE, psnr
+from aecore.lab.catalog import USER_PREFIX, Entry
+from aecore.lab.reconstruct import reconstruct
+from aecore.noise import KINDS, Noise, make_generator, parse_noise
+from aecore.paths import pretrained_dir, user_models_dir
+from aecore.store import read_config
+
+LABELS = {"gaussian": "Gaussian (σ)", "masking": "Masking (ν)", "saltpepper": "Salt & pepper (ν)"}
+SYMBOL = {"gaussian": "σ", "masking": "ν", "saltpepper": "ν"}
+DEFAULT_LEVEL = {"gaussian": 0.5, "masking": 0.5, "saltpepper": 0.2}   # what the zoo's denoisers saw
+MAX_LEVEL = {"gaussian": 1.0, "masking": 1.0, "saltpepper": 1.0}
+SWEEP_LEVELS = {
+    "gaussian": [round(0.1 * i, 2) for i in range(11)],                # σ 0 .. 1
+    "masking": [round(0.1 * i, 2) for i in range(10)],                 # ν 0 .. 0.9
+    "saltpepper": [round(0.05 * i, 2) for i in range(11)],             # ν 0 .. 0.5
+}
+PLAIN_ID = "ae-d32"
+IDENTICAL_PSNR = 10.0 * float(np.log10(1.0 / MIN_MSE))                 # what psnr() gives for x == y
+
+
+# --- what each model is -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Facts:
+    """What the picker needs to know about a model without loading its weights."""
+
+    noise: Noise | None          # the corruption it was trained on (None: clean training)
+    latent_dim: int | None
+    task: str | None             # U-Net: 'denoise' or 'segment'
+
+
+def entry_path(ref: str) -> Path:
+    return user_models_dir() / ref[len(USER_PREFIX):] if ref.startswith(USER_PREFIX) else pretrained_dir() / ref
+
+
+def training_noise(info: Mapping[str, Any]) -> Noise | None:
+    """The noise in a config.json's recipe (None when trained on clean images or unreadable)."""
+    recipe = info.get("recipe") or {}
+    try:
+        return parse_noise(recipe.get("noise")) if isinstance(recipe, dict) else None
+    except AecoreError:
+        return None
+
+
+def facts_of(info: Mapping[str, Any]) -> Facts:
+    config = info.get("config") or {}
+    return Facts(noise=training_noise(info), latent_dim=config.get("latent_dim"), task=config.get("task"))
+
+
+def entry_facts(entries: Iterable[Entry]) -> dict[str, Facts]:
+    """{ref: Facts} read from each model's config.json (broken folders are left out)."""
+    out = {}
+    for entry in entries:
+        try:
+            out[entry.ref] = facts_of(read_config(entry_path(entry.ref)))
+        except AecoreError:
+            continue
+    return out
+
+
+def can_denoise(entry: Entry, facts: Facts | None) -> bool:
+    """Every autoencoder maps an image to an image, except a U-Net trained to segment."""
+    return not (entry.model == "unet" and facts is not None and facts.task == "segment")
+
+
+def why_not(model: nn.Module) -> str | None:
+    """None when the model's output is a denoised image; otherwise the reason for the user."""
+    if getattr(model, "registry_name", "") == "unet" and getattr(model.config, "task", "") == "segment":
+        return ("this U-Net was trained to segment: its output is a foreground mask, not a cleaned image. "
+                "Pick a denoiser (e.g. a dae-* model or unet-denoise).")
+    return None
+
+
+def _short(ref: str) -> str:
+    return ref.rsplit("/", 1)[-1]
+
+
+def preferred_model(entries: list[Entry], facts: Mapping[str, Facts], kind: str) -> str | None:
+    """The denoiser to show first for this noise kind: a pretrained dae-* trained on that kind, else
+    any model trained on it (pretrained first), else None."""
+    matching = [e for e in entries if facts.get(e.ref) and facts[e.ref].noise and facts[e.ref].noise.kind == kind
+                and can_denoise(e, facts.get(e.ref))]
+    if not matching:
+        return None
+    rank = lambda e: (e.ref.startswith(USER_PREFIX), not _short(e.ref).startswith("dae"), e.model != "ae")  # noqa: E731
+    return min(matching, key=rank).ref
+
+
+def plain_ae(entries: list[Entry], facts: Mapping[str, Facts]) -> Entry | None:
+    """The contrast: a pretrained MLP 'ae' trained without noise; `ae-d32` when there, else the one
+    with the largest code (the fairest match for a 64-D denoiser)."""
+    plain = [e for e in entries if not e.ref.startswith(USER_PREFIX) and e.model == "ae"
+             and _short(e.ref).startswith("ae") and e.ref in facts and facts[e.ref].noise is None]
+    if not plain:
+        return None
+    return min(plain, key=lambda e: (_short(e.ref) != PLAIN_ID, -(facts[e.ref].latent_dim or 0), e.ref))
+
+
+# --- the demo ---------------------------------------------------------------------------------------
+def make_noise(kind: str, level: float) -> Noise:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown noise {kind!r}; use one of {', '.join(KINDS)}")
+    return Noise(kind, float(level))
+
+
+def corrupt(clean: Tensor, noise: Noise, seed: int) -> Tensor:
+    """Seeded corruption on the CPU: the same seed gives the same noisy pixels for any model."""
+    return noise(clean.float().cpu(), generator=make_generator(seed, "cpu"))
+
+
+@dataclass
+class Demo:
+    clean: Tensor                              # (B, C, H, W)
+    noisy: Tensor
+    denoised: Tensor
+    plain: Tensor | None = None
+    psnr: dict[str, Tensor] = field(default_factory=dict)   # row -> (B,) dB: 'corrupted', 'denoised', 'plain'
+
+    def rows(self) -> list[Tensor]:
+        return [self.clean, self.noisy, self.denoised] + ([self.plain] if self.plain is not None else [])
+
+
+def demo(model: nn.Module, clean: Tensor, noise: Noise, *, seed: int = 0, plain: nn.Module | None = None) -> Demo:
+    """Corrupt `clean` (B, C, H, W), denoise it with `model` (and the plain AE), PSNR of every row."""
+    clean = clean.float().cpu()
+    noisy = corrupt(clean, noise, seed)
+    out = Demo(clean=clean, noisy=noisy, denoised=reconstruct(model, noisy))
+    out.psnr = {"corrupted": psnr(noisy, clean), "denoised": psnr(out.denoised, clean)}
+    if plain is not None:
+        out.plain = reconstruct(plain, noisy)
+        out.psnr["plain"] = psnr(out.plain, clean)
+    return out
+
+
+def fmt_psnr(value: float) -> str:
+    return "∞ (identical)" if value >= IDENTICAL_PSNR - 1e-3 else f"{value:.2f} dB"
+
+
+# --- the sweep --------------------------------------------------------------------------------------
+NOISY = "noisy input (no model)"
+
+
+def sweep(models: Mapping[str, nn.Module], clean: Tensor, kind: str, *, levels: list[float] | None = None,
+          seed: int = 0) -> dict[str, Any]:
+    """Mean PSNR against the noise level for every model, on the same images and the same noisy
+    pixels at each level. {'kind', 'levels', 'psnr': {name: [dB per level]}}, the noisy input first."""
+    levels = list(SWEEP_LEVELS[kind] if levels is None else levels)
+    if not levels:
+        raise ConfigError("the sweep needs at least one noise level")
+    clean = clean.float().cpu()
+    curves: dict[str, list[float]] = {NOISY: []}
+    curves.update({name: [] for name in models})
+    for level in levels:
+        noisy = corrupt(clean, make_noise(kind, level), seed)
+        curves[NOISY].append(float(psnr(noisy, clean).mean()))
+        for name, model in models.items():
+            curves[name].append(float(psnr(reconstruct(model, noisy), clean).mean()))
+    return {"kind": kind, "levels": levels, "psnr": curves, "images": int(clean.shape[0]), "seed": seed}
+
+
+def sweep_figure(result: Mapping[str, Any], *, current: float | None = None):
+    """Plotly lines: PSNR (dB) against the level; the noisy input dashed; the slider's level marked."""
+    import plotly.graph_objects as go
+
+    kind = result["kind"]
+    fig = go.Figure()
+    for name, values in result["psnr"].items():
+        shown = [None if v >= IDENTICAL_PSNR - 1e-3 else v for v in values]   # identical: infinite, left out
+        fig.add_scatter(x=result["levels"], y=shown, mode="lines+markers", name=name,
+                        line=dict(dash="dash", color="grey") if name == NOISY else None,
+                        hovertemplate=f"{name}<br>{SYMBOL[kind]} = %{{x}}<br>%{{y:.2f}} dB<extra></extra>")
+    if current is not None:
+        fig.add_vline(x=current, line_dash="dot", line_color="black", annotation_text="slider")
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10),
+                      title=f"PSNR against {LABELS[kind]} on {result['images']} test images (seed {result['seed']})",
+                      xaxis_title=f"{LABELS[kind]}", yaxis_title="PSNR (dB, higher is better)",
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def noise_from_url(text: str | None) -> Noise:
+    """A noise spec from the page's link, falling back to the default when absent or invalid."""
+    try:
+        noise = parse_noise(text) if text else None
+    except AecoreError:
+        noise = None
+    if noise is None or noise.level > MAX_LEVEL[noise.kind]:
+        return Noise("gaussian", DEFAULT_LEVEL["gaussian"])
+    return noise

@@ -1,0 +1,231 @@
+"""Corrupt & denoise, the class demo: clean / corrupted / denoised by the chosen model / a plain AE's
+output, with PSNR of each; a noise sweep for several models; your own drawn or uploaded image."""
+
+import streamlit as st
+import torch
+
+from aecore.errors import AecoreError
+from aecore.lab import catalog
+from aecore.lab import denoise as dn
+from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, image_from_canvas, image_from_upload
+from aecore.lab.reconstruct import comparison_grid, select_indices
+from aecore.noise import KINDS
+from pages.common import DATASETS, bind, download_png, load_model, show_error, sidebar, sync_url, test_data
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "ico", "ppm", "pgm", "pbm", "tga"]
+SWEEP_IMAGES = 100
+
+st.title("Corrupt & denoise")
+st.write("A **denoising autoencoder** is trained to map corrupted images back to clean ones, so it learns "
+         "what digits look like rather than copying pixels. Corrupt some test images, then compare what a "
+         "denoiser and a plain autoencoder (trained on clean images only) make of them.")
+
+# --- noise state (also in the link as noise=kind:level) and the model to start with ------------------
+if "dn_kind" not in st.session_state:
+    start = dn.noise_from_url(st.query_params.get("noise"))
+    st.session_state["dn_kind"] = start.kind
+    st.session_state[f"dn_level_{start.kind}"] = start.level
+bind("dataset", DATASETS[0], choices=DATASETS)
+
+
+def _prefer_denoiser() -> None:
+    """Switch the model to a denoiser trained on the chosen noise kind, when there is one."""
+    entries = catalog.entries(st.session_state.get("dataset"))
+    ref = dn.preferred_model(entries, dn.entry_facts(entries), st.session_state["dn_kind"])
+    if ref:
+        st.session_state["model"] = ref
+
+
+_refs = {e.ref for e in catalog.entries(st.session_state["dataset"])}
+_first_visit = "_dn_seen" not in st.session_state
+st.session_state["_dn_seen"] = True
+if (_first_visit and st.query_params.get("model") not in _refs) or (
+        st.session_state.get("model") is not None and st.session_state["model"] not in _refs):
+    _prefer_denoiser()                                    # first visit, or the dataset changed
+
+sel = sidebar(model_help="Starts on a denoiser trained on the chosen noise kind")
+if sel is None or sel.model is None:
+    st.stop()
+model, entry, data = sel.model, sel.entry, sel.data
+shape = tuple(model.config.input_shape)
+slug = entry.ref.replace("/", "_").replace(":", "_")
+reason = dn.why_not(model)
+if reason:
+    st.info(f"{entry.label}: {reason}")
+    st.stop()
+if shape != data.input_shape:
+    st.error(f"{entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
+             f"{list(data.input_shape)}: pick a model trained on this dataset.")
+    st.stop()
+
+# --- controls ----------------------------------------------------------------------------------------
+bind("count", 8, int)
+bind("seed", 0, int)
+st.session_state["count"] = min(max(int(st.session_state["count"]), 1), 16)
+st.session_state["seed"] = min(max(int(st.session_state["seed"]), 0), 10_000)
+c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
+with c1:
+    kind = st.radio("Noise", KINDS, format_func=dn.LABELS.get, horizontal=True, key="dn_kind",
+                    on_change=_prefer_denoiser, help="Changing it also picks a denoiser trained on that noise")
+level_key = f"dn_level_{kind}"
+if level_key not in st.session_state:
+    st.session_state[level_key] = dn.DEFAULT_LEVEL[kind]
+st.session_state[level_key] = min(max(float(st.session_state[level_key]), 0.0), dn.MAX_LEVEL[kind])
+with c2:
+    level = st.slider(dn.LABELS[kind], 0.0, dn.MAX_LEVEL[kind], step=0.05 if kind == "gaussian" else 0.01,
+                      key=level_key, help={"gaussian": "x + N(0, σ²), clipped to [0, 1]",
+                                           "masking": "a fraction ν of each image's pixels set to 0",
+                                           "saltpepper": "a fraction ν of each image's pixels set to 0 or 1"}[kind])
+with c3:
+    count = st.slider("Images", 1, 16, key="count")
+with c4:
+    seed = st.number_input("Seed", 0, 10_000, step=1, key="seed", help="Same seed: same images, same noise")
+noise = dn.make_noise(kind, level)
+st.session_state["noise"] = str(noise)
+sync_url("noise", "count", "seed")
+
+# --- the plain AE for contrast -----------------------------------------------------------------------
+entries = catalog.entries(sel.dataset)
+facts = dn.entry_facts(entries)
+trained = facts[entry.ref].noise if entry.ref in facts else None
+plain_entry = dn.plain_ae(entries, facts)
+plain, plain_note = None, ""
+if plain_entry is None:
+    plain_note = f"No pretrained plain AE for {sel.dataset} to contrast with."
+elif plain_entry.ref == entry.ref:
+    plain_note = f"{entry.label} is itself the plain AE (trained on clean images); pick a dae-* model to compare."
+else:
+    try:
+        plain = load_model(plain_entry.ref).model
+        plain_note = f"Plain AE: **{plain_entry.label}**, the same kind of MLP trained on clean images only."
+    except AecoreError as err:
+        plain_note = f"The plain AE {plain_entry.label} cannot be loaded: {err}"
+
+if trained is None:
+    st.caption(f"**{entry.label}** was trained on clean images only: whatever noise it removes, its "
+               "bottleneck removes, not anything it learned about noise.")
+elif trained.kind != kind:
+    st.caption(f"**{entry.label}** was trained on **{trained}** noise, not {dn.LABELS[kind].split(' (')[0].lower()}: "
+               "a mismatch shows how specific what it learned is.")
+else:
+    st.caption(f"**{entry.label}** was trained on **{trained}** noise.")
+
+
+def show_demo(result: dn.Demo, labels: list[str], name: str, *, big: bool, key: str) -> None:
+    """The picture (rows = labels), a PSNR metric per row, and its download."""
+    side = result.clean.shape[-1]
+    if big:                                   # one image: its rows side by side, large
+        grid = comparison_grid([torch.cat(result.rows())], per_band=4, scale=max(3, round(120 / side)))
+    else:
+        grid = comparison_grid(result.rows(), per_band=16, scale=max(1, round(56 / side)))
+    left, right = st.columns([3, 2] if big else [3, 1])
+    with left:
+        st.image(grid, caption=("Left to right: " if big else "Rows: ") + " · ".join(labels))
+        download_png(grid, name, key=key)
+    with right:
+        st.metric("Corrupted", dn.fmt_psnr(float(result.psnr["corrupted"].mean())), help="PSNR against the clean image")
+        d = float(result.psnr["denoised"].mean() - result.psnr["corrupted"].mean())
+        st.metric(f"Denoised by {entry.label}", dn.fmt_psnr(float(result.psnr["denoised"].mean())),
+                  delta=f"{d:+.2f} dB vs corrupted" if d == d and abs(d) < 1e3 else None)
+        if "plain" in result.psnr:
+            d = float(result.psnr["plain"].mean() - result.psnr["corrupted"].mean())
+            st.metric(f"Plain AE ({plain_entry.label})", dn.fmt_psnr(float(result.psnr["plain"].mean())),
+                      delta=f"{d:+.2f} dB vs corrupted" if abs(d) < 1e3 else None)
+
+
+row_labels = ["clean", f"corrupted ({noise})", f"denoised by {entry.label}"] + (
+    [f"plain AE {plain_entry.label}"] if plain is not None else [])
+
+# --- the demo ----------------------------------------------------------------------------------------
+st.subheader("Clean → corrupted → denoised")
+try:
+    index = select_indices(data.labels, count, "random", seed=int(seed))
+    result = dn.demo(model, data.as_float(index).view(-1, *shape), noise, seed=int(seed), plain=plain)
+except AecoreError as err:
+    show_error(err)
+    st.stop()
+show_demo(result, row_labels, f"{slug}-{kind}-{level:g}.png", big=False, key="png-demo")
+st.caption(f"{plain_note} PSNR = 10·log10(1/MSE) per image, averaged over the {len(index)} images (seed {seed}).")
+with st.expander("PSNR per image"):
+    table = {"test image": [f"#{int(i)}" for i in index],
+             "corrupted (dB)": [round(float(v), 2) for v in result.psnr["corrupted"]],
+             f"{entry.label} (dB)": [round(float(v), 2) for v in result.psnr["denoised"]]}
+    if "plain" in result.psnr:
+        table[f"{plain_entry.label} (dB)"] = [round(float(v), 2) for v in result.psnr["plain"]]
+    st.dataframe(table, hide_index=True)
+
+# --- the noise sweep ---------------------------------------------------------------------------------
+st.subheader("Noise sweep")
+st.write(f"Mean PSNR against the {dn.LABELS[kind].split(' (')[0].lower()} level, for several models on the "
+         f"same {SWEEP_IMAGES} test images and the same noisy pixels at every level.")
+options = [e.ref for e in entries if e.ref != entry.ref and dn.can_denoise(e, facts.get(e.ref))]
+labels = {e.ref: e.label for e in entries}
+if "dn_sweep" not in st.session_state:
+    st.session_state["dn_sweep"] = [plain_entry.ref] if plain is not None else []
+st.session_state["dn_sweep"] = [r for r in st.session_state["dn_sweep"] if r in options]
+others = st.multiselect("Compare with", options, key="dn_sweep", format_func=lambda r: labels.get(r, r),
+                        help=f"{entry.label} and the noisy input itself are always shown")
+
+
+@st.cache_data(max_entries=16, show_spinner="Sweeping noise levels…")
+def noise_sweep(named: tuple[tuple[str, str], ...], versions: tuple[str, ...], dataset: str, kind: str,
+                seed: int) -> dict:
+    """Sweep curves for (ref, name) models; `versions` (weight hashes) only key the cache."""
+    data = test_data(dataset)
+    index = select_indices(data.labels, SWEEP_IMAGES, "random", seed=seed)
+    models = {name: load_model(ref).model for ref, name in named}
+    return dn.sweep(models, data.as_float(index).view(-1, *data.input_shape), kind, seed=seed)
+
+
+try:
+    refs = (entry.ref, *others)
+    versions = tuple(str(load_model(r).info.get("weights_sha256", "")) for r in refs)
+    curves = noise_sweep(tuple((r, labels.get(r, r)) for r in refs), versions, sel.dataset, kind, int(seed))
+except AecoreError as err:
+    show_error(err)
+else:
+    st.plotly_chart(dn.sweep_figure(curves, current=level), key="sweep")
+    if trained is not None and trained.kind == kind:
+        st.caption(f"{entry.label} was trained at {dn.SYMBOL[kind]} = {trained.level:g}: look at how it does "
+                   "above and below that level.")
+
+# --- your own image ----------------------------------------------------------------------------------
+st.subheader("Your own image")
+bind("own", "draw", choices=["upload", "draw"])
+source = st.radio("Source", ["draw", "upload"], key="own", horizontal=True,
+                  format_func={"upload": "Upload a file", "draw": "Draw"}.get)
+sync_url("own")
+own = None
+try:
+    if source == "upload":
+        file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
+                                max_upload_size=MAX_UPLOAD_BYTES >> 20, key="dn_upload")
+        if file is not None:
+            own = image_from_upload(file.getvalue(), shape)
+    else:
+        st.caption("Draw a digit in white on the black square: it is corrupted with the noise above and "
+                   "denoised below.")
+        st.write("")                          # room for the canvas's floating toolbar
+        try:
+            from streamlit_drawable_canvas import st_canvas
+
+            drawing = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000",
+                                height=280, width=280, drawing_mode="freedraw", return_image_data=True,
+                                key="dn_canvas")
+            image = drawing.image_data if drawing is not None else None
+        except Exception as err:  # a third-party component: never let it take the page down
+            st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image instead.")
+            image = None
+        if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
+            own = image_from_canvas(image, shape)
+except AecoreError as err:
+    st.error(f"Cannot use this image: {err}")
+if own is not None:
+    x_own, note = own
+    st.caption(f"Converted for the model: {note}.")
+    try:
+        mine = dn.demo(model, x_own, noise, seed=int(seed), plain=plain)
+    except AecoreError as err:
+        show_error(err)
+    else:
+        show_demo(mine, row_labels, f"{slug}-own-{kind}-{level:g}.png", big=True, key="png-own")

@@ -1,0 +1,177 @@
+"""Reconstructions: originals, the model's output and PCA with as many components, per-image error,
+and the model's measured test metrics. Projector mode shows big images for a classroom."""
+
+import math
+
+import streamlit as st
+import torch
+
+from aecore.errors import AecoreError
+from aecore.lab import reconstruct as rc
+from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, image_from_canvas, image_from_upload
+from aecore.pca import PCA
+from pages.common import as_bool, bind, download_png, show_error, sidebar, sync_url, train_data
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "ico", "ppm", "pgm", "pbm", "tga"]
+MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
+
+st.title("Reconstructions")
+st.write("What comes back out of the autoencoder, beside **PCA with as many components as the model's "
+         "code**: the best a linear code of that size can do. Where the model beats PCA, its nonlinearity pays.")
+
+sel = sidebar()
+if sel is None or sel.model is None:
+    st.stop()
+model, entry, data = sel.model, sel.entry, sel.data
+shape = tuple(model.config.input_shape)
+if shape != data.input_shape:
+    st.error(f"{entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
+             f"{list(data.input_shape)}: pick a model trained on this dataset.")
+    st.stop()
+slug = entry.ref.replace("/", "_").replace(":", "_")
+
+# --- the model's measured test metrics ---------------------------------------------------------------
+st.subheader(f"Test metrics of {entry.label}")
+cards = rc.metric_cards(sel.loaded.metrics)
+if cards:
+    for start in range(0, len(cards), 4):
+        cols = st.columns(4)
+        for col, card in zip(cols, cards[start:start + 4]):
+            col.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,
+                       help=card.help or None)
+    scope = rc.metrics_scope(sel.loaded.metrics)
+    st.caption("From the model's metrics.json" + (f": {scope}." if scope else "."))
+else:
+    st.info(f"{entry.label} has no measured test metrics (no metrics.json). "
+            f"`aecore eval` measures them; the per-image errors below are computed here.")
+
+# --- which images ------------------------------------------------------------------------------------
+n_images = len(data)
+bind("pick", "random", choices=list(rc.MODES))
+bind("count", 10, int)
+bind("seed", 0, int)
+bind("klass", 0, int)
+bind("start", 0, int)
+bind("projector", False, as_bool)
+st.session_state["count"] = min(max(int(st.session_state["count"]), 1), 32)
+st.session_state["seed"] = min(max(int(st.session_state["seed"]), 0), 10_000)
+st.session_state["start"] = min(max(int(st.session_state["start"]), 0), n_images - 1)
+if st.session_state["klass"] not in range(len(data.classes)):
+    st.session_state["klass"] = 0
+
+st.subheader("Originals, reconstructions and PCA")
+c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+with c1:
+    mode = st.radio("Images", rc.MODES, format_func=MODE_LABELS.get, horizontal=True, key="pick")
+with c2:
+    count = st.slider("How many", 1, 32, key="count")
+with c3:
+    if mode == "index":
+        st.number_input("First index", 0, n_images - 1, step=1, key="start",
+                        help=f"Test images 0 to {n_images - 1:,}, in the split's order")
+    else:
+        st.number_input("Seed", 0, 10_000, step=1, key="seed", help="Same seed, same images")
+    if mode == "class":
+        st.selectbox("Class", range(len(data.classes)), format_func=lambda i: data.classes[i], key="klass")
+with c4:
+    projector = st.toggle("Projector", key="projector", help="Big images, fewer per row, for the back of the room")
+sync_url("pick", "count", "seed", "klass", "start", "projector")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Fitting PCA on the training split…")
+def fitted_pca(dataset: str, k: int) -> PCA:
+    """PCA with k components on the training split (the bundled test split when offline)."""
+    return PCA.fit(train_data(dataset).as_float(), k)
+
+
+try:
+    index = rc.select_indices(data.labels, count, mode, seed=int(st.session_state["seed"]),
+                              klass=st.session_state["klass"], start=int(st.session_state["start"]))
+    train = train_data(sel.dataset)
+    k, pca_note = rc.pca_components(model, data.images[0].numel(), len(train))
+    pca = fitted_pca(sel.dataset, k) if k else None
+    x = data.as_float(index).view(-1, *shape)
+    cmp = rc.compare(model, x, pca)
+except AecoreError as err:
+    show_error(err)
+    st.stop()
+
+side = shape[1]
+scale = max(2, round(160 / side)) if projector else max(1, round(56 / side))
+rows = [cmp.original, cmp.recon] + ([cmp.pca] if cmp.pca is not None else [])
+bands = math.ceil(len(index) / 6) if projector else 1                     # projector: even bands of <= 6
+per_band = math.ceil(len(index) / bands) if projector else 16
+grid = rc.comparison_grid(rows, per_band=per_band, scale=scale)
+row_names = "originals · " + entry.label + (f" · PCA with {k} components" if cmp.pca is not None else "")
+what = {"random": f"{len(index)} random test images (seed {st.session_state['seed']})",
+        "class": f"{len(index)} random test images of class {data.classes[st.session_state['klass']]} "
+                 f"(seed {st.session_state['seed']})",
+        "index": f"test images {int(index[0])} to {int(index[-1])}"}[mode]
+st.image(grid, caption=f"Rows: {row_names}. {what}.", width="stretch" if projector else "content")
+download_png(grid, f"{slug}-reconstructions.png", key="png-grid")
+if cmp.pca is not None:
+    offline = " (offline: the bundled test split)" if train.split == "test" else ""
+    st.caption(f"PCA is fitted on the training split{offline}; {pca_note}.")
+else:
+    st.caption(f"No PCA row: {pca_note}.")
+
+# --- per-image error ---------------------------------------------------------------------------------
+m1, m2, m3 = st.columns(3)
+m1.metric(f"MSE of {entry.label}", f"{float(cmp.mse.mean()):.5f}", help="mean over the images shown, per pixel")
+if cmp.pca_mse is not None:
+    m2.metric(f"MSE of PCA-{k}", f"{float(cmp.pca_mse.mean()):.5f}", help="same images, per pixel")
+    wins = int((cmp.mse < cmp.pca_mse).sum())
+    m3.metric("Model beats PCA on", f"{wins} of {len(index)}")
+names = [f"#{int(i)}" for i in index]
+st.plotly_chart(rc.error_figure(cmp, names, model_name=entry.label, pca_name=f"PCA-{k}"), key="errors")
+
+# --- your own image ----------------------------------------------------------------------------------
+st.subheader("Your own image")
+bind("own", "upload", choices=["upload", "draw"])
+source = st.radio("Source", ["upload", "draw"], key="own", horizontal=True,
+                  format_func={"upload": "Upload a file", "draw": "Draw"}.get)
+sync_url("own")
+own = None
+try:
+    if source == "upload":
+        file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
+                                max_upload_size=MAX_UPLOAD_BYTES >> 20, key="rc_upload")
+        if file is not None:
+            own = image_from_upload(file.getvalue(), shape)
+    else:
+        st.caption("Draw in white on the black square; the reconstruction appears below.")
+        st.write("")                          # room for the canvas's floating toolbar
+        try:
+            from streamlit_drawable_canvas import st_canvas
+
+            drawing = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000",
+                                height=280, width=280, drawing_mode="freedraw", return_image_data=True,
+                                key="rc_canvas")
+            image = drawing.image_data if drawing is not None else None
+        except Exception as err:  # a third-party component: never let it take the page down
+            st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image instead.")
+            image = None
+        if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
+            own = image_from_canvas(image, shape)
+except AecoreError as err:
+    st.error(f"Cannot use this image: {err}")
+if own is not None:
+    x_own, note = own
+    st.caption(f"Converted for the model: {note}.")
+    try:
+        mine = rc.compare(model, x_own, pca)
+    except AecoreError as err:
+        show_error(err)
+    else:
+        rows = [mine.original, mine.recon] + ([mine.pca] if mine.pca is not None else [])
+        own_grid = rc.comparison_grid([torch.cat(rows)], per_band=3, scale=max(3, round(140 / side)))
+        left, right = st.columns([3, 2])
+        with left:
+            st.image(own_grid, caption="Left to right: " + row_names)
+            download_png(own_grid, f"{slug}-own-image.png", key="png-own")
+        with right:
+            st.metric(f"MSE of {entry.label}", f"{float(mine.mse[0]):.5f}")
+            if mine.pca_mse is not None:
+                st.metric(f"MSE of PCA-{k}", f"{float(mine.pca_mse[0]):.5f}")
+            st.caption("An image unlike the training data reconstructs worse: the model maps it onto what it "
+                       "knows.")
