@@ -1,0 +1,122 @@
+"""Compare: the same images (and the same corruption) through several models, side by side."""
+
+import streamlit as st
+
+from aecore.errors import AecoreError
+from aecore.lab import catalog, compare, export
+from aecore.lab.semi import model_folder
+from aecore.viz import image_grid
+from pages.common import bind, download_png, load_model, show_error, sidebar, sync_url, test_data
+
+NOISES = ["none", "gaussian", "masking", "saltpepper"]
+NOISE_DEFAULT = {"gaussian": 0.5, "masking": 0.5, "saltpepper": 0.2}
+N_EVAL = 500
+
+st.title("Compare models")
+st.write("The same test images go through every chosen model; with noise on, every model gets exactly the same "
+         "corrupted copies. The table scores each output against the clean image.")
+
+sel = sidebar()
+if sel is None:
+    st.stop()
+entries = {e.ref: e for e in catalog.entries(sel.dataset)}
+if not entries:
+    st.stop()   # the sidebar said there is no model for this dataset
+
+# the chosen models live in the URL as ?models=a,b,c (a list, so not through bind/sync_url)
+if "cmp_models" not in st.session_state or any(r not in entries for r in st.session_state["cmp_models"]):
+    raw = st.query_params.get("models")
+    wanted = [r for r in (raw.split(",") if raw else []) if r in entries]
+    if not wanted:
+        wanted = [sel.entry.ref] + [r for r in entries if r != sel.entry.ref][:1]
+    st.session_state["cmp_models"] = wanted[: compare.MAX_MODELS]
+bind("cmp_n", 8, int)
+bind("cmp_seed", 0, int)
+bind("cmp_noise", "none", choices=NOISES)
+if not 2 <= st.session_state["cmp_n"] <= 16:
+    st.session_state["cmp_n"] = 8
+
+refs = st.multiselect("Models", list(entries), key="cmp_models", format_func=lambda r: entries[r].label,
+                      max_selections=compare.MAX_MODELS, help=f"Models trained on {sel.dataset}; up to "
+                                                              f"{compare.MAX_MODELS}")
+c1, c2, c3, c4 = st.columns(4)
+count = c1.slider("Images", 2, 16, key="cmp_n")
+seed = int(c2.number_input("Seed", 0, 1_000_000, key="cmp_seed", help="Which test images (and which noise)"))
+noise_kind = c3.selectbox("Noise", NOISES, key="cmp_noise", help="Corrupt the inputs; outputs are scored against "
+                                                                 "the clean images")
+noise = None
+if noise_kind != "none":
+    bind(f"cmp_level_{noise_kind}", NOISE_DEFAULT[noise_kind], float)
+    level = c4.slider("σ" if noise_kind == "gaussian" else "fraction ν", 0.05, 2.0 if noise_kind == "gaussian" else 1.0,
+                      step=0.05, key=f"cmp_level_{noise_kind}")
+    noise = f"{noise_kind}:{level:g}"
+    sync_url(f"cmp_level_{noise_kind}")
+sync_url("cmp_n", "cmp_seed", "cmp_noise")
+if refs:
+    st.query_params["models"] = ",".join(refs)
+
+if not refs:
+    st.info("Choose at least one model above.")
+    st.stop()
+
+
+def _stamp(ref: str) -> float:
+    """Changes when a user's model folder is re-saved (so the cached comparison is redone)."""
+    weights = model_folder(ref) / "model.safetensors"
+    return weights.stat().st_mtime if ref.startswith(catalog.USER_PREFIX) and weights.exists() else 0.0
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the models…")
+def run(refs: tuple[str, ...], stamps: tuple[float, ...], dataset: str, count: int, seed: int,
+        noise: str | None) -> tuple[compare.Comparison, list[str]]:
+    models, problems = {}, []
+    for ref in refs:
+        label = entries[ref].label
+        try:
+            models[label] = load_model(ref).model
+        except AecoreError as err:
+            problems.append(f"{label}: {err}")
+    if not models:
+        return None, problems
+    return compare.compare(models, test_data(dataset), n_shown=count, n_eval=N_EVAL, seed=seed, noise=noise), problems
+
+
+try:
+    result, problems = run(tuple(refs), tuple(_stamp(r) for r in refs), sel.dataset, count, seed, noise)
+except AecoreError as err:
+    st.error(str(err))
+    st.stop()
+except Exception as err:  # noqa: BLE001
+    show_error(err)
+    st.stop()
+for problem in problems:
+    st.error(f"Left out — {problem}")
+if result is None:
+    st.stop()
+
+st.subheader("Side by side")
+for label, images in compare.grid_rows(result):
+    left, right = st.columns([1, 5])
+    left.markdown(f"**{label}**")
+    right.image(image_grid(images, nrow=count, scale=3))
+st.caption(f"Rows: the {count} seeded test images, " + ("the corrupted copies every model got, " if noise else "")
+           + "then each model's output."
+           + (" A U-Net segmenter paints a foreground mask, not the image." if any(
+               r["target"] != "clean image" for r in result.rows) else ""))
+
+st.subheader("Scores")
+table = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()} for row in result.rows]
+st.dataframe(table, hide_index=True, key="cmp_table")
+st.caption(f"Measured on {result.n_eval} seeded test images (the first {count} are shown above), against the clean "
+           "image. MSE per pixel on [0, 1]; PSNR per image, then averaged. Code sparsity: the fraction of code "
+           "entries that are exactly 0 (ReLU codes can be; Gaussian codes almost never are). Parameters: all of "
+           "the model's parameters (for a hypernetwork, its generator, not the weights it makes). Code size: "
+           "numbers per image in the code.")
+
+name = "-".join(r.replace("/", "_").replace(":", "_") for r in refs)[:80]
+d1, d2 = st.columns(2)
+with d1:
+    download_png(compare.full_grid(result), f"compare-{name}.png", label="Download the grid (PNG)", key="cmp_png")
+with d2:
+    st.download_button("Download the table (CSV)", export.table_csv(result.rows, compare.COLUMNS),
+                       file_name=f"compare-{name}.csv", mime="text/csv", key="cmp_csv", on_click="ignore")

@@ -1,0 +1,242 @@
+"""Train: any model on any dataset from the browser, in a background job with a live loss chart."""
+
+import math
+
+import streamlit as st
+
+from aecore.data import load_dataset
+from aecore.errors import AecoreError
+from aecore.lab import export, jobs
+from aecore.models import get_model_class, list_models
+from pages.common import DATASETS, bind, show_error, sidebar, sync_url
+
+FOLDER = "your folder…"
+NOISES = ["none", "gaussian", "masking", "saltpepper"]
+NOISE_HELP = {"gaussian": "σ of x + N(0, σ²), clipped to [0, 1]", "masking": "fraction ν of pixels set to 0",
+              "saltpepper": "fraction ν of pixels set to 0 or 1"}
+IMAGE_CAPS = [1000, 5000, 10_000, 30_000, 60_000]
+LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+BUDGETS = ["10", "100", "1000", "all"]
+JOB_KEY = "train_job"
+
+st.title("Train a model")
+st.write("Pick a model and its data, start, and watch the loss fall. Training runs on the server in the "
+         "background; the finished model is saved to your models folder and appears in every page's model "
+         "picker, marked *(yours)*.")
+
+# a model that just finished: select it in the sidebar (widget keys may only be set before the widgets)
+pending = st.session_state.pop("train_select", None)
+if pending and pending[0] in DATASETS:
+    st.session_state["dataset"], st.session_state["model"] = pending
+
+sel = sidebar()
+dataset_default = sel.dataset if sel is not None else DATASETS[0]
+
+
+@st.cache_resource(max_entries=8, show_spinner="Looking at the training data…")
+def train_summary(dataset: str) -> tuple[int, str, str | None]:
+    """(images, source, fallback notice) of a dataset's training split; the images are not kept."""
+    data = load_dataset(dataset, "train")
+    return len(data), data.source, jobs.fallback_notice(data)
+
+
+# --- the settings ---------------------------------------------------------------------------------
+models = list_models()
+bind("tr_model", "ae", choices=models)
+bind("tr_data", dataset_default, choices=DATASETS + [FOLDER])
+bind("tr_latent", 32, int)
+bind("tr_epochs", 5, int)
+bind("tr_noise", "none", choices=NOISES)
+for key, low, high in (("tr_latent", 1, jobs.MAX_LATENT), ("tr_epochs", 1, jobs.MAX_EPOCHS)):
+    if not low <= st.session_state[key] <= high:
+        st.session_state[key] = min(max(st.session_state[key], low), high)
+
+left, right = st.columns(2)
+with left:
+    model_name = st.selectbox("Model", models, key="tr_model",
+                              help="All families of aecore; the Data & models page says what each one is")
+    st.caption(get_model_class(model_name).description)
+    data_choice = st.radio("Data", DATASETS + [FOLDER], key="tr_data", horizontal=True,
+                           help="The training split (the bundled test split when that is all there is)")
+    folder_path, folder_size, folder_gray = "", 32, False
+    if data_choice == FOLDER:
+        folder_path = st.text_input("Folder on the server", key="tr_folder", placeholder="/home/me/pictures",
+                                    help="Laid out as PATH/<class>/<image>.png|jpg; with PATH/train and PATH/test "
+                                         "those are the splits, otherwise 10 % of each class is held out")
+        c1, c2 = st.columns(2)
+        folder_size = c1.select_slider("Resize to (pixels)", [16, 28, 32, 48, 64], value=32, key="tr_fsize")
+        folder_gray = c2.toggle("Grey-scale", key="tr_fgray")
+    latent = st.number_input("Code size (latent_dim)", 1, jobs.MAX_LATENT, key="tr_latent",
+                             help=f"Units in the code; at most {jobs.MAX_LATENT} in the app")
+    epochs = st.slider("Epochs", 1, jobs.MAX_EPOCHS, key="tr_epochs",
+                       help="Passes over the training images; a few are enough to see the idea")
+with right:
+    noise_kind = st.selectbox("Input noise (denoising)", NOISES, key="tr_noise",
+                              help="Train on corrupted inputs, scored against the clean images")
+    noise = None
+    if noise_kind != "none":
+        level = st.slider(f"Noise level — {NOISE_HELP[noise_kind]}", 0.05, 1.0 if noise_kind != "gaussian" else 2.0,
+                          0.5 if noise_kind != "saltpepper" else 0.2, 0.05, key=f"tr_level_{noise_kind}")
+        noise = f"{noise_kind}:{level:g}"
+    config: dict = {}
+    strength = None
+    if model_name == "sparse-ae":
+        penalty = st.radio("Sparsity penalty", ["l1", "kl"], horizontal=True, key="tr_penalty",
+                           help="L1 on ReLU codes, or KL(p ‖ mean activation) on sigmoid codes")
+        config["penalty"] = penalty
+    reg = jobs.regularizer(model_name)
+    if reg is not None:
+        field, default, about = reg
+        if model_name == "sparse-ae" and config.get("penalty") == "kl":
+            from aecore.models.sparse_ae import DEFAULT_WEIGHTS
+            default = DEFAULT_WEIGHTS["kl"]
+        strength = st.number_input(f"Regulariser strength ({field})", 0.0, jobs.MAX_STRENGTH, float(default),
+                                   format="%.4g", key=f"tr_strength_{model_name}_{config.get('penalty', '')}",
+                                   help=about)
+    stage_epochs = None
+    if model_name == "stacked-ae":
+        greedy = st.toggle("Greedy layer-wise pretraining", value=True, key="tr_greedy",
+                           help="Train each layer on its own first (frozen below), then fine-tune the whole stack")
+        if greedy:
+            stage_epochs = st.slider("Epochs per greedy stage", 1, 50, 2, key="tr_stage_epochs")
+        else:
+            stage_epochs = 0
+        st.caption("The epochs above are the final fine-tuning; the Filters page replays the stages.")
+    labels = None
+    if model_name == "hyper-semi":
+        budget = st.select_slider("Labelled training images", BUDGETS, value="100", key="tr_labels",
+                                  help="Class-balanced, seeded; the rest of the images are used without labels")
+        labels = None if budget == "all" else int(budget)
+    max_images = st.select_slider("Training images (at most)", IMAGE_CAPS, value=10_000, key="tr_images",
+                                  format_func=lambda n: f"{n:,}",
+                                  help="A seeded random choice when the split is larger; 10 % of them are held "
+                                       "out for the validation loss")
+    with st.expander("More options"):
+        lr = st.select_slider("Learning rate", LRS, value=1e-3, key="tr_lr", format_func=lambda v: f"{v:g}")
+        batch_size = st.select_slider("Batch size", [16, 32, 64, 128, 256, 512], value=128, key="tr_batch")
+        seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="tr_seed"))
+sync_url("tr_model", "tr_data", "tr_latent", "tr_epochs", "tr_noise")
+
+dataset = f"folder:{folder_path.strip()}" if data_choice == FOLDER else data_choice
+auto_name = f"{model_name}-{data_choice if data_choice != FOLDER else 'folder'}-d{latent}"
+name = st.text_input("Name of the new model", key="tr_name", placeholder=auto_name, max_chars=jobs.MAX_NAME,
+                     help="Letters, digits, - and _. A name in use gets -2, -3, …: nothing is overwritten.")
+name = name.strip() or auto_name
+
+if data_choice != FOLDER:
+    try:
+        n_train, source, notice = train_summary(data_choice)
+    except AecoreError as err:
+        st.error(str(err))
+    else:
+        st.caption(f"Training data: {n_train:,} images ({source}); at most {max_images:,} are used.")
+        if notice:
+            st.info(notice)
+
+spec = jobs.JobSpec(name=name, model=model_name, dataset=dataset, latent_dim=int(latent), epochs=int(epochs),
+                    noise=noise, strength=strength, stage_epochs=stage_epochs, labels=labels, lr=float(lr),
+                    batch_size=int(batch_size), max_images=int(max_images), seed=seed, config=config,
+                    folder_size=int(folder_size), folder_grayscale=bool(folder_gray))
+
+own = jobs.get(st.session_state.get(JOB_KEY))
+busy = own is not None and own.active
+others = [j for j in jobs.active_jobs() if own is None or j.id != own.id]
+if others:
+    st.caption(f"{len(others)} other training run(s) on this machine right now (at most {jobs.MAX_CONCURRENT} at once).")
+if st.button("Start training", type="primary", key="tr_start", disabled=busy,
+             help="One run per browser tab at a time" if busy else None):
+    if data_choice == FOLDER and not folder_path.strip():
+        st.error("Type the path of your image folder first (laid out as PATH/<class>/<image>).")
+    else:
+        try:
+            own = jobs.start(spec)
+        except AecoreError as err:
+            st.error(str(err))
+        except Exception as err:  # noqa: BLE001
+            show_error(err)
+        else:
+            st.session_state[JOB_KEY] = own.id
+            st.rerun()          # redraw with the Start button disabled and the live panel polling
+
+
+# --- the run ----------------------------------------------------------------------------------------
+def metric_line(metrics: dict) -> None:
+    shown = [(k, label, fmt) for k, label, fmt in (("mse", "Test MSE / pixel", "{:.4f}"), ("psnr", "PSNR", "{:.2f} dB"),
+                                                   ("psnr_gain", "Denoising gain", "{:+.2f} dB"),
+                                                   ("accuracy", "Test accuracy", "{:.1%}"),
+                                                   ("parameters", "Parameters", "{:,}"))
+             if isinstance(metrics.get(k), (int, float)) and math.isfinite(metrics[k])]
+    if shown:
+        for col, (k, label, fmt) in zip(st.columns(len(shown)), shown):
+            col.metric(label, fmt.format(metrics[k]))
+
+
+def panel() -> None:
+    job = jobs.get(st.session_state.get(JOB_KEY))
+    if job is None:
+        if st.session_state.get(JOB_KEY):
+            st.info("The training run this tab started is no longer known to the server (it was restarted). "
+                    "Models that finished are in the model picker.")
+        return
+    snap = job.snapshot()
+    st.subheader(f"Run: {snap.name}")
+    for notice in snap.notices:
+        st.info(notice)
+    if snap.active:
+        st.progress(min(max(snap.progress, 0.0), 1.0), text=f"{snap.message} — {snap.elapsed:.0f} s")
+        c1, c2 = st.columns([1, 3])
+        if job.cancel.is_set():
+            c1.button("Stopping…", key="tr_stop", disabled=True)
+        elif c1.button("Stop", key="tr_stop", help="Stops after the current batch; saved if an epoch finished"):
+            job.stop()
+        c2.caption("Closing this tab does not stop the run: it continues on the server and saves the model "
+                   "when it finishes (the save is atomic, so a model folder is never half-written). "
+                   "A stopped run is saved only if at least one epoch finished, with that epoch's weights.")
+    else:
+        if st.session_state.get("train_seen") != snap.id:
+            # first look at the finished run: rerun the whole page so the sidebar lists the new model
+            st.session_state["train_seen"] = snap.id
+            if snap.saved and snap.spec["dataset"] in DATASETS:
+                st.session_state["train_select"] = (snap.spec["dataset"], snap.saved)
+            st.rerun()
+        if snap.status == "failed":
+            st.error(f"Training failed: {snap.error}")
+        elif snap.saved is None:
+            st.warning(snap.message)
+        else:
+            epochs_done = len(snap.epochs)
+            if snap.status == "stopped":
+                st.warning(f"Stopped by you after {epochs_done} finished epoch(s): saved **{snap.name}** with the "
+                           "weights of the last finished epoch. It is now in the model picker.")
+            else:
+                st.success(f"Saved **{snap.name}** ({epochs_done} epoch{'s' if epochs_done != 1 else ''}, {snap.elapsed:.0f} s). It is now in the "
+                           "model picker in the sidebar, on every page.")
+            metric_line(snap.metrics)
+            if snap.spec["dataset"] not in DATASETS:
+                st.caption(f"Trained on {snap.spec['dataset']}: the sidebar lists models of the bundled datasets "
+                           f"only; its folder is {snap.path}.")
+            try:
+                st.download_button("Download the model (zip: safetensors + config + metrics)",
+                                   export.model_zip(snap.path), file_name=f"{snap.name}.zip",
+                                   mime="application/zip", key="tr_zip", on_click="ignore")
+            except AecoreError as err:
+                st.error(str(err))
+    if snap.steps:
+        log_y = st.toggle("Log scale", key="tr_logy")
+        st.plotly_chart(jobs.loss_figure(snap, log_y=log_y), key="tr_loss")
+        if snap.epochs:
+            last = snap.epochs[-1]
+            val = (last.get("val") or {}).get("loss")
+            st.caption(f"Epoch {last['epoch']} ({last['stage']}): training loss {last['train'].get('loss', float('nan')):.4g}"
+                       + (f", validation loss {val:.4g}" if val is not None else "")
+                       + ". Thin lines: each part of the loss; dashed: validation loss after each epoch.")
+    elif snap.active:
+        st.caption("The loss chart appears after the first few batches.")
+    if not snap.active:
+        if st.button("Clear this run", key="tr_clear"):
+            st.session_state.pop(JOB_KEY, None)
+            st.rerun()
+
+
+own = jobs.get(st.session_state.get(JOB_KEY))
+st.fragment(run_every=1.0 if own is not None and own.active else None)(panel)()

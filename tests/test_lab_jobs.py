@@ -1,0 +1,295 @@
+"""Training jobs (aecore.lab.jobs) and downloads (aecore.lab.export): real tiny runs in threads."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from aecore.errors import ModelFileError
+from aecore.lab import catalog, export, jobs
+from aecore.paths import user_models_dir
+from aecore.store import load_model, save_model
+from aecore.train import Callback
+from aecore.zoo import read_maps
+
+TINY = {"hidden": [16]}
+
+
+@pytest.fixture(autouse=True)
+def _no_job_left_running():
+    """A job thread still running when the interpreter exits would abort it."""
+    yield
+    for job in jobs.active_jobs():
+        job.stop()
+        job.join(60)
+
+
+def spec(name: str = "job", **kw) -> jobs.JobSpec:
+    values = dict(name=name, model="ae", dataset="digits", latent_dim=4, epochs=2, config=dict(TINY))
+    values.update(kw)
+    return jobs.JobSpec(**values)
+
+
+def finish(job: jobs.TrainingJob, timeout: float = 120) -> jobs.JobSnapshot:
+    assert job.join(timeout), f"job {job.name} still running after {timeout} s"
+    return job.snapshot()
+
+
+class Hold(Callback):
+    """Blocks training at the first batch until released (a job that stays 'running')."""
+
+    def __init__(self):
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def on_batch_end(self, state):
+        self.reached.set()
+        self.release.wait(60)
+
+
+def test_tiny_run_saves_a_loadable_model_that_the_pickers_list():
+    job = jobs.start(spec("tiny-ae"))
+    snap = finish(job)
+    assert snap.status == "done" and snap.error is None
+    assert snap.saved == "user:tiny-ae" and snap.progress == 1.0
+    # live history: each loss part at every read-out, and one row per epoch with its validation loss
+    assert set(snap.parts) == {"loss", "recon"}
+    assert len(snap.steps) >= 2 and all(len(v) == len(snap.steps) for v in snap.parts.values())
+    assert snap.steps == sorted(snap.steps)
+    assert [r["epoch"] for r in snap.epochs] == [1, 2]
+    assert all(r["val"]["loss"] > 0 for r in snap.epochs)
+
+    refs = [e.ref for e in catalog.entries("digits")]
+    assert "user:tiny-ae" in refs
+    assert "user:tiny-ae" not in [e.ref for e in catalog.entries("mnist")]
+    loaded = catalog.load("user:tiny-ae")
+    assert loaded.info["model"] == "ae" and loaded.info["dataset"] == "digits"
+    assert loaded.model.config.latent_dim == 4
+    assert loaded.metrics["mse"] > 0 and loaded.metrics["split"] == "test"
+    assert len(loaded.metrics["training"]["history"]) == 2
+    assert loaded.info["recipe"]["epochs"] == 2
+    maps = read_maps(loaded.path)
+    assert maps["pca"].shape == (loaded.metrics["n"], 2) and len(maps["labels"]) == loaded.metrics["n"]
+    # the figure has one trace per loss part plus the validation curve
+    fig = jobs.loss_figure(snap)     # a plain AE's loss is its reconstruction part: one line, named so
+    assert [t.name for t in fig.data] == ["train loss (= recon)", "validation loss"]
+    vae = finish(jobs.start(spec("parts", model="vae", epochs=1)))
+    assert vae.status == "done", vae.error
+    names = [t.name for t in jobs.loss_figure(vae).data]
+    assert names[0] == "train loss" and {"train recon", "train kl"} <= set(names)
+
+
+def test_regularizer_strength_and_greedy_stages_reach_the_model():
+    job = jobs.start(spec("sparse", model="sparse-ae", strength=0.37, config={"penalty": "l1"}, epochs=1))
+    stacked = jobs.start(spec("stacked", model="stacked-ae", stage_epochs=1, epochs=1))
+    sparse_snap, stacked_snap = finish(job), finish(stacked)
+    assert sparse_snap.status == "done", sparse_snap.error
+    assert load_model(sparse_snap.path).model.config.weight == pytest.approx(0.37)
+    assert stacked_snap.status == "done", stacked_snap.error
+    # hidden [16] -> stages layer1, layer2, finetune: one epoch each, each marked on the chart
+    assert [s for _, s in stacked_snap.stage_starts] == ["layer1", "layer2", "finetune"]
+    assert [r["stage"] for r in stacked_snap.epochs] == ["layer1", "layer2", "finetune"]
+    assert int(load_model(stacked_snap.path).model.stages_done) == 3
+
+
+def test_stop_after_an_epoch_saves_that_epochs_weights():
+    captured = {}
+
+    class StopInSecondEpoch(Callback):
+        def on_epoch_end(self, state):
+            captured.update({k: v.detach().clone() for k, v in job.model.state_dict().items()})
+
+        def on_batch_end(self, state):
+            if state.epoch == 1 and state.batch == 3:   # a few batches into the second epoch
+                job.stop()
+
+    hold = threading.Event()   # make sure `job` is bound before the thread's first callback
+    job = jobs.start(spec("stopped", epochs=5), callbacks=[type("Wait", (Callback,), {
+        "on_train_begin": lambda self, state: hold.wait(10)})(), StopInSecondEpoch()])
+    hold.set()
+    snap = finish(job)
+    assert snap.status == "stopped" and snap.saved == "user:stopped"
+    assert len(snap.epochs) == 1 and "1 finished epoch" in snap.message
+    saved = load_model(snap.path)
+    assert saved.metrics["training"]["stopped_early"] is True
+    for key, value in saved.model.state_dict().items():
+        assert torch.equal(value, captured[key]), key   # not the half-way weights of epoch 2
+
+
+def test_stop_before_the_first_epoch_saves_nothing():
+    hold = Hold()
+    job = jobs.start(spec("never", epochs=3), callbacks=[hold])
+    assert hold.reached.wait(60)
+    job.stop()
+    hold.release.set()
+    snap = finish(job)
+    assert snap.status == "stopped" and snap.saved is None
+    assert "nothing was saved" in snap.message
+    assert not (user_models_dir() / "never").exists()
+
+
+def test_nan_loss_is_reported_as_a_message_and_nothing_is_saved():
+    class Poison(Callback):
+        """Turn the weights to NaN after the first step: the trainer's finiteness check must fire."""
+
+        def on_batch_end(self, state):
+            with torch.no_grad():
+                for p in job.model.parameters():
+                    p.fill_(float("nan"))
+
+    hold = threading.Event()
+    job = jobs.start(spec("diverged", epochs=1),
+                     callbacks=[type("Wait", (Callback,), {"on_train_begin": lambda s, st: hold.wait(10)})(),
+                                Poison()])
+    hold.set()
+    snap = finish(job)
+    assert snap.status == "failed"
+    assert "loss became nan" in snap.error and "smaller learning rate" in snap.error
+    assert "Traceback" not in snap.error
+    assert not (user_models_dir() / "diverged").exists()
+    assert "user:diverged" not in [e.ref for e in catalog.entries("digits")]
+
+
+def test_two_jobs_at_once_keep_their_own_histories_and_folders():
+    a = jobs.start(spec("run-a", latent_dim=2, epochs=2))
+    b = jobs.start(spec("run-b", latent_dim=6, epochs=3, seed=1))
+    assert a.id != b.id and jobs.get(a.id) is a and jobs.get(b.id) is b
+    sa, sb = finish(a), finish(b)
+    assert (sa.status, sb.status) == ("done", "done")
+    assert [r["epoch"] for r in sa.epochs] == [1, 2] and [r["epoch"] for r in sb.epochs] == [1, 2, 3]
+    assert load_model(sa.path).model.config.latent_dim == 2
+    assert load_model(sb.path).model.config.latent_dim == 6
+    assert sa.steps != sb.steps or sa.parts != sb.parts
+
+
+def test_a_taken_name_is_never_overwritten():
+    first = finish(jobs.start(spec("same")))
+    before = (user_models_dir() / "same" / "model.safetensors").read_bytes()
+    second = finish(jobs.start(spec("same", latent_dim=3)))
+    assert second.name == "same-2" and second.saved == "user:same-2"
+    assert any("saved as same-2" in n for n in second.notices)
+    assert (user_models_dir() / "same" / "model.safetensors").read_bytes() == before
+    assert first.path != second.path
+    with pytest.raises(jobs.JobError, match="exists already"):
+        jobs.start(spec("same"), collision="refuse")
+
+
+def test_a_name_taken_by_a_running_job_is_not_reused():
+    hold = Hold()
+    running = jobs.start(spec("busy", epochs=1), callbacks=[hold])
+    try:
+        assert hold.reached.wait(60)
+        with pytest.raises(jobs.JobError, match="being trained"):
+            jobs.start(spec("busy"), collision="refuse")
+        assert jobs.free_name("busy") == "busy-2"
+    finally:
+        hold.release.set()
+        finish(running)
+
+
+def test_at_most_two_jobs_run_at_once():
+    holds = [Hold(), Hold()]
+    running = [jobs.start(spec(f"slot-{i}", epochs=1), callbacks=[h]) for i, h in enumerate(holds)]
+    try:
+        for h in holds:
+            assert h.reached.wait(60)
+        with pytest.raises(jobs.JobError, match="at most 2 at once"):
+            jobs.start(spec("third"))
+    finally:
+        for h in holds:
+            h.release.set()
+        for job in running:
+            finish(job)
+    assert finish(jobs.start(spec("third", epochs=1))).status == "done"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"epochs": 500}, "epochs must be between 1 and 200"),
+    ({"latent_dim": 5000}, "between 1 and 1024"),
+    ({"name": "../evil"}, "letters, digits, - and _ only"),
+    ({"name": "my model"}, "letters, digits, - and _ only"),
+    ({"name": "x" * 80}, "at most 64"),
+    ({"name": " "}, "give the model a name"),
+    ({"max_images": 10}, "training images must be between 100"),
+    ({"model": "nope"}, "unknown model 'nope'"),
+    ({"stage_epochs": 2}, "stacked-ae only"),
+    ({"labels": 10}, "hyper-semi only"),
+    ({"strength": 1.0}, "has no regulariser weight"),
+    ({"model": "vae", "strength": -1.0}, "between 0 and 1000"),
+    ({"noise": "gaussian:abc"}, "not a number"),
+    ({"model": "ae", "config": {"hidden": [10_000, 10_000]}, "dataset": "mnist"}, "parameters"),
+    ({"dataset": "folder:"}, "type the path"),
+    ({"dataset": "folder:/no/such/place"}, "does not exist"),
+])
+def test_limits_and_bad_settings_have_clear_messages(changes, message):
+    with pytest.raises(jobs.JobError, match=message.replace("(", r"\(")):
+        jobs.start(spec(**{"name": "limits", **changes}))
+    assert not jobs.active_jobs()
+
+
+def test_empty_folder_and_unsupported_shape(tmp_path):
+    with pytest.raises(jobs.JobError, match="is empty"):
+        jobs.start(spec("f", dataset=f"folder:{tmp_path}"))
+    (tmp_path / "cats").mkdir()
+    with pytest.raises(jobs.JobError, match="cannot take"):
+        jobs.start(spec("f", model="conv-ae", dataset="folder:" + str(tmp_path), folder_size=4,
+                        config={}))
+
+
+def test_folder_without_images_fails_in_the_thread_with_the_loaders_message(tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "notes.txt").write_text("not an image")
+    snap = finish(jobs.start(spec("folder-run", dataset=f"folder:{tmp_path}", folder_size=8,
+                                  folder_grayscale=True)))
+    assert snap.status == "failed" and "no image files" in snap.error
+
+
+def test_offline_training_data_notice_and_held_out_metrics():
+    snap = finish(jobs.start(spec("mnist-small", dataset="mnist", epochs=1, max_images=300)))
+    assert snap.status == "done", snap.error
+    assert any("bundled **test** split" in n for n in snap.notices)
+    saved = load_model(snap.path)
+    assert saved.info["recipe"]["train_split"] == "test" and saved.info["recipe"]["train_images"] == 270
+    assert saved.metrics["n"] == 30 and "held-out" in saved.metrics["split"]
+
+
+def test_regularizer_defaults_come_from_the_model_configs():
+    assert jobs.regularizer("vae")[:2] == ("beta", 1.0)
+    assert jobs.regularizer("contractive-ae")[:2] == ("weight", 0.1)
+    assert jobs.regularizer("sparse-ae")[:2] == ("weight", 0.1)
+    assert jobs.regularizer("ae") is None
+
+
+# --- export ------------------------------------------------------------------------------------------
+def test_model_zip_unpacks_to_a_loadable_folder(tmp_path):
+    from aecore.models import build_model
+
+    model = build_model("ae", {"input_shape": [1, 8, 8], "hidden": [8], "latent_dim": 3})
+    folder = save_model(model, tmp_path / "m", dataset="digits", metrics={"mse": 0.5})
+    (folder / "maps.npz").write_bytes(b"not shipped")
+    data = export.model_zip(folder)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert sorted(zf.namelist()) == ["m/config.json", "m/metrics.json", "m/model.safetensors"]
+        zf.extractall(tmp_path / "out")
+    again = load_model(tmp_path / "out" / "m")
+    assert json.loads((tmp_path / "out" / "m" / "metrics.json").read_text()) == {"mse": 0.5}
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[key], value)
+    with pytest.raises(ModelFileError, match="not a model folder"):
+        export.model_zip(tmp_path)
+
+
+def test_codes_csv_and_table_csv():
+    text = export.codes_csv(np.array([[0.5, -1.0], [2.0, 3.25]]), np.array([1, 0]), classes=["zero", "one"])
+    assert text.splitlines() == ["index,x,y,label,class", "0,0.5,-1.0,1,one", "1,2.0,3.25,0,zero"]
+    wide = export.codes_csv(torch.zeros(3, 4))
+    assert wide.splitlines()[0] == "index,z1,z2,z3,z4" and len(wide.splitlines()) == 4
+    with pytest.raises(Exception, match="labels for 3 points"):
+        export.codes_csv(torch.zeros(3, 2), [1, 2])
+    table = export.table_csv([{"a": 1, "b": float("nan")}, {"a": None, "b": 0.25}])
+    assert table.splitlines() == ["a,b", "1,", ",0.25"]

@@ -1,0 +1,115 @@
+"""Train page through AppTest: a real 1-epoch run on digits, its live panel, and bad input."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+import pytest
+
+from aecore.lab import jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_job_left_running():
+    yield
+    for job in jobs.active_jobs():
+        job.stop()
+        job.join(60)
+
+
+@pytest.fixture
+def no_zoo(tmp_path, monkeypatch):
+    """No pretrained models: the picker shows only what the test trains."""
+    monkeypatch.setenv("AECORE_PRETRAINED", str(tmp_path / "pretrained"))
+
+
+def page(timeout: float = 60) -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=timeout).run()
+
+
+def wait_for(at: AppTest, done, limit: float = 120) -> AppTest:
+    """Rerun the page (as the live fragment would) until `done(at)` or the time is up."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        at.run()
+        assert not at.exception, at.exception
+        if done(at):
+            return at
+        time.sleep(0.3)
+    raise AssertionError(f"page did not get there in {limit} s: {[m.value for m in at.main]}")
+
+
+def test_train_a_tiny_model_and_find_it_in_the_picker(no_zoo):
+    at = page()
+    assert not at.exception
+    assert at.selectbox(key="tr_model").value == "ae"
+    at.radio(key="tr_data").set_value("digits").run()
+    at.slider(key="tr_epochs").set_value(1).run()
+    at.number_input(key="tr_latent").set_value(4).run()
+    at.text_input(key="tr_name").set_value("page-digits").run()
+    assert any("Training data: 1,438 images" in c.value for c in at.caption)
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error
+    at = wait_for(at, lambda a: len(a.success) > 0)
+    assert "Saved **page-digits**" in at.success[0].value and "model picker" in at.success[0].value
+    # the sidebar now lists it, and selects it
+    picker = at.selectbox(key="model")
+    assert "page-digits (yours)" in picker.options and picker.value == "user:page-digits"
+    assert at.selectbox(key="dataset").value == "digits"
+    assert {m.label for m in at.metric} >= {"Test MSE / pixel", "PSNR", "Parameters"}
+    assert len(at.get("plotly_chart")) == 1
+    assert not at.button(key="tr_start").disabled
+    # the run is the page's own: a fresh session does not see it
+    other = page()
+    assert not other.success and not other.get("plotly_chart")
+
+
+def test_bad_name_and_missing_folder_are_clear_errors(no_zoo):
+    at = page()
+    at.text_input(key="tr_name").set_value("no spaces please").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception
+    assert "letters, digits, - and _ only" in at.error[0].value
+    at.text_input(key="tr_name").set_value("ok-name").run()
+    at.radio(key="tr_data").set_value("your folder…").run()
+    at.button(key="tr_start").click().run()
+    assert "Type the path" in at.error[0].value
+    at.text_input(key="tr_folder").set_value("/no/such/folder").run()
+    at.button(key="tr_start").click().run()
+    assert "does not exist" in at.error[0].value
+    assert not jobs.active_jobs()
+
+
+def test_model_options_follow_the_model(no_zoo):
+    at = page()
+    at.selectbox(key="tr_model").set_value("stacked-ae").run()
+    assert at.toggle(key="tr_greedy").value is True
+    assert at.slider(key="tr_stage_epochs").value == 2
+    at.selectbox(key="tr_model").set_value("vae").run()
+    strength = [n for n in at.number_input if n.key.startswith("tr_strength_vae")]
+    assert strength and strength[0].value == 1.0 and "beta" in strength[0].label
+    at.selectbox(key="tr_model").set_value("hyper-semi").run()
+    assert at.select_slider(key="tr_labels").value == "100"
+    at.selectbox(key="tr_noise").set_value("masking").run()
+    assert at.slider(key="tr_level_masking").value == 0.5
+    assert not at.exception and not at.error
+
+
+def test_live_panel_and_stop_button(no_zoo):
+    at = page()
+    at.slider(key="tr_epochs").set_value(50).run()
+    at.text_input(key="tr_name").set_value("long-run").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error
+    assert at.button(key="tr_start").disabled            # one run per tab at a time
+    assert len(at.get("progress")) == 1
+    assert any("does not stop the run" in c.value for c in at.caption)
+    at.button(key="tr_stop").click().run()
+    at = wait_for(at, lambda a: len(a.warning) > 0 or len(a.success) > 0)
+    assert "nothing was saved" in at.warning[0].value or "Stopped by you" in at.warning[0].value
+    assert not jobs.active_jobs()
