@@ -1,0 +1,310 @@
+"""VAE lab: interpolation between two images (lerp or slerp), samples from the prior, traversals of each
+latent dimension, and for a 2-D latent the decoded manifold beside the test codes."""
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from aecore.errors import AecoreError
+from aecore.lab import catalog
+from aecore.lab import vae as vl
+from aecore.viz import image_grid
+from aecore.zoo import codes_of
+from pages.common import bind, download_png, show_error, sidebar, sync_url, test_data
+
+try:  # own images (upload / drawing): aecore.lab.inputs
+    from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, image_from_canvas, image_from_upload
+except ImportError:  # pragma: no cover - the lab still works on test images without it
+    image_from_upload = image_from_canvas = None
+
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
+SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
+
+st.title("VAE lab")
+st.write("A variational autoencoder's decoder is a **generator**: every point of its latent space decodes to "
+         "an image. Walk between two images, sample from the prior, sweep one dimension at a time, and for a "
+         "2-D latent see the whole manifold at once.")
+
+sel = sidebar()
+if sel is None or sel.model is None:
+    st.stop()
+model, entry, data = sel.model, sel.entry, sel.data
+if not vl.is_generative(model):
+    fits = [e.label for e in catalog.entries(sel.dataset) if e.model in vl.FAMILIES]
+    where = (f"For {sel.dataset}, pick one of: {', '.join(fits)}." if fits
+             else f"No VAE is installed for {sel.dataset} yet: train one on the **Train** page.")
+    st.info(f"**{entry.label}** is a `{entry.model}`: it has no prior to sample from, so the VAE lab does not "
+            f"apply to it. The lab needs a variational autoencoder ({', '.join(f'`{f}`' for f in vl.FAMILIES)}). "
+            f"{where}")
+    st.stop()
+shape = tuple(model.config.input_shape)
+if shape != data.input_shape:
+    st.error(f"{entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
+             f"{list(data.input_shape)}: pick a model trained on this dataset.")
+    st.stop()
+latent_dim = int(model.config.latent_dim)
+n_images = len(data)
+labels = data.labels.numpy()
+version = sel.loaded.info.get("weights_sha256") or sel.loaded.info.get("created", "")
+slug = entry.ref.replace("/", "_").replace(":", "_")
+side = shape[-1]
+scale = max(1, round(56 / side))
+
+
+@st.cache_data(max_entries=8, show_spinner="Encoding the test split…")
+def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
+    """(N, d) posterior means of the whole test split."""
+    return codes_of(_model, test_data(dataset)).numpy()
+
+
+@st.cache_data(max_entries=8, show_spinner="Measuring each dimension's KL…")
+def _kl(ref: str, version: str, dataset: str, _model) -> np.ndarray:
+    return vl.kl_per_dim(_model, test_data(dataset))
+
+
+def _class(i: int) -> str:
+    c = int(labels[i])
+    return data.classes[c] if 0 <= c < len(data.classes) else "?"
+
+
+def _clamp(key: str, lo, hi) -> None:
+    """URL values may say anything: keep the widget's value in its range."""
+    st.session_state[key] = min(max(type(lo)(st.session_state[key]), lo), hi)
+
+
+def _own_image(prefix: str):
+    """An uploaded or drawn image as (1, *shape), or None; errors are shown, never raised."""
+    source = st.session_state[f"{prefix}_src"]
+    try:
+        if source == "upload":
+            file = st.file_uploader(f"An image ({FORMATS}; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
+                                    max_upload_size=MAX_UPLOAD_BYTES >> 20, key=f"{prefix}_upload")
+            if file is not None:
+                x, note = image_from_upload(file.getvalue(), shape)
+                st.caption(f"Converted: {note}.")
+                return x
+        else:
+            try:
+                from streamlit_drawable_canvas import st_canvas
+
+                drawing = st_canvas(stroke_width=18, stroke_color="#FFFFFF", background_color="#000000",
+                                    height=196, width=196, drawing_mode="freedraw", return_image_data=True,
+                                    key=f"{prefix}_canvas")
+                image = drawing.image_data if drawing is not None else None
+            except Exception as err:  # a third-party component: never let it take the page down
+                st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image.")
+                image = None
+            if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
+                return image_from_canvas(image, shape)[0]
+    except AecoreError as err:
+        st.error(f"Cannot use this image: {err}")
+    return None
+
+
+def _endpoint(prefix: str, label: str, default: int):
+    """One end of the interpolation: a test image by index, or the user's own. (x (1, *shape), name) or None."""
+    sources = list(SOURCES) if image_from_upload is not None else ["test"]
+    bind(f"{prefix}_src", "test", choices=sources)
+    bind(f"{prefix}_index", default, int)
+    _clamp(f"{prefix}_index", 0, n_images - 1)
+    st.radio(f"Image {label}", sources, key=f"{prefix}_src", format_func=SOURCES.get, horizontal=True)
+    if st.session_state[f"{prefix}_src"] == "test":
+        i = int(st.number_input(f"Test index of {label}", 0, n_images - 1, step=1, key=f"{prefix}_index"))
+        x = data.as_float(slice(i, i + 1)).view(1, *shape)
+        st.image(image_grid(x, padding=0, scale=scale), caption=f"#{i} · {_class(i)}")
+        return x, f"#{i}"
+    x = _own_image(prefix)
+    if x is not None:
+        st.image(image_grid(x, padding=0, scale=scale), caption="your image")
+        return x, "your image"
+    return None
+
+
+tab_path, tab_prior, tab_trav, tab_grid = st.tabs(["Interpolation", "Samples from the prior", "Traversals",
+                                                    "2-D manifold"])
+
+# --- interpolation -------------------------------------------------------------------------------------
+with tab_path:
+    bind("vl_mode", "slerp", choices=list(vl.MODES))
+    bind("vl_steps", 10, int)
+    _clamp("vl_steps", 3, 20)
+    a_col, b_col, opt_col = st.columns([2, 2, 2])
+    with a_col:
+        end_a = _endpoint("vl_a", "A", 0)
+    with b_col:
+        end_b = _endpoint("vl_b", "B", 1)
+    with opt_col:
+        mode = st.radio("Path", list(vl.MODES), key="vl_mode", horizontal=True,
+                        format_func={"lerp": "lerp (straight)", "slerp": "slerp (great circle)"}.get)
+        steps = st.slider("Steps", 3, 20, key="vl_steps")
+    sync_url("vl_a_src", "vl_a_index", "vl_b_src", "vl_b_index", "vl_mode", "vl_steps")
+    if end_a is None or end_b is None:
+        st.info("Upload or draw an image for each end you set to your own, or pick a test image.")
+    else:
+        try:
+            images, z = vl.interpolation(model, end_a[0], end_b[0], steps, mode)
+        except AecoreError as err:
+            show_error(err)
+        else:
+            strip = image_grid(images, nrow=steps, scale=scale)
+            st.image(strip, caption=f"{mode}: decodings of {steps} codes from {end_a[1]} (left) to {end_b[1]} (right), "
+                                    "the ends being the two images' posterior means.")
+            download_png(strip, f"{slug}-{mode}-{steps}.png", label="Download strip (PNG)", key="vl_png_path")
+            prof = vl.norm_profile(z[0], z[-1], steps)
+            fig = go.Figure()
+            for m, dash in (("lerp", "solid"), ("slerp", "dash")):
+                fig.add_scatter(x=prof["t"], y=prof[m], name=m, mode="lines+markers", line=dict(dash=dash))
+            fig.add_scatter(x=prof["t"], y=prof["typical"], name=f"typical ‖z‖ under the prior (d = {latent_dim})",
+                            mode="lines", line=dict(color="grey", dash="dot"))
+            fig.update_yaxes(rangemode="tozero")
+            fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="t (A → B)",
+                              yaxis_title="‖z‖")
+            st.plotly_chart(fig, key="vl_norms")
+            st.caption("Norm of the code along each path. A straight line between two codes cuts inside the "
+                       "sphere where prior samples live (‖z‖ ≈ √d), a region the decoder rarely saw in training; "
+                       "slerp keeps the norm between the two ends'.")
+
+# --- samples from the prior ---------------------------------------------------------------------------
+with tab_prior:
+    bind("vl_seed", 0, int)
+    bind("vl_count", 32, int)
+    bind("vl_temp", 1.0, float)
+    _clamp("vl_seed", 0, 10_000)
+    _clamp("vl_count", 4, 64)
+    _clamp("vl_temp", 0.1, 2.0)
+    p1, p2, p3 = st.columns(3)
+    with p1:
+        seed = st.number_input("Seed", 0, 10_000, step=1, key="vl_seed", help="Same seed, same samples")
+    with p2:
+        count = st.slider("How many", 4, 64, step=4, key="vl_count")
+    with p3:
+        temp = st.slider("Temperature τ", 0.1, 2.0, step=0.1, key="vl_temp",
+                         help="z ~ N(0, τ²I): τ = 1 is the model's prior; smaller τ, more typical images")
+    sync_url("vl_seed", "vl_count", "vl_temp")
+    try:
+        samples = vl.prior_samples(model, int(count), seed=int(seed), temperature=float(temp))
+    except AecoreError as err:
+        show_error(err)
+    else:
+        grid = image_grid(samples, nrow=min(16, int(count)), scale=scale)
+        st.image(grid, caption=f"{count} samples z ~ N(0, {temp:g}²·I) (seed {seed}), decoded: each shows the "
+                               "decoder's mean image for its z, not a noisy draw from p(x|z).")
+        download_png(grid, f"{slug}-prior-seed{seed}.png", label="Download samples (PNG)", key="vl_png_prior")
+
+# --- traversals ------------------------------------------------------------------------------------------
+with tab_trav:
+    try:
+        kl = _kl(entry.ref, version, sel.dataset, model)
+    except AecoreError as err:
+        show_error(err)
+        kl = np.zeros(latent_dim)
+    dim_options = ["all"] + [str(j) for j in range(latent_dim)]
+    bind("vl_t_index", 0, int)
+    bind("vl_t_dim", "all", choices=dim_options)
+    bind("vl_span", 3.0, float)
+    bind("vl_t_steps", 9, int)
+    _clamp("vl_t_index", 0, n_images - 1)
+    _clamp("vl_span", 0.5, 5.0)
+    _clamp("vl_t_steps", 3, 15)
+    t1, t2, t3, t4 = st.columns(4)
+    with t1:
+        base = int(st.number_input("Around test image", 0, n_images - 1, step=1, key="vl_t_index"))
+    with t2:
+        dim_choice = st.selectbox(
+            "Dimension", dim_options, key="vl_t_dim",
+            format_func=lambda o: ("all (most used first)" if o == "all" else f"z{o} (KL {kl[int(o)]:.2f} nats)"))
+    with t3:
+        span = st.slider("Range ±", 0.5, 5.0, step=0.5, key="vl_span")
+    with t4:
+        t_steps = st.slider("Steps", 3, 15, key="vl_t_steps")
+    sync_url("vl_t_index", "vl_t_dim", "vl_span", "vl_t_steps")
+    rows = vl.traversal_rows(kl) if dim_choice == "all" else [int(dim_choice)]
+    try:
+        values = vl.traversal_values(span, t_steps)
+        x = data.as_float(slice(base, base + 1)).view(1, *shape)
+        trav = vl.traversal(model, x, rows, values)
+        own = vl.posterior_mean(model, x)[0]
+    except AecoreError as err:
+        show_error(err)
+    else:
+        left, right = st.columns([3, 1])
+        with left:
+            grid = image_grid(trav, nrow=t_steps, scale=scale)
+            names = ", ".join(f"z{j} ({own[j]:+.2f})" for j in rows)
+            more = (f" The {len(rows)} most used of {latent_dim} dimensions." if len(rows) < latent_dim
+                    and dim_choice == "all" else "")
+            st.image(grid, caption=f"Test image #{base} ({_class(base)}): one row per dimension, its value swept "
+                                   f"from {-span:g} to {span:g} with the others at the image's posterior mean. "
+                                   f"Rows: {names} (the image's own value in brackets).{more}")
+            download_png(grid, f"{slug}-traversal-{base}.png", label="Download traversal (PNG)", key="vl_png_trav")
+        with right:
+            fig = go.Figure(go.Bar(x=[f"z{j}" for j in range(latent_dim)], y=kl, marker_color="#4c78a8"))
+            fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10), title="KL per dimension (nats)")
+            st.plotly_chart(fig, key="vl_kl")
+            unused = int((kl < 0.01).sum())
+            st.caption(f"Average KL(q(z_j|x) ‖ N(0,1)) over {min(2000, n_images):,} test images. "
+                       + (f"{unused} of {latent_dim} dimensions carry ≈ no information (KL < 0.01): the encoder "
+                          "ignores them and sweeping them changes nothing." if unused else
+                          "Every dimension carries some information."))
+
+# --- the 2-D manifold ---------------------------------------------------------------------------------
+with tab_grid:
+    try:
+        codes = _codes(entry.ref, version, sel.dataset, model)
+    except AecoreError as err:
+        show_error(err)
+        codes = None
+    if latent_dim != 2:
+        fits = [e.label for e in catalog.entries(sel.dataset) if e.model in vl.FAMILIES and e.ref != entry.ref]
+        st.info(f"The manifold grid needs a 2-D latent space; {entry.label}'s has {latent_dim} dimensions "
+                "(its traversals show one direction at a time). "
+                + (f"Models for {sel.dataset}: {', '.join(fits)} — pick one with a 2-D latent (e.g. vae-d2)."
+                   if fits else ""))
+    else:
+        bind("vl_grid_n", 15, int)
+        bind("vl_spacing", "quantile", choices=list(vl.SPACINGS))
+        bind("vl_grid_span", 3.0, float)
+        _clamp("vl_grid_n", 5, 30)
+        _clamp("vl_grid_span", 1.0, 5.0)
+        g1, g2, g3 = st.columns(3)
+        with g1:
+            n = st.slider("Grid size", 5, 30, key="vl_grid_n")
+        with g2:
+            spacing = st.radio("Spacing", list(vl.SPACINGS), key="vl_spacing", horizontal=True,
+                               format_func={"even": "even in z", "quantile": "prior quantiles"}.get)
+        with g3:
+            if spacing == "even":
+                span = st.slider("Range ±", 1.0, 5.0, step=0.5, key="vl_grid_span")
+            else:
+                st.caption("Quantile spacing: z = Φ⁻¹((i + ½)/n) on each axis, so each cell holds the same prior "
+                           "mass (Kingma & Welling 2014, fig. 4).")
+        sync_url("vl_grid_n", "vl_spacing", "vl_grid_span")
+        try:
+            axis = vl.grid_axis(n, spacing, float(st.session_state["vl_grid_span"]))
+            images = vl.manifold(model, axis)
+        except AecoreError as err:
+            show_error(err)
+        else:
+            left, right = st.columns(2)
+            with left:
+                grid = image_grid(images, nrow=n, padding=0, scale=max(1, round(560 / (n * side))))
+                st.image(grid, caption=f"Decoded {n}×{n} grid, z₁ from {axis[0]:.2f} (left) to {axis[-1]:.2f} "
+                                       f"(right), z₂ from {axis[-1]:.2f} (top) to {axis[0]:.2f} (bottom).")
+                download_png(grid, f"{slug}-manifold-{n}.png", label="Download manifold (PNG)", key="vl_png_grid")
+            with right:
+                if codes is not None:
+                    st.plotly_chart(vl.codes_figure(codes, labels, data.classes, axis), key="vl_codes")
+                    inside = np.abs(codes).max(1) <= axis[-1] + (axis[1] - axis[0]) / 2
+                    st.caption(f"Posterior means of the {n_images:,} test images over the same range (dotted box = "
+                               f"the grid's extent; {int(inside.sum()):,} fall inside). Where a class sits here, "
+                               "the grid on the left draws that class.")
+
+# --- export ---------------------------------------------------------------------------------------------
+try:
+    codes = _codes(entry.ref, version, sel.dataset, model)
+except AecoreError as err:
+    show_error(err)
+else:
+    st.download_button(f"Download the test split's posterior means ({n_images:,} × {latent_dim}, CSV)",
+                       lambda: vl.codes_csv(codes, labels, data.classes),
+                       file_name=f"{slug}-posterior-means.csv", mime="text/csv", key="vl_csv")

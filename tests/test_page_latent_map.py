@@ -1,0 +1,190 @@
+"""The Latent map page through AppTest, on the tiny zoo: projections, 3-D, recolouring, the selected
+image's neighbours, t-SNE in the background, own images and refusals."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+from aecore.data import load_dataset
+from aecore.lab import latent as lt
+from aecore.store import load_pretrained
+from aecore.zoo import codes_of
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "latent_map.py")
+
+
+def page(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=180)
+    at.query_params.update(query or {})
+    return at.run()
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def arr(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly's base64 typed array."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+    return np.asarray(value)
+
+
+def traces(at: AppTest) -> list[dict]:
+    chart = next(c for c in at.get("plotly_chart") if "lm_chart" in str(c.proto.id))
+    return json.loads(chart.proto.spec)["data"]
+
+
+def map_points(at: AppTest) -> dict[int, np.ndarray]:
+    """test index -> map position, over the class/value traces (not the ring or the star)."""
+    out = {}
+    for t in traces(at):
+        if t.get("name") in ("selected", "your image"):
+            continue
+        axes = [arr(t[a]) for a in ("x", "y", "z") if a in t]
+        for row, i in enumerate(arr(t["customdata"])):
+            out[int(i)] = np.array([a[row] for a in axes])
+    return out
+
+
+def captions(at: AppTest) -> str:
+    return " ".join(c.value for c in at.caption)
+
+
+def tiny_codes(tiny_zoo, model_id: str) -> np.ndarray:
+    model = load_pretrained(model_id, root=tiny_zoo, device="cpu").model
+    return codes_of(model, load_dataset("mnist", "test")).numpy()
+
+
+def png_of_a_digit() -> bytes:
+    image = Image.new("L", (90, 120), 255)
+    ImageDraw.Draw(image).ellipse((20, 20, 70, 100), outline=0, width=10)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_default_map_pca_of_every_test_image_coloured_by_class(tiny_zoo):
+    at = page()
+    ok(at)
+    assert at.selectbox(key="model").value == "mnist/ae-d2" and at.radio(key="lm_method").value == "pca"
+    data = traces(at)
+    classes = [t["name"] for t in data if t["name"] not in ("selected",)]
+    assert classes == [str(c) for c in range(10)] and data[-1]["name"] == "selected"
+    points = map_points(at)
+    assert len(points) == 10_000
+    # a 2-D code is its own PCA map; the tiny zoo's maps.npz (500 points) is not this split, and says so
+    codes = tiny_codes(tiny_zoo, "mnist/ae-d2")
+    np.testing.assert_allclose(points[123], codes[123], rtol=1e-5)
+    assert "computed here" in captions(at) and "maps.npz has 500 points, this test split 10,000" in captions(at)
+    # the selected image (index 0) with its reconstruction and 8 neighbours
+    assert "Test image #0 (7)" in captions(at)
+    images = at.get("image")
+    assert len(images) >= 2
+    assert len(at.get("download_button")) >= 2                    # CSV + PNG strip
+
+
+def test_switch_method_dimensions_and_recolour(tiny_zoo):
+    at = page()
+    at.selectbox(key="model").set_value("mnist/ae-d8").run()
+    at.radio(key="lm_dims").set_value(3).run()
+    ok(at)
+    data = traces(at)
+    assert data[0]["type"] == "scatter3d" and "z" in data[0]
+    points = map_points(at)
+    codes = tiny_codes(tiny_zoo, "mnist/ae-d8")
+    expected = lt.fit_projection(codes, "pca", 3).coords
+    np.testing.assert_allclose(points[42], expected[42], rtol=1e-4, atol=1e-4)
+    # recolour by a code unit: one trace whose colours are that unit's values
+    at.selectbox(key="lm_color").set_value("unit").run()
+    at.number_input(key="lm_unit").set_value(5).run()
+    ok(at)
+    t = traces(at)[0]
+    np.testing.assert_allclose(arr(t["marker"]["color"]), codes[:, 5], rtol=1e-5)
+    # recolour by reconstruction error: the per-image MSE of every test image
+    at.selectbox(key="lm_color").set_value("error").run()
+    ok(at)
+    colours = arr(traces(at)[0]["marker"]["color"])
+    model = load_pretrained("mnist/ae-d8", root=tiny_zoo, device="cpu").model
+    np.testing.assert_allclose(colours, lt.recon_errors(model, load_dataset("mnist", "test")), rtol=1e-5)
+    assert "per-image MSE" in captions(at)
+    # the code's own axes are offered only when the code fits the map
+    assert "code" not in at.radio(key="lm_method").options
+
+
+def test_code_axes_and_link_state(tiny_zoo):
+    at = page({"lm_method": "code", "lm_dims": "2", "lm_index": "77"})
+    ok(at)
+    assert at.radio(key="lm_method").value == "code"
+    assert "Test image #77" in captions(at)
+    ring = next(t for t in traces(at) if t["name"] == "selected")
+    assert arr(ring["customdata"]).tolist() == [77]
+    assert at.query_params["lm_index"] in ("77", ["77"])
+    # a URL with nonsense falls back to defaults instead of failing
+    at = page({"lm_method": "mds", "lm_dims": "7", "lm_index": "999999", "lm_unit": "-3"})
+    ok(at)
+    assert at.radio(key="lm_method").value == "pca" and at.radio(key="lm_dims").value == 2
+    assert at.number_input(key="lm_index").value == 9_999
+
+
+def test_selected_image_neighbours_follow_index_k_and_distance(tiny_zoo):
+    at = page()
+    at.number_input(key="lm_index").set_value(5).run()
+    at.slider(key="lm_k").set_value(4).run()
+    at.radio(key="lm_metric").set_value("cosine").run()
+    ok(at)
+    codes = tiny_codes(tiny_zoo, "mnist/ae-d2")
+    idx, dist = lt.nearest(codes, codes[5], 4, "cosine", exclude=[5])
+    strip = at.get("image")[1]
+    shown = [c.split(" · ")[0] for c in strip.captions]
+    assert shown == [f"#{int(i)}" for i in idx[0]]
+    assert "Its 4 nearest test images" in captions(at) and "cosine distance" in captions(at)
+
+
+def test_tsne_runs_in_the_background_with_the_pca_map_meanwhile(tiny_zoo):
+    at = page({"lm_method": "tsne", "lm_tsne_n": "500"})        # straight from a link: one t-SNE job
+    ok(at)
+    assert at.radio(key="lm_method").value == "tsne" and at.slider(key="lm_tsne_n").value == 500
+    version_jobs = [k for k in list(lt.JOBS._jobs) if k[3] == "tsne" and k[6] == 500]
+    assert version_jobs
+    job = lt.JOBS.get(version_jobs[-1])
+    if not job.future.done():                          # usually: the map shown meanwhile is PCA's, all points
+        assert any("in the background" in i.value for i in at.info)
+        assert len(map_points(at)) == 10_000
+    job.future.result(120)
+    at.run()
+    ok(at)
+    points = map_points(at)
+    assert len(points) == 500
+    assert "seeded random subset of 500 of the 10,000" in captions(at)
+    np.testing.assert_array_equal(sorted(points), lt.subsample(10_000, 500, 0))
+
+
+def test_own_image_is_placed_on_the_map_and_bad_files_refused(tiny_zoo):
+    at = page()
+    at.file_uploader(key="lm_upload").set_value(("digit.png", png_of_a_digit(), "image/png")).run()
+    ok(at)
+    star = next(t for t in traces(at) if t["name"] == "your image")
+    assert "placed with the fitted PCA projection" in captions(at) or "at its own code" in captions(at)
+    # a 2-D code is its own map: the star sits at the image's code
+    from aecore.lab.inputs import image_from_upload
+
+    model = load_pretrained("mnist/ae-d2", root=tiny_zoo, device="cpu").model
+    x, _ = image_from_upload(png_of_a_digit(), (1, 28, 28))
+    with torch.no_grad():
+        code = model.encode(x).numpy()[0]
+    np.testing.assert_allclose([arr(star["x"])[0], arr(star["y"])[0]], code, rtol=1e-4, atol=1e-5)
+    at.file_uploader(key="lm_upload").set_value(("photo.png", b"\x89PNG but not really", "image/png")).run()
+    assert not at.exception
+    assert any("Cannot use this image" in e.value for e in at.error)
+    assert not any(t["name"] == "your image" for t in traces(at))

@@ -1,0 +1,113 @@
+"""The VAE lab page through AppTest, on the tiny zoo: a non-VAE model gets a message; vae-d2 gets the
+interpolation strip, prior samples, traversals and the manifold grid with the test codes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+
+from aecore.data import load_dataset
+from aecore.store import load_pretrained
+from aecore.zoo import codes_of
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGE = str(ROOT / "pages" / "vae_lab.py")
+
+
+def page(query: dict | None = None) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params.update(query or {})
+    return at.run()
+
+
+def ok(at: AppTest) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def arr(value) -> np.ndarray:
+    """A plotly JSON array: a list, or plotly's base64 typed array."""
+    if isinstance(value, dict) and "bdata" in value:
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+    return np.asarray(value)
+
+
+def image_with(at: AppTest, text: str):
+    return next(i for i in at.get("image") if any(text in (c or "") for c in i.captions))
+
+
+def png_of_a_digit() -> bytes:
+    image = Image.new("L", (90, 120), 255)
+    ImageDraw.Draw(image).ellipse((20, 20, 70, 100), outline=0, width=10)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_model_without_a_prior_gets_a_message(tiny_zoo):
+    at = page({"model": "mnist/ae-d8"})
+    ok(at)
+    assert at.selectbox(key="model").value == "mnist/ae-d8"
+    message = " ".join(i.value for i in at.info)
+    assert "ae-d8" in message and "no prior to sample from" in message and "vae-d2" in message
+    assert not at.get("image") and not at.tabs
+
+
+def test_vae_d2_shows_strip_samples_traversals_and_manifold(tiny_zoo):
+    at = page({"model": "mnist/vae-d2"})
+    ok(at)
+    assert [t.label for t in at.tabs] == ["Interpolation", "Samples from the prior", "Traversals", "2-D manifold"]
+    assert "slerp: decodings of 10 codes from #0 (left) to #1 (right)" in " ".join(
+        c for i in at.get("image") for c in i.captions)
+    assert "32 samples z ~ N(0, 1²·I) (seed 0)" in image_with(at, "samples z ~").captions[0]
+    assert "Rows: z" in image_with(at, "one row per dimension").captions[0]
+    assert "Decoded 15×15 grid" in image_with(at, "Decoded").captions[0]
+    charts = {str(c.proto.id): json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    codes_chart = next(spec for cid, spec in charts.items() if "vl_codes" in cid)
+    xs = {int(i): x for t in codes_chart["data"] for i, x in zip(arr(t["customdata"]), arr(t["x"]))}
+    assert len(xs) == 10_000                                   # every test image's posterior mean
+    model = load_pretrained("mnist/vae-d2", root=tiny_zoo, device="cpu").model
+    mu = codes_of(model, load_dataset("mnist", "test")).numpy()
+    np.testing.assert_allclose([xs[0], xs[9_999]], mu[[0, 9_999], 0], rtol=1e-5)
+    assert len(at.get("download_button")) == 5                  # 4 PNGs + the posterior means CSV
+
+
+def test_vae_lab_settings_change_the_pictures(tiny_zoo):
+    at = page({"model": "mnist/vae-d2"})
+    at.radio(key="vl_mode").set_value("lerp").run()
+    at.slider(key="vl_steps").set_value(5).run()
+    at.number_input(key="vl_b_index").set_value(7).run()
+    ok(at)
+    caption = image_with(at, "decodings of").captions[0]
+    assert caption.startswith("lerp: decodings of 5 codes from #0 (left) to #7 (right)")
+    at.number_input(key="vl_seed").set_value(3).run()
+    at.slider(key="vl_count").set_value(8).run()
+    at.slider(key="vl_temp").set_value(0.5).run()
+    ok(at)
+    assert "8 samples z ~ N(0, 0.5²·I) (seed 3)" in image_with(at, "samples z ~").captions[0]
+    at.selectbox(key="vl_t_dim").set_value("1").run()
+    ok(at)
+    assert "Rows: z1 (" in image_with(at, "one row per dimension").captions[0]
+    at.radio(key="vl_spacing").set_value("even").run()
+    at.slider(key="vl_grid_n").set_value(6).run()
+    ok(at)
+    assert "Decoded 6×6 grid, z₁ from -3.00 (left) to 3.00 (right)" in image_with(at, "Decoded").captions[0]
+    assert at.query_params["vl_grid_n"] in ("6", ["6"])
+
+
+def test_own_image_as_an_end_and_bad_inputs(tiny_zoo):
+    at = page({"model": "mnist/vae-d2", "vl_a_src": "upload"})
+    ok(at)
+    assert any("Upload or draw an image" in i.value for i in at.info)
+    at.file_uploader(key="vl_a_upload").set_value(("digit.png", png_of_a_digit(), "image/png")).run()
+    ok(at)
+    assert "from your image (left) to #1 (right)" in image_with(at, "decodings of").captions[0]
+    at.file_uploader(key="vl_a_upload").set_value(("x.png", b"not an image", "image/png")).run()
+    assert not at.exception and any("Cannot use this image" in e.value for e in at.error)
