@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from aecore.errors import ConfigError
@@ -27,11 +29,10 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def device_label(device: str | torch.device) -> str:
-    """'cpu', or 'cuda (NVIDIA H100 …)': what config.json records as trained_on."""
+    """'cpu (2 cores, torch 2.x)' or 'cuda (NVIDIA H100 …)': what config.json records as trained_on."""
     device = str(device)
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{device} ({torch.cuda.get_device_name()})"
     if device == "cpu":
-        import os
         return f"cpu ({os.cpu_count()} cores, torch {torch.__version__})"
     return device
