@@ -9,17 +9,17 @@ start_umap_warmup()  # compile UMAP in the background: the first latent map then
 
 # (file, title, icon, section): the navigation, in reading order
 PAGES = [
-    ("pages/home.py", "Data & models", "🏠", "Explore"),
-    ("pages/reconstructions.py", "Reconstructions", "🔁", "Explore"),
-    ("pages/denoise.py", "Corrupt & denoise", "🧽", "Explore"),
-    ("pages/latent_map.py", "Latent map", "🗺️", "Explore"),
-    ("pages/vae_lab.py", "VAE lab", "🎛️", "Explore"),
-    ("pages/filters.py", "Filters", "🧱", "Inside the models"),
-    ("pages/hypernetwork.py", "Hypernetwork", "🕸️", "Inside the models"),
-    ("pages/sparsity.py", "Sparsity", "🕳️", "Inside the models"),
-    ("pages/train.py", "Train", "🏋️", "Train & compare"),
-    ("pages/semi_supervised.py", "Semi-supervised", "🏷️", "Train & compare"),
-    ("pages/compare.py", "Compare", "⚖️", "Train & compare"),
+    ("pages/home.py", "Data & models", ":material/home:", "Explore"),
+    ("pages/reconstructions.py", "Reconstructions", ":material/compare_arrows:", "Explore"),
+    ("pages/denoise.py", "Corrupt & denoise", ":material/auto_fix_high:", "Explore"),
+    ("pages/latent_map.py", "Latent map", ":material/scatter_plot:", "Explore"),
+    ("pages/vae_lab.py", "VAE lab", ":material/tune:", "Explore"),
+    ("pages/filters.py", "Filters", ":material/grid_view:", "Inside the models"),
+    ("pages/hypernetwork.py", "Hypernetwork", ":material/hub:", "Inside the models"),
+    ("pages/sparsity.py", "Sparsity", ":material/blur_on:", "Inside the models"),
+    ("pages/train.py", "Train", ":material/model_training:", "Train & compare"),
+    ("pages/semi_supervised.py", "Semi-supervised", ":material/label:", "Train & compare"),
+    ("pages/compare.py", "Compare", ":material/balance:", "Train & compare"),
 ]
 
 sections: dict[str, list] = {}

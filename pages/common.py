@@ -25,6 +25,24 @@ log = logging.getLogger("aecore.app")
 DATASETS = ["mnist", "fashion-mnist", "digits"]   # the ones that work offline on a fresh machine
 
 
+def _hand_over_to_app_navigation() -> None:
+    """Route a fresh server's first deep link (/denoise) through app.py.
+
+    Because a `pages/` folder exists, Streamlit runs the very first script of a new server in
+    multipage-v1 mode: a link to /denoise runs pages/denoise.py bare, with a file list for a sidebar
+    and without app.py's layout. app.py's st.navigation switches that mode off, but only once it has
+    run; so a page that finds it still on switches it off and reruns the same URL through app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_hand_over_to_app_navigation()  # every page imports this module first
+
+
 # --- URL state ---------------------------------------------------------------------------------------
 def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list | None = None) -> None:
     """Seed st.session_state[key] from the URL (or `default`) unless the widget already has a value."""
@@ -104,9 +122,11 @@ class Selection:
 
 
 def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
+            prefer: Callable[[catalog.Entry], bool] | None = None,
             model_help: str | None = None) -> Selection | None:
     """Dataset and model pickers, the device, and a note on the model. None when nothing fits
-    (a message is shown instead)."""
+    (a message is shown instead). A page starts on the first model `prefer` accepts (the VAE lab on a
+    VAE), unless the link or an earlier choice names one."""
     bind("dataset", DATASETS[0], choices=DATASETS)
     with st.sidebar:
         dataset = st.selectbox("Dataset", DATASETS, key="dataset",
@@ -118,7 +138,8 @@ def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
             refs = list(by_ref)
             if st.session_state.get("model") not in by_ref:
                 raw = st.query_params.get("model")
-                st.session_state["model"] = raw if raw in by_ref else refs[0]
+                preferred = [r for r in refs if prefer is not None and prefer(by_ref[r])]
+                st.session_state["model"] = raw if raw in by_ref else (preferred or refs)[0]
             ref = st.selectbox("Model", refs, key="model", format_func=lambda r: by_ref[r].label, help=model_help)
             entry = by_ref[ref]
             st.caption(f"**{entry.model}** — {entry.about}")

@@ -7,12 +7,11 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab import denoise as dn
-from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, image_from_canvas, image_from_upload
+from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
 from pages.common import DATASETS, bind, download_png, load_model, show_error, sidebar, sync_url, test_data
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "ico", "ppm", "pgm", "pbm", "tga"]
 SWEEP_IMAGES = 100
 
 st.title("Corrupt & denoise")

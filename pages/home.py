@@ -7,8 +7,7 @@ from aecore.errors import AecoreError
 from aecore.models import get_model_class, list_models
 from aecore.store import list_pretrained
 from aecore.viz import image_grid
-
-OFFLINE_DATASETS = ["mnist", "fashion-mnist", "digits"]
+from pages.common import DATASETS as OFFLINE_DATASETS  # importing it also routes a bare deep link through app.py
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading data…")

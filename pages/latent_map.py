@@ -8,16 +8,12 @@ import torch
 
 from aecore.errors import AecoreError
 from aecore.lab import latent as lt
+from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.viz import image_grid
 from aecore.zoo import codes_of, read_maps
 from pages.common import bind, download_png, show_error, sidebar, sync_url, test_data
 
-try:  # own images (upload / drawing): aecore.lab.inputs
-    from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, image_from_canvas, image_from_upload
-except ImportError:  # pragma: no cover - the page still maps the test split without it
-    image_from_upload = image_from_canvas = None
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
 
 lt.start_umap_warmup()   # app.py starts it too; this covers a server whose first visitor lands here directly
@@ -176,41 +172,38 @@ own_detail, own_pos = None, None
 own_box = st.expander("Place your own image on the map (upload or draw)",
                       expanded=bool(st.session_state.get("lm_upload")))
 with own_box:
-    if image_from_upload is None:
-        st.info("Own images need aecore.lab.inputs, which this installation lacks.")
-    else:
-        bind("lm_own", "upload", choices=["upload", "draw"])
-        source = st.radio("Source", ["upload", "draw"], key="lm_own", horizontal=True,
-                          format_func={"upload": "Upload a file", "draw": "Draw"}.get)
-        sync_url("lm_own")
-        own = None
-        try:
-            if source == "upload":
-                file = st.file_uploader(f"An image ({FORMATS}; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
-                                        max_upload_size=MAX_UPLOAD_BYTES >> 20, key="lm_upload")
-                if file is not None:
-                    own = image_from_upload(file.getvalue(), shape)
-            else:
-                st.caption("Draw in white on the black square; it appears on the map as a ★.")
-                st.write("")
-                try:
-                    from streamlit_drawable_canvas import st_canvas
+    bind("lm_own", "upload", choices=["upload", "draw"])
+    source = st.radio("Source", ["upload", "draw"], key="lm_own", horizontal=True,
+                      format_func={"upload": "Upload a file", "draw": "Draw"}.get)
+    sync_url("lm_own")
+    own = None
+    try:
+        if source == "upload":
+            file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
+                                    max_upload_size=MAX_UPLOAD_BYTES >> 20, key="lm_upload")
+            if file is not None:
+                own = image_from_upload(file.getvalue(), shape)
+        else:
+            st.caption("Draw in white on the black square; it appears on the map as a ★.")
+            st.write("")
+            try:
+                from streamlit_drawable_canvas import st_canvas
 
-                    drawing = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000",
-                                        height=240, width=240, drawing_mode="freedraw", return_image_data=True,
-                                        key="lm_canvas")
-                    image = drawing.image_data if drawing is not None else None
-                except Exception as err:  # a third-party component: never let it take the page down
-                    st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image.")
-                    image = None
-                if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
-                    own = image_from_canvas(image, shape)
-            if own is not None:
-                x_own, own_note = own
-                own_detail = lt.detail(model, data, codes, x=x_own, k=k, metric=metric)
-                own_pos = proj.place(own_detail.code[None], codes)[0]
-        except AecoreError as err:
-            st.error(f"Cannot use this image: {err}")
+                drawing = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000",
+                                    height=240, width=240, drawing_mode="freedraw", return_image_data=True,
+                                    key="lm_canvas")
+                image = drawing.image_data if drawing is not None else None
+            except Exception as err:  # a third-party component: never let it take the page down
+                st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image.")
+                image = None
+            if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
+                own = image_from_canvas(image, shape)
+        if own is not None:
+            x_own, own_note = own
+            own_detail = lt.detail(model, data, codes, x=x_own, k=k, metric=metric)
+            own_pos = proj.place(own_detail.code[None], codes)[0]
+    except AecoreError as err:
+        st.error(f"Cannot use this image: {err}")
 
 # --- the map -----------------------------------------------------------------------------------------
 bind("lm_index", 0, int)

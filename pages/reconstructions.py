@@ -8,11 +8,10 @@ import torch
 
 from aecore.errors import AecoreError
 from aecore.lab import reconstruct as rc
-from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, image_from_canvas, image_from_upload
+from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.pca import PCA
 from pages.common import as_bool, bind, download_png, show_error, sidebar, sync_url, train_data
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "ico", "ppm", "pgm", "pbm", "tga"]
 MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
 
 st.title("Reconstructions")

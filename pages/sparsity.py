@@ -17,7 +17,7 @@ st.title("Sparsity")
 st.write("A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
          "images (**lifetime sparsity**). Units that never fire on the test split are **dead**.")
 
-sel = sidebar()
+sel = sidebar(prefer=lambda e: e.model == "sparse-ae")
 if sel is None or sel.model is None:
     st.stop()
 model, entry = sel.model, sel.entry

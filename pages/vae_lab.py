@@ -8,16 +8,12 @@ import streamlit as st
 from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab import vae as vl
+from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.viz import image_grid
 from aecore.zoo import codes_of
 from pages.common import bind, download_png, show_error, sidebar, sync_url, test_data
 
-try:  # own images (upload / drawing): aecore.lab.inputs
-    from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, image_from_canvas, image_from_upload
-except ImportError:  # pragma: no cover - the lab still works on test images without it
-    image_from_upload = image_from_canvas = None
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp"]
 SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
 
 st.title("VAE lab")
@@ -25,7 +21,7 @@ st.write("A variational autoencoder's decoder is a **generator**: every point of
          "an image. Walk between two images, sample from the prior, sweep one dimension at a time, and for a "
          "2-D latent see the whole manifold at once.")
 
-sel = sidebar()
+sel = sidebar(prefer=lambda e: e.model in vl.FAMILIES)
 if sel is None or sel.model is None:
     st.stop()
 model, entry, data = sel.model, sel.entry, sel.data
@@ -77,7 +73,7 @@ def _own_image(prefix: str):
     source = st.session_state[f"{prefix}_src"]
     try:
         if source == "upload":
-            file = st.file_uploader(f"An image ({FORMATS}; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
+            file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
                                     max_upload_size=MAX_UPLOAD_BYTES >> 20, key=f"{prefix}_upload")
             if file is not None:
                 x, note = image_from_upload(file.getvalue(), shape)
@@ -103,7 +99,7 @@ def _own_image(prefix: str):
 
 def _endpoint(prefix: str, label: str, default: int):
     """One end of the interpolation: a test image by index, or the user's own. (x (1, *shape), name) or None."""
-    sources = list(SOURCES) if image_from_upload is not None else ["test"]
+    sources = list(SOURCES)
     bind(f"{prefix}_src", "test", choices=sources)
     bind(f"{prefix}_index", default, int)
     _clamp(f"{prefix}_index", 0, n_images - 1)

@@ -36,9 +36,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_zoo_root):
     port = _free_port()
     env = dict(os.environ, AECORE_HOME=str(tmp_path_factory.mktemp("home")), AECORE_OFFLINE="1",
+               AECORE_PRETRAINED=str(tiny_zoo_root), AECORE_UMAP_WARMUP="0",
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
@@ -78,8 +79,12 @@ def browser():
 def _settle(page) -> None:
     """Wait until streamlit has finished running the script (no 'running' indicator)."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=60_000)
-    page.wait_for_function("""() => !document.querySelector('[data-testid="stStatusWidget"]')""", timeout=60_000)
-    page.wait_for_timeout(300)
+    # the 'running' widget appears only once the script has started: wait until it has been gone for a second
+    page.wait_for_function("""() => {
+        const busy = !!document.querySelector('[data-testid="stStatusWidget"]');
+        window.__idle = busy ? 0 : (window.__idle || 0) + 1;
+        return window.__idle >= 5;
+    }""", polling=200, timeout=90_000)
 
 
 def _assert_no_exception(page, name: str) -> None:
@@ -101,4 +106,41 @@ def test_home_page_in_chromium(server, browser):
     page.get_by_text("fashion-mnist: 64 random test images").wait_for(timeout=60_000)
     _settle(page)
     _assert_no_exception(page, "home-fashion")
+    page.close()
+
+
+PAGE_STEMS = [Path(file).stem for file, *_ in __import__("ast").literal_eval(
+    (ROOT / "app.py").read_text().split("PAGES = ", 1)[1].split("\n]\n", 1)[0] + "\n]")][1:]
+
+
+def _use_a_control(page) -> str:
+    """Move the first slider of the main area one step, else pick another option of its first select box."""
+    main = page.locator('[data-testid="stMain"]')
+    main.locator('[data-testid="stSlider"] input[type="range"], [data-testid="stSelectbox"], '
+                 '[data-testid="stCheckbox"] label').first.wait_for(timeout=60_000)
+    slider = main.locator('[data-testid="stSlider"] input[type="range"]')
+    if slider.count():
+        slider.first.focus()
+        slider.first.press("ArrowRight")
+        return "slider"
+    select = main.locator('[data-testid="stSelectbox"]')
+    if select.count():
+        select.first.click()
+        page.get_by_role("option").nth(1).click()
+        return "selectbox"
+    toggle = main.locator('[data-testid="stCheckbox"] label')
+    toggle.first.click()
+    return "toggle"
+
+
+@pytest.mark.parametrize("stem", PAGE_STEMS)
+def test_every_page_opens_and_reacts_in_chromium(server, browser, stem):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{server}/{stem}", wait_until="domcontentloaded")
+    _settle(page)
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.wait_for(timeout=60_000)
+    _assert_no_exception(page, f"page-{stem}")
+    used = _use_a_control(page)
+    _settle(page)
+    _assert_no_exception(page, f"page-{stem}-after-{used}")
     page.close()

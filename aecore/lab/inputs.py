@@ -29,6 +29,7 @@ MAX_PIXELS = 50_000_000
 INK = 0.05                       # canvas: luminance above this counts as a stroke
 DIGIT_BOX = 20 / 28              # MNIST: the digit fits a 20x20 box inside the 28x28 frame
 FORMATS = "PNG, JPEG, GIF, BMP, TIFF or WebP"
+UPLOAD_TYPES = ("png", "jpg", "jpeg", "gif", "bmp", "tif", "tiff", "webp", "ico", "ppm", "pgm", "pbm", "tga")
 
 
 def _image_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
