@@ -18,6 +18,7 @@ from aecore.data.base import ImageData
 from aecore.device import pick_device
 from aecore.errors import AecoreError
 from aecore.lab import catalog
+from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.store import LoadedModel
 
 log = logging.getLogger("aecore.app")
@@ -176,3 +177,30 @@ def download_png(image, name: str, *, label: str = "Download PNG", key: str | No
     """A download button for an image grid (H, W) or (H, W, 3) uint8/float array."""
     from aecore.viz import png_bytes
     st.download_button(label, png_bytes(image), file_name=name, mime="image/png", key=key or f"png-{name}")
+
+
+def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22):
+    """The user's own image, uploaded (`source` 'upload') or drawn on a canvas, as ((1, *shape), note
+    on the conversion); None until there is one. A bad file gets a message, never an exception.
+    Widget keys: f"{key}_upload", f"{key}_canvas"."""
+    try:
+        if source == "upload":
+            file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
+                                    max_upload_size=MAX_UPLOAD_BYTES >> 20, key=f"{key}_upload")
+            return image_from_upload(file.getvalue(), shape) if file is not None else None
+        st.write("")                          # room for the canvas's floating toolbar
+        try:
+            from streamlit_drawable_canvas import st_canvas
+
+            drawing = st_canvas(stroke_width=stroke, stroke_color="#FFFFFF", background_color="#000000",
+                                height=size, width=size, drawing_mode="freedraw", return_image_data=True,
+                                key=f"{key}_canvas")
+        except Exception as err:  # a third-party component: never let it take the page down
+            st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image instead.")
+            return None
+        image = drawing.image_data if drawing is not None else None
+        if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
+            return image_from_canvas(image, shape)
+    except AecoreError as err:
+        st.error(f"Cannot use this image: {err}")
+    return None

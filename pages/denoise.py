@@ -7,10 +7,10 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab import denoise as dn
-from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import DATASETS, bind, download_png, load_model, show_error, sidebar, sync_url, test_data
+from pages.common import (DATASETS, bind, download_png, load_model, own_image, show_error, sidebar, sync_url,
+                          test_data)
 
 SWEEP_IMAGES = 100
 
@@ -194,31 +194,10 @@ bind("own", "draw", choices=["upload", "draw"])
 source = st.radio("Source", ["draw", "upload"], key="own", horizontal=True,
                   format_func={"upload": "Upload a file", "draw": "Draw"}.get)
 sync_url("own")
-own = None
-try:
-    if source == "upload":
-        file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
-                                max_upload_size=MAX_UPLOAD_BYTES >> 20, key="dn_upload")
-        if file is not None:
-            own = image_from_upload(file.getvalue(), shape)
-    else:
-        st.caption("Draw a digit in white on the black square: it is corrupted with the noise above and "
-                   "denoised below.")
-        st.write("")                          # room for the canvas's floating toolbar
-        try:
-            from streamlit_drawable_canvas import st_canvas
-
-            drawing = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000",
-                                height=280, width=280, drawing_mode="freedraw", return_image_data=True,
-                                key="dn_canvas")
-            image = drawing.image_data if drawing is not None else None
-        except Exception as err:  # a third-party component: never let it take the page down
-            st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image instead.")
-            image = None
-        if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
-            own = image_from_canvas(image, shape)
-except AecoreError as err:
-    st.error(f"Cannot use this image: {err}")
+if source == "draw":
+    st.caption("Draw a digit in white on the black square: it is corrupted with the noise above and "
+               "denoised below.")
+own = own_image(source, shape, key="dn")
 if own is not None:
     x_own, note = own
     st.caption(f"Converted for the model: {note}.")

@@ -8,10 +8,9 @@ import torch
 
 from aecore.errors import AecoreError
 from aecore.lab import latent as lt
-from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.viz import image_grid
 from aecore.zoo import codes_of, read_maps
-from pages.common import bind, download_png, show_error, sidebar, sync_url, test_data
+from pages.common import bind, download_png, own_image, show_error, sidebar, sync_url, test_data
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -176,34 +175,15 @@ with own_box:
     source = st.radio("Source", ["upload", "draw"], key="lm_own", horizontal=True,
                       format_func={"upload": "Upload a file", "draw": "Draw"}.get)
     sync_url("lm_own")
-    own = None
-    try:
-        if source == "upload":
-            file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
-                                    max_upload_size=MAX_UPLOAD_BYTES >> 20, key="lm_upload")
-            if file is not None:
-                own = image_from_upload(file.getvalue(), shape)
-        else:
-            st.caption("Draw in white on the black square; it appears on the map as a ★.")
-            st.write("")
-            try:
-                from streamlit_drawable_canvas import st_canvas
-
-                drawing = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000",
-                                    height=240, width=240, drawing_mode="freedraw", return_image_data=True,
-                                    key="lm_canvas")
-                image = drawing.image_data if drawing is not None else None
-            except Exception as err:  # a third-party component: never let it take the page down
-                st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image.")
-                image = None
-            if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
-                own = image_from_canvas(image, shape)
-        if own is not None:
-            x_own, own_note = own
-            own_detail = lt.detail(model, data, codes, x=x_own, k=k, metric=metric)
+    if source == "draw":
+        st.caption("Draw in white on the black square; it appears on the map as a ★.")
+    own = own_image(source, shape, key="lm", size=240)
+    if own is not None:
+        try:
+            own_detail = lt.detail(model, data, codes, x=own[0], k=k, metric=metric)
             own_pos = proj.place(own_detail.code[None], codes)[0]
-    except AecoreError as err:
-        st.error(f"Cannot use this image: {err}")
+        except AecoreError as err:
+            st.error(f"Cannot use this image: {err}")
 
 # --- the map -----------------------------------------------------------------------------------------
 bind("lm_index", 0, int)
@@ -302,7 +282,7 @@ if own_detail is not None:
     with own_box:
         side = shape[-1] if len(shape) == 3 else 8
         scale = max(1, round(84 / side))
-        st.caption(f"Converted for the model: {own_note}.")
+        st.caption(f"Converted for the model: {own[1]}.")
         st.image([image_grid(own_detail.image, padding=0, scale=scale),
                   image_grid(own_detail.recon, padding=0, scale=scale)],
                  caption=["your image", f"reconstruction · MSE {own_detail.mse:.4f}"], width=scale * side)

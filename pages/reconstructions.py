@@ -8,9 +8,8 @@ import torch
 
 from aecore.errors import AecoreError
 from aecore.lab import reconstruct as rc
-from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.pca import PCA
-from pages.common import as_bool, bind, download_png, show_error, sidebar, sync_url, train_data
+from pages.common import as_bool, bind, download_png, own_image, show_error, sidebar, sync_url, train_data
 
 MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
 
@@ -130,30 +129,9 @@ bind("own", "upload", choices=["upload", "draw"])
 source = st.radio("Source", ["upload", "draw"], key="own", horizontal=True,
                   format_func={"upload": "Upload a file", "draw": "Draw"}.get)
 sync_url("own")
-own = None
-try:
-    if source == "upload":
-        file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
-                                max_upload_size=MAX_UPLOAD_BYTES >> 20, key="rc_upload")
-        if file is not None:
-            own = image_from_upload(file.getvalue(), shape)
-    else:
-        st.caption("Draw in white on the black square; the reconstruction appears below.")
-        st.write("")                          # room for the canvas's floating toolbar
-        try:
-            from streamlit_drawable_canvas import st_canvas
-
-            drawing = st_canvas(stroke_width=22, stroke_color="#FFFFFF", background_color="#000000",
-                                height=280, width=280, drawing_mode="freedraw", return_image_data=True,
-                                key="rc_canvas")
-            image = drawing.image_data if drawing is not None else None
-        except Exception as err:  # a third-party component: never let it take the page down
-            st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image instead.")
-            image = None
-        if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
-            own = image_from_canvas(image, shape)
-except AecoreError as err:
-    st.error(f"Cannot use this image: {err}")
+if source == "draw":
+    st.caption("Draw in white on the black square; the reconstruction appears below.")
+own = own_image(source, shape, key="rc")
 if own is not None:
     x_own, note = own
     st.caption(f"Converted for the model: {note}.")

@@ -8,10 +8,9 @@ import streamlit as st
 from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab import vae as vl
-from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.viz import image_grid
 from aecore.zoo import codes_of
-from pages.common import bind, download_png, show_error, sidebar, sync_url, test_data
+from pages.common import bind, download_png, own_image, show_error, sidebar, sync_url, test_data
 
 
 SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
@@ -70,31 +69,10 @@ def _clamp(key: str, lo, hi) -> None:
 
 def _own_image(prefix: str):
     """An uploaded or drawn image as (1, *shape), or None; errors are shown, never raised."""
-    source = st.session_state[f"{prefix}_src"]
-    try:
-        if source == "upload":
-            file = st.file_uploader(f"An image ({FORMATS}, …; up to {MAX_UPLOAD_BYTES >> 20} MB)", type=UPLOAD_TYPES,
-                                    max_upload_size=MAX_UPLOAD_BYTES >> 20, key=f"{prefix}_upload")
-            if file is not None:
-                x, note = image_from_upload(file.getvalue(), shape)
-                st.caption(f"Converted: {note}.")
-                return x
-        else:
-            try:
-                from streamlit_drawable_canvas import st_canvas
-
-                drawing = st_canvas(stroke_width=18, stroke_color="#FFFFFF", background_color="#000000",
-                                    height=196, width=196, drawing_mode="freedraw", return_image_data=True,
-                                    key=f"{prefix}_canvas")
-                image = drawing.image_data if drawing is not None else None
-            except Exception as err:  # a third-party component: never let it take the page down
-                st.info(f"The drawing canvas is not available here ({type(err).__name__}); upload an image.")
-                image = None
-            if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
-                return image_from_canvas(image, shape)[0]
-    except AecoreError as err:
-        st.error(f"Cannot use this image: {err}")
-    return None
+    own = own_image(st.session_state[f"{prefix}_src"], shape, key=prefix, size=196, stroke=18)
+    if own is not None and st.session_state[f"{prefix}_src"] == "upload":
+        st.caption(f"Converted: {own[1]}.")
+    return None if own is None else own[0]
 
 
 def _endpoint(prefix: str, label: str, default: int):

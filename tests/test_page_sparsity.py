@@ -114,7 +114,12 @@ def test_bad_url_values_fall_back(tiny_zoo):
     at = open_page(None, model="mnist/sparse-ae-kl", threshold="-1")
     assert at.number_input(key="threshold").value == 0.0
     at = open_page(None, model="no/such-model")
-    assert at.selectbox(key="model").value == "mnist/ae-d2"          # the first model instead
+    assert at.selectbox(key="model").value.startswith("mnist/sparse-ae")   # the page's default instead
+
+
+def test_page_starts_on_a_sparse_model(tiny_zoo):
+    at = AppTest.from_file(str(ROOT / "pages" / "sparsity.py"), default_timeout=60).run()
+    assert not at.exception and at.selectbox(key="model").value.startswith("mnist/sparse-ae")
 
 
 def test_dataset_without_models_gets_a_message(tiny_zoo):

@@ -51,6 +51,12 @@ def png_of_a_digit() -> bytes:
     return buffer.getvalue()
 
 
+def test_page_starts_on_a_vae(tiny_zoo):
+    at = page()
+    ok(at)
+    assert at.selectbox(key="model").value == "mnist/vae-d2" and at.tabs
+
+
 def test_a_model_without_a_prior_gets_a_message(tiny_zoo):
     at = page({"model": "mnist/ae-d8"})
     ok(at)
