@@ -276,7 +276,8 @@ def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None 
         metrics["max_principal_angle_deg"] = round(float(angles.max()), 3)
         metrics["mean_principal_angle_deg"] = round(float(angles.mean()), 3)
     if "semi" in recipe.extras:
-        metrics.update(semi_baselines(full, test, recipe.train["labels"], recipe.config,
+        # the model's own training split: mask_labels then picks exactly the labels the model had
+        metrics.update(semi_baselines(train, test, recipe.train["labels"], recipe.config,
                                       seed=recipe.train["seed"], device=device))
     if "gap" in recipe.extras:
         metrics.update(train_test_gap(loaded.model, train, test))
