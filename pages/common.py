@@ -94,15 +94,27 @@ def load_model(ref: str) -> LoadedModel:
     return _load_model(ref, _fingerprint(ref), device_name())
 
 
+def _data_options(dataset: str) -> tuple:
+    """A `folder:` dataset loads at the size and colour the chosen model was trained with."""
+    if not dataset.startswith("folder:"):
+        return ()
+    entries = catalog.entries(dataset)
+    chosen = [e for e in entries if e.ref == st.session_state.get("model")] or entries
+    return tuple(sorted(chosen[0].data_options.items())) if chosen else ()
+
+
 @st.cache_data(max_entries=8, show_spinner="Loading images…")
+def _split(dataset: str, split: str, options: tuple) -> ImageData:
+    return load_dataset(dataset, split, **dict(options))
+
+
 def test_data(dataset: str) -> ImageData:
     """The dataset's test split (the bundled one offline) on the CPU."""
-    return load_dataset(dataset, "test")
+    return _split(dataset, "test", _data_options(dataset))
 
 
-@st.cache_data(max_entries=4, show_spinner="Loading images…")
 def train_data(dataset: str) -> ImageData:
-    return load_dataset(dataset, "train")
+    return _split(dataset, "train", _data_options(dataset))
 
 
 def device_name() -> str:
@@ -122,16 +134,24 @@ class Selection:
         return self.loaded.model if self.loaded else None
 
 
+def dataset_choices() -> list[str]:
+    """The datasets that work offline, then any other one a listed model was trained on (a `folder:`
+    model trained on the Train page, the rank-ordered AE's cifar10-patches)."""
+    return DATASETS + sorted({e.dataset for e in catalog.entries()} - set(DATASETS) - {""})
+
+
 def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
             prefer: Callable[[catalog.Entry], bool] | None = None,
             model_help: str | None = None) -> Selection | None:
     """Dataset and model pickers, the device, and a note on the model. None when nothing fits
     (a message is shown instead). A page starts on the first model `prefer` accepts (the VAE lab on a
     VAE), unless the link or an earlier choice names one."""
-    bind("dataset", DATASETS[0], choices=DATASETS)
+    choices = dataset_choices()
+    bind("dataset", DATASETS[0], choices=choices)
     with st.sidebar:
-        dataset = st.selectbox("Dataset", DATASETS, key="dataset",
-                               help="Test split shown; the bundled copy works offline")
+        dataset = st.selectbox("Dataset", choices, key="dataset",
+                               help="Test split shown; the bundled copies (mnist, fashion-mnist, digits) work "
+                                    "offline, the others need their files in the data folder")
         options = [e for e in catalog.entries(dataset) if model_filter is None or model_filter(e)]
         by_ref = {e.ref: e for e in options}
         entry = None

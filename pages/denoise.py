@@ -9,8 +9,8 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (DATASETS, bind, download_png, load_model, own_image, show_error, sidebar, sync_url,
-                          test_data)
+from pages.common import (DATASETS, bind, dataset_choices, download_png, load_model, own_image, show_error,
+                          sidebar, sync_url, test_data)
 
 SWEEP_IMAGES = 100
 
@@ -24,7 +24,7 @@ if "dn_kind" not in st.session_state:
     start = dn.noise_from_url(st.query_params.get("noise"))
     st.session_state["dn_kind"] = start.kind
     st.session_state[f"dn_level_{start.kind}"] = start.level
-bind("dataset", DATASETS[0], choices=DATASETS)
+bind("dataset", DATASETS[0], choices=dataset_choices())
 
 
 def _prefer_denoiser() -> None:

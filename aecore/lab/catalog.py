@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aecore.errors import AecoreError
@@ -20,6 +20,7 @@ class Entry:
     model: str        # registry name
     dataset: str
     about: str        # one line: what this model is
+    data_options: dict = field(default_factory=dict, compare=False)   # load_dataset options it was trained with
 
 
 def _entry(ref: str, path: Path, label: str) -> Entry | None:
@@ -28,7 +29,9 @@ def _entry(ref: str, path: Path, label: str) -> Entry | None:
     except AecoreError:
         return None                                   # a broken folder is left out of the picker
     about = info.get("notes") or get_model_class(info["model"]).description
-    return Entry(ref=ref, label=label, model=info["model"], dataset=info.get("dataset") or "", about=about)
+    options = (info.get("recipe") or {}).get("dataset_options") or {}
+    return Entry(ref=ref, label=label, model=info["model"], dataset=info.get("dataset") or "", about=about,
+                 data_options=dict(options) if isinstance(options, dict) else {})
 
 
 def entries(dataset: str | None = None) -> list[Entry]:

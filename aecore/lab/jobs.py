@@ -459,7 +459,8 @@ class TrainingJob:
                                "stopped_early": result.cancelled}
         self._set(status="saving", message="Saving…")
         recipe = {**config.to_dict(), "app_job": self.id, "train_split": full.split, "train_images": len(train),
-                  "max_images": spec.max_images, "val_fraction": VAL_FRACTION}
+                  "max_images": spec.max_images, "val_fraction": VAL_FRACTION,
+                  "dataset_options": dataset_options(spec)}
         notes = (f"trained in the app: {spec.model} on {spec.dataset}, "
                  f"{len(result.history)} epoch(s) of {len(train):,} images")
         if note:
