@@ -51,3 +51,16 @@ def tiny_zoo(tiny_zoo_root, monkeypatch) -> Path:
     """Point aecore (and the app) at the tiny pretrained folder for this test."""
     monkeypatch.setenv("AECORE_PRETRAINED", str(tiny_zoo_root))
     return tiny_zoo_root
+
+
+@pytest.fixture
+def no_job_left_running():
+    """Stop the training jobs a test left running (use it in modules that start jobs).
+
+    A job thread still running when the interpreter exits would abort it."""
+    from aecore.lab import jobs
+
+    yield
+    for job in jobs.active_jobs():
+        job.stop()
+        job.join(60)

@@ -19,15 +19,7 @@ from aecore.train import Callback
 from aecore.zoo import read_maps
 
 TINY = {"hidden": [16]}
-
-
-@pytest.fixture(autouse=True)
-def _no_job_left_running():
-    """A job thread still running when the interpreter exits would abort it."""
-    yield
-    for job in jobs.active_jobs():
-        job.stop()
-        job.join(60)
+pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py: stops jobs left running
 
 
 def spec(name: str = "job", **kw) -> jobs.JobSpec:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -13,8 +11,7 @@ from aecore.errors import ConfigError
 from aecore.evaluate import per_image_mse, psnr
 from aecore.lab import compare
 from aecore.models import build_model
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import open_app
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +87,12 @@ def test_bad_requests_are_config_errors(digits):
 
 
 # --- the page ---------------------------------------------------------------------------------------
-def page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=60)
+def page(query: dict) -> AppTest:
+    return open_app("compare.py", query, timeout=60)
 
 
 def test_two_tiny_models_side_by_side_with_noise(tiny_zoo):
-    at = page()
-    at.query_params["models"] = "mnist/ae-d8,mnist/dae-gaussian"
-    at.run()
+    at = page({"models": "mnist/ae-d8,mnist/dae-gaussian"})
     assert not at.exception and not at.error
     assert at.multiselect(key="cmp_models").value == ["mnist/ae-d8", "mnist/dae-gaussian"]
     assert len(at.get("image")) == 3
@@ -120,9 +115,7 @@ def test_two_tiny_models_side_by_side_with_noise(tiny_zoo):
 
 
 def test_empty_selection_and_unknown_models_in_the_link(tiny_zoo):
-    at = page()
-    at.query_params["models"] = "mnist/nope,../etc"
-    at.run()
+    at = page({"models": "mnist/nope,../etc"})
     assert not at.exception
     assert at.multiselect(key="cmp_models").value[0] == at.selectbox(key="model").value  # fell back to the sidebar's
     at.multiselect(key="cmp_models").set_value([]).run()

@@ -17,20 +17,11 @@ from aecore.lab.reconstruct import select_indices
 from aecore.models import build_model
 from aecore.noise import Noise
 from aecore.store import load_pretrained, save_model
-
-ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "denoise.py")
+from tests.helpers import ok, open_app
 
 
 def page(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.query_params.update(query or {})
-    return at.run()
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    return open_app("denoise.py", query, timeout=120)
 
 
 def metrics(at: AppTest) -> dict[str, str]:

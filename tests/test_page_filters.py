@@ -1,24 +1,14 @@
 """Filters page (AppTest, tiny zoo): filter grids for every kind of model, stacked-ae stage play-back."""
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import open_and_select, open_app
 
 
 def open_page(select: str | None = None, **query) -> AppTest:
     """Open the page (query = the URL's parameters), then pick `select` in the sidebar."""
-    at = AppTest.from_file(str(ROOT / "pages" / "filters.py"), default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    if select is not None:
-        at.selectbox(key="model").set_value(select).run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return open_and_select("filters.py", select, query, timeout=60)
 
 
 def captions(at: AppTest) -> list[str]:
@@ -76,7 +66,7 @@ def test_stacked_ae_stage_play_back(tiny_zoo):
 
 
 def test_dataset_without_models_gets_a_message(tiny_zoo):
-    at = AppTest.from_file(str(ROOT / "pages" / "filters.py"), default_timeout=60).run()
+    at = open_app("filters.py")
     at.selectbox(key="dataset").set_value("digits").run()
     assert not at.exception
     assert any("No model for digits" in i.value for i in at.info)

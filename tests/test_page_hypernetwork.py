@@ -1,24 +1,14 @@
 """Hypernetwork page (AppTest, tiny zoo): counts, embedding, generated weights beside the twin, explorer."""
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import open_and_select
 
 
 def open_page(select: str | None = None, **query) -> AppTest:
     """Open the page (query = the URL's parameters), then pick `select` in the sidebar."""
-    at = AppTest.from_file(str(ROOT / "pages" / "hypernetwork.py"), default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    if select is not None:
-        at.selectbox(key="model").set_value(select).run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return open_and_select("hypernetwork.py", select, query, timeout=60)
 
 
 def metric(at: AppTest, label: str) -> str:

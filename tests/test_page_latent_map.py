@@ -3,41 +3,21 @@ image's neighbours, t-SNE in the background, own images and refusals."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from aecore.data import load_dataset
 from aecore.lab import latent as lt
 from aecore.store import load_pretrained
 from aecore.zoo import codes_of
-
-ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "latent_map.py")
+from tests.helpers import arr, ok, open_app, png_of_a_digit
 
 
 def page(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=180)
-    at.query_params.update(query or {})
-    return at.run()
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-
-
-def arr(value) -> np.ndarray:
-    """A plotly JSON array: a list, or plotly's base64 typed array."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-    return np.asarray(value)
+    return open_app("latent_map.py", query, timeout=180)
 
 
 def traces(at: AppTest) -> list[dict]:
@@ -64,14 +44,6 @@ def captions(at: AppTest) -> str:
 def tiny_codes(tiny_zoo, model_id: str) -> np.ndarray:
     model = load_pretrained(model_id, root=tiny_zoo, device="cpu").model
     return codes_of(model, load_dataset("mnist", "test")).numpy()
-
-
-def png_of_a_digit() -> bytes:
-    image = Image.new("L", (90, 120), 255)
-    ImageDraw.Draw(image).ellipse((20, 20, 70, 100), outline=0, width=10)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_default_map_pca_of_every_test_image_coloured_by_class(tiny_zoo):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from aecore.data import load_dataset
@@ -16,20 +14,11 @@ from aecore.evaluate import per_image_mse
 from aecore.models import build_model
 from aecore.pca import PCA
 from aecore.store import load_pretrained, save_model
-
-ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "reconstructions.py")
+from tests.helpers import ok, open_app, png_of_a_digit
 
 
 def page(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.query_params.update(query or {})
-    return at.run()
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    return open_app("reconstructions.py", query, timeout=120)
 
 
 def grid_caption(at: AppTest) -> str:
@@ -38,14 +27,6 @@ def grid_caption(at: AppTest) -> str:
 
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
-
-
-def png_of_a_digit() -> bytes:
-    image = Image.new("L", (90, 120), 255)
-    ImageDraw.Draw(image).ellipse((20, 20, 70, 100), outline=0, width=10)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_default_view_shows_metrics_grid_pca_and_errors(tiny_zoo):

@@ -4,7 +4,6 @@ with its baselines, and the page through AppTest."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,17 +14,10 @@ from aecore.data import load_dataset
 from aecore.lab import catalog, jobs, semi
 from aecore.train import TrainConfig, Trainer
 from aecore.models import build_model
+from tests.helpers import open_app
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py
 SMALL = {"channels": [4, 8], "head_hidden": 8, "embedding_dim": 8}
-
-
-@pytest.fixture(autouse=True)
-def _no_job_left_running():
-    yield
-    for job in jobs.active_jobs():
-        job.stop()
-        job.join(60)
 
 
 def fake_model(labels, budget, **metrics) -> semi.SemiModel:
@@ -109,11 +101,11 @@ def test_fresh_run_measures_all_three_methods_and_joins_the_chart():
 
 # --- the page ---------------------------------------------------------------------------------------
 def page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "semi_supervised.py"), default_timeout=90)
+    return open_app("semi_supervised.py", timeout=90)
 
 
 def test_page_with_the_tiny_zoos_hyper_semi(tiny_zoo):
-    at = page().run()
+    at = page()
     assert not at.exception and not at.error
     assert at.selectbox(key="model").value == "mnist/hyper-semi-100"
     assert len(at.get("plotly_chart")) == 2                     # accuracy chart + latent map
@@ -127,7 +119,7 @@ def test_page_with_the_tiny_zoos_hyper_semi(tiny_zoo):
 
 
 def test_page_without_hyper_semi_models_offers_a_fresh_run(tiny_zoo):
-    at = page().run()
+    at = page()
     at.selectbox(key="dataset").set_value("digits").run()
     assert not at.exception and not at.error
     infos = " ".join(i.value for i in at.info)
@@ -138,7 +130,7 @@ def test_page_without_hyper_semi_models_offers_a_fresh_run(tiny_zoo):
 def test_fresh_run_from_the_page(tiny_zoo, monkeypatch):
     monkeypatch.setattr(semi, "FRESH_CONFIG", dict(SMALL))      # the same run, a smaller CNN
     monkeypatch.setattr(semi, "FRESH_LATENT", 8)
-    at = page().run()
+    at = page()
     at.selectbox(key="dataset").set_value("digits").run()
     at.slider(key="semi_epochs").set_value(1).run()
     at.select_slider(key="semi_images").set_value(2000).run()

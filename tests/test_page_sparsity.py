@@ -1,24 +1,14 @@
 """Sparsity page (AppTest, tiny zoo): sparsity measures, one unit, rank-ordered k-slider, contractive map."""
 
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import open_and_select, open_app
 
 
 def open_page(select: str | None = None, **query) -> AppTest:
     """Open the page (query = the URL's parameters), then pick `select` in the sidebar."""
-    at = AppTest.from_file(str(ROOT / "pages" / "sparsity.py"), default_timeout=90)
-    for key, value in query.items():
-        at.query_params[key] = value
-    at.run()
-    if select is not None:
-        at.selectbox(key="model").set_value(select).run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-    return at
+    return open_and_select("sparsity.py", select, query, timeout=90)
 
 
 def metric(at: AppTest, label: str):
@@ -118,11 +108,11 @@ def test_bad_url_values_fall_back(tiny_zoo):
 
 
 def test_page_starts_on_a_sparse_model(tiny_zoo):
-    at = AppTest.from_file(str(ROOT / "pages" / "sparsity.py"), default_timeout=60).run()
+    at = open_app("sparsity.py")
     assert not at.exception and at.selectbox(key="model").value.startswith("mnist/sparse-ae")
 
 
 def test_dataset_without_models_gets_a_message(tiny_zoo):
-    at = AppTest.from_file(str(ROOT / "pages" / "sparsity.py"), default_timeout=60).run()
+    at = open_app("sparsity.py")
     at.selectbox(key="dataset").set_value("digits").run()
     assert not at.exception and any("No model for digits" in i.value for i in at.info)

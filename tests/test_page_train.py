@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
 import pytest
 
 from aecore.lab import jobs
+from tests.helpers import open_app
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _no_job_left_running():
-    yield
-    for job in jobs.active_jobs():
-        job.stop()
-        job.join(60)
+pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py
 
 
 @pytest.fixture
@@ -29,7 +21,7 @@ def no_zoo(tmp_path, monkeypatch):
 
 
 def page(timeout: float = 60) -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "train.py"), default_timeout=timeout).run()
+    return open_app("train.py", timeout=timeout)
 
 
 def wait_for(at: AppTest, done, limit: float = 120) -> AppTest:

@@ -3,52 +3,24 @@ interpolation strip, prior samples, traversals and the manifold grid with the te
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 
 from aecore.data import load_dataset
 from aecore.store import load_pretrained
 from aecore.zoo import codes_of
-
-ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "vae_lab.py")
+from tests.helpers import arr, ok, open_app, png_of_a_digit
 
 
 def page(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.query_params.update(query or {})
-    return at.run()
-
-
-def ok(at: AppTest) -> None:
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
-
-
-def arr(value) -> np.ndarray:
-    """A plotly JSON array: a list, or plotly's base64 typed array."""
-    if isinstance(value, dict) and "bdata" in value:
-        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-    return np.asarray(value)
+    return open_app("vae_lab.py", query, timeout=120)
 
 
 def image_with(at: AppTest, text: str):
     return next(i for i in at.get("image") if any(text in (c or "") for c in i.captions))
-
-
-def png_of_a_digit() -> bytes:
-    image = Image.new("L", (90, 120), 255)
-    ImageDraw.Draw(image).ellipse((20, 20, 70, 100), outline=0, width=10)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_page_starts_on_a_vae(tiny_zoo):
