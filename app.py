@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import pages.common  # noqa: F401  first, whole: sessions starting together then never see it half-imported
 from aecore.lab.latent import start_umap_warmup
 
 st.set_page_config(page_title="aecore", page_icon="🧩", layout="wide")

@@ -41,8 +41,6 @@ def _hand_over_to_app_navigation() -> None:
         st.rerun()
 
 
-_hand_over_to_app_navigation()  # every page imports this module first
-
 
 # --- URL state ---------------------------------------------------------------------------------------
 def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list | None = None) -> None:
@@ -224,3 +222,8 @@ def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22
     except AecoreError as err:
         st.error(f"Cannot use this image: {err}")
     return None
+
+
+# Last, so that a session importing this module while another one's import is cut short here still
+# finds every name defined. Every page imports this module first.
+_hand_over_to_app_navigation()
