@@ -38,6 +38,9 @@ def test_build_one_writes_a_complete_verified_model(tmp_path, capsys):
     assert metrics["pca_components"] == 4 and metrics["pca_mse"] > 0
     maps = zoo.read_maps(folder)
     assert maps["pca"].shape == (metrics["n"], 2) and maps["labels"].shape == (metrics["n"],)
+    assert maps["pca"].dtype == np.float32 and np.isfinite(maps["pca"]).all()   # stored as float16, read as float32
+    with np.load(folder / "maps.npz", allow_pickle=False) as npz:
+        assert npz["pca"].dtype == np.float16
     loaded = load_pretrained("digits/ae-tiny", root=tmp_path)
     assert loaded.metrics["mse"] == metrics["mse"]
     # `aecore eval` on the shipped folder reproduces metrics.json (same seed, the recipe's noise)
