@@ -1,7 +1,7 @@
 """`aecore` command line: list, train, eval.
 
-Every expected failure (unknown model, missing data, bad flag value, corrupt file) is one line on
-stderr and exit code 2; no traceback.
+Every expected failure (unknown model, missing data, bad flag value, corrupt file, a path the system
+refuses) is one line on stderr and exit code 2; no traceback.
 """
 
 from __future__ import annotations
@@ -116,11 +116,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     import aecore.data as data_mod
     from aecore.evaluate import evaluate
     from aecore.models import build_model, get_model_class
-    from aecore.store import save_model
+    from aecore.store import check_replaceable, save_model
     from aecore.device import device_label
     from aecore.train import TrainConfig, Trainer
 
     get_model_class(args.model)  # an unknown name fails before any data is loaded
+    check_replaceable(args.out)  # and a --out that saving would destroy, before any training
     config = TrainConfig.from_dict({
         "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
         "noise": args.noise, "labels": args.labels, "stage_epochs": args.stage_epochs,
@@ -240,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `aecore eval ... | head`
         sys.stderr.close()
         return 0
+    except OSError as err:   # a path the system refuses (permissions, full disk, name too long)
+        print(f"aecore: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("aecore: interrupted; the last completed epoch is checkpointed (use --resume)", file=sys.stderr)
         return 130

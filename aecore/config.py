@@ -95,7 +95,10 @@ def check_range(where: str, value: float, lo: float | None = None, hi: float | N
         right = ")" if hi_open else "]"
         lo_s = "-inf" if lo is None else f"{lo:g}"
         hi_s = "inf" if hi is None else f"{hi:g}"
-        raise ConfigError(f"{where} = {value!r} is out of range {left}{lo_s}, {hi_s}{right}")
+        shown = repr(value)
+        if len(shown) > 24:                                  # 10**400 from a JSON file: one short line
+            shown = f"{shown[:10]}... ({len(shown)} digits)"
+        raise ConfigError(f"{where} = {shown} is out of range {left}{lo_s}, {hi_s}{right}")
 
 
 def check_widths(hidden: tuple[int, ...], *, max_depth: int = MAX_DEPTH) -> None:

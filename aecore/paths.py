@@ -13,8 +13,11 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 
+from aecore.errors import ConfigError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = PACKAGE_DIR / "samples"
+MAX_NAME_BYTES = 255           # one path component on common file systems
 
 
 def home_dir() -> Path:
@@ -35,3 +38,31 @@ def user_models_dir() -> Path:
 def pretrained_dir() -> Path:
     env = os.environ.get("AECORE_PRETRAINED")
     return Path(env) if env else PACKAGE_DIR.parent / "pretrained"
+
+
+def safe_name(name: str, *, what: str = "name") -> str:
+    """`name` if it is one plain path component; ConfigError otherwise.
+
+    For names that reach a path from a user or a URL: they must not leave their folder ('..',
+    'a/b', '/etc'), reach a hidden or aside folder ('.x', the store's '.m.old-*'), or break the
+    file system (NUL, control characters, more than 255 bytes).
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{what} is empty")
+    shown = repr(name) if len(name) <= 40 else repr(name[:40]) + "..."
+    if name in (".", ".."):
+        raise ConfigError(f"{what} {shown} is not a name (it means a folder itself)")
+    if "/" in name or "\\" in name or (os.sep in name) or (os.altsep and os.altsep in name):
+        raise ConfigError(f"{what} {shown} contains a path separator; give a plain name")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ConfigError(f"{what} {shown} contains a control character (such as NUL or a newline)")
+    if name.startswith("."):
+        raise ConfigError(f"{what} {shown} starts with '.'; hidden names are not used")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ConfigError(f"{what} {shown} is too long ({len(name)} characters; at most {MAX_NAME_BYTES} bytes)")
+    return name
+
+
+def user_model_path(name: str) -> Path:
+    """The folder of the user's model `name` (checked by `safe_name`): always directly in user_models_dir()."""
+    return user_models_dir() / safe_name(name, what="model name")

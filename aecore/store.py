@@ -35,6 +35,10 @@ MAX_CONFIG_BYTES = 1 << 20
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy"}
 CONFIG_KEYS = {"format", "aecore_version", "model", "config", "dataset", "input_shape", "classes", "recipe",
                "trained_on", "weights_sha256", "weights_dtype", "created", "description", "notes"}
+TEXT_KEYS = ("aecore_version", "dataset", "trained_on", "created", "description", "notes")
+# What a model folder may hold besides hidden temp files: save_model replaces the folder as a whole,
+# so it refuses a folder holding anything else (train.CHECKPOINT_NAME and zoo.MAPS; a test checks).
+OWN_FILES = {WEIGHTS, CONFIG, METRICS, "maps.npz", "checkpoint.safetensors"}
 
 
 @dataclass
@@ -66,6 +70,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, dataset: str 
     from safetensors.torch import save
 
     path = Path(path)
+    check_replaceable(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -98,6 +103,23 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, dataset: str 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Refuse a save target that is not a model folder: saving swaps the whole folder and deletes
+    the old one, so `--out ~/Documents` must never be accepted (it would delete the documents)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ModelFileError(f"{str(path)!r} cannot be a model folder; name a new folder, e.g. runs/my-ae")
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ModelFileError(f"{path} exists and is not a folder; a model is saved as a folder, choose another path")
+    if path.is_dir():
+        foreign = sorted(n for n in os.listdir(path) if n not in OWN_FILES
+                         and not (n.startswith(".") and n.endswith(".tmp")))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ModelFileError(f"{path} is not an aecore model folder (it holds {shown}); saving would replace "
+                                 "the whole folder, so choose a new or empty folder")
 
 
 def _swap_in(new: Path, path: Path) -> None:
@@ -148,10 +170,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(f"{path}: no {CONFIG} (is this an aecore model folder?)")
     if file.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelFileError(f"{file}: too large for a config ({file.stat().st_size} bytes)")
-    try:
-        info = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFileError(f"{file}: not valid JSON ({err})") from None
+    info = _read_json(file)
     if not isinstance(info, dict):
         raise ModelFileError(f"{file}: expected a JSON object")
     unknown = sorted(set(info) - CONFIG_KEYS)
@@ -162,11 +181,72 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
             raise ModelFileError(f"{file}: missing field {key!r}")
     if not isinstance(info["model"], str):
         raise ModelFileError(f"{file}: field 'model' must be a string")
+    if not isinstance(info["config"], dict):
+        raise ModelFileError(f"{file}: field 'config' must be a JSON object, got {_short(info['config'])}")
     try:
         info["config_object"] = make_config(info["model"], info["config"])
     except ConfigError as err:
         raise ModelFileError(f"{file}: {err}") from None
+    _check_fields(file, info)
     return info
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_json(file: Path) -> Any:
+    """Parsed JSON; ModelFileError (naming the file) for bad bytes, bad syntax or absurd nesting."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFileError(f"{file}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ModelFileError(f"{file}: not a plausible aecore file (JSON nested too deeply)") from None
+
+
+def _check_fields(file: Path, info: dict[str, Any]) -> None:
+    """The other fields of config.json: eval, the app and the catalog use them without further checks."""
+    def refuse(key: str, want: str) -> None:
+        raise ModelFileError(f"{file}: field {key!r} must be {want}, got {_short(info[key])}")
+
+    if "format" in info and info["format"] != "aecore-model":
+        refuse("format", "'aecore-model'")
+    for key in TEXT_KEYS:
+        if key in info and not isinstance(info[key], str):
+            refuse(key, "a string")
+    if "classes" in info and not (isinstance(info["classes"], list) and all(isinstance(c, str) for c in info["classes"])):
+        refuse("classes", "a list of strings")
+    shape = list(info["config_object"].input_shape)
+    if "input_shape" in info and info["input_shape"] != shape:
+        refuse("input_shape", f"the config's input_shape {shape}")
+    digest = info.get("weights_sha256")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        refuse("weights_sha256", "a SHA-256 hex digest")
+    if info.get("weights_dtype", "float32") not in ("float32", "float16"):
+        refuse("weights_dtype", "'float32' or 'float16'")
+    recipe = info.get("recipe")
+    if recipe is not None:
+        if not isinstance(recipe, dict):
+            refuse("recipe", "a JSON object")
+        _check_recipe(file, recipe)
+
+
+def _check_recipe(file: Path, recipe: dict[str, Any]) -> None:
+    """The training options a recipe records (lr, epochs, noise, ...) must be ones training accepts:
+    eval and the app reuse the recorded noise. Other keys (zoo_id, app_job, ...) are notes."""
+    import dataclasses
+
+    from aecore.train import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        TrainConfig.from_dict({k: v for k, v in recipe.items() if k in known}, where="recipe")
+    except ConfigError as err:
+        message = str(err)
+        raise ModelFileError(f"{file}: {message if message.startswith('recipe') else 'recipe: ' + message}") from None
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None,
@@ -207,10 +287,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     metrics: dict[str, Any] = {}
     metrics_file = path / METRICS
     if metrics_file.is_file():
-        try:
-            metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelFileError(f"{metrics_file}: not valid JSON ({err})") from None
+        metrics = _read_json(metrics_file)
         if not isinstance(metrics, dict):
             raise ModelFileError(f"{metrics_file}: expected a JSON object")
     return LoadedModel(model=model, path=path, info=info, metrics=metrics)
@@ -244,6 +321,8 @@ def _read_weights(file: Path, model: torch.nn.Module) -> dict[str, Tensor]:
                     if not torch.isfinite(tensor).all():
                         raise ModelFileError(f"{file}: tensor {key!r} contains NaN or Inf")
                     tensor = tensor.to(ref.dtype)
+                    if not torch.isfinite(tensor).all():
+                        raise ModelFileError(f"{file}: tensor {key!r} has values beyond the {ref.dtype} range")
                 elif tensor.dtype != ref.dtype:
                     raise ModelFileError(f"{file}: tensor {key!r} has dtype {tensor.dtype}, expected {ref.dtype}")
                 state[key] = tensor
@@ -263,13 +342,14 @@ def read_manifest(root: str | os.PathLike | None = None) -> dict[str, str]:
     file = root / MANIFEST
     if not file.is_file():
         return {}
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        files = data["files"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ModelFileError(f"{file}: unreadable manifest ({err})") from None
+    data = _read_json(file)
+    files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise ModelFileError(f"{file}: 'files' must map paths to SHA-256 strings")
+        raise ModelFileError(f"{file}: unreadable manifest ('files' must map paths to SHA-256 strings)")
+    for key in files:
+        parts = key.split("/")
+        if key.startswith("/") or "\\" in key or "\0" in key or any(p in ("", ".", "..") for p in parts):
+            raise ModelFileError(f"{file}: entry {key!r} is not a plain relative path inside the pretrained folder")
     return files
 
 
@@ -291,6 +371,7 @@ def list_pretrained(root: str | os.PathLike | None = None) -> list[str]:
 
 def load_pretrained(model_id: str, *, root: str | os.PathLike | None = None,
                     device: str | torch.device | None = None) -> LoadedModel:
+    """A model of the pretrained folder, every file it reads checked against the manifest first."""
     root = Path(root) if root else pretrained_dir()
     manifest = read_manifest(root)
     prefix = model_id.strip("/") + "/"
@@ -298,7 +379,11 @@ def load_pretrained(model_id: str, *, root: str | os.PathLike | None = None,
     if WEIGHTS not in expected:
         known = ", ".join(list_pretrained(root)) or "none"
         raise ModelFileError(f"unknown pretrained model {model_id!r}; known: {known}")
-    return load_model(root / model_id, device=device, expected_sha256=expected)
+    folder = root / model_id.strip("/")
+    for name in (CONFIG, METRICS):           # the weights are listed (checked above)
+        if name not in expected and (name == CONFIG or (folder / name).exists()):
+            raise ModelFileError(f"{folder / name}: not listed in {root / MANIFEST}, so it cannot be verified; refused")
+    return load_model(folder, device=device, expected_sha256=expected)
 
 
 def list_user_models(root: str | os.PathLike | None = None) -> list[Path]:
@@ -311,7 +396,11 @@ def list_user_models(root: str | os.PathLike | None = None) -> list[Path]:
 def resolve(ref: str | os.PathLike, *, device: str | torch.device | None = None) -> LoadedModel:
     """A model folder path, or a pretrained id such as 'mnist/ae-d32'."""
     path = Path(ref)
-    if path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):         # a name too long for the file system, a NUL byte
+        exists = False
+    if exists:
         return load_model(path, device=device)
     manifest_ids = list_pretrained()
     if str(ref) in manifest_ids:

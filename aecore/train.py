@@ -69,7 +69,10 @@ class TrainConfig(StrictConfig):
             check_range("grad_clip", self.grad_clip, 0.0, None, lo_open=True)
         check_range("log_every", self.log_every, 1, 10**6)
         check_range("labelled_per_batch", self.labelled_per_batch, 0, MAX_BATCH)
-        parse_noise(self.noise)  # raises ConfigError on a bad spec
+        try:
+            parse_noise(self.noise)
+        except ConfigError as err:      # name the field: the message may reach the user from a config.json
+            raise ConfigError(f"noise {self.noise!r}: {err}") from None
 
 
 @dataclass

@@ -420,23 +420,37 @@ def load_folder(*, split: str, root: Path, download: bool, path: str, size: int,
     tops = {name.split("/", 1)[0] for name in files if "/" in name}
     has_splits = {"train", "test"} <= tops
     where = base
+    class_names = None
     if has_splits:
-        files = {name[len(split) + 1:]: r for name, r in files.items() if name.startswith(split + "/")}
+        def part(s: str) -> dict[str, Any]:
+            return {name[len(s) + 1:]: r for name, r in files.items() if name.startswith(s + "/")}
+        # one class list for both splits, so a class missing from one split cannot shift the labels
+        class_names = sorted(set(class_items(part("train"))[1]) | set(class_items(part("test"))[1]))
+        files = part(split)
         where = base / split
-        key_parts.append(split)
+        key_parts += [split, "classes of both splits"]
     elif split == "test" and not test_fraction:
         raise DataError(f"folder: {base} has no train/ and test/ subfolders and test_fraction=0, so it has "
                         f"no test split")
 
     def items() -> tuple[list[Item], list[str]]:
-        found, classes = class_items(files)
+        found, classes = class_items(files, classes=class_names)
         if not found:
             raise DataError(f"folder: no image files under {where} (expected {where}/<class>/<image>.png|jpg|...)")
         return found, classes
 
     x, y, classes, count, examples = _decode_cached("folder", key_parts, items, size=size,
                                                     grayscale=grayscale, min_cache=500)
-    note = _skip_note(count, examples)
+    notes = [_skip_note(count, examples)]
+    folders = {name.split("/", 1)[0] for name in files if "/" in name}
+    if where.is_dir():
+        folders |= {d.name for d in where.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if empty := sorted(folders - set(classes)):
+        notes.append(f"left out {len(empty)} folder(s) without image files: {', '.join(empty[:5])}")
+    if len(x) and (bare := [c for c, n in zip(classes, torch.bincount(y, minlength=len(classes)).tolist()) if not n]):
+        notes.append(f"no readable image in class(es) {', '.join(bare[:5])}" + (f" of the {split} split" if has_splits else "")
+                     + " (kept in the class list, so the labels stay the same)")
+    note = "; ".join(n for n in notes if n)
     if note:
         log.warning("folder %s: %s", where, note)
     if len(x) == 0:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import re
 import zlib
@@ -43,6 +44,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 MAGIC_LABELS = 0x00000801   # uint8, 1 dim
 MAGIC_IMAGES = 0x00000803   # uint8, 3 dims
 MAX_IDX_BYTES = 1 << 31     # 2 GiB uncompressed: far above any real IDX image file
+MAX_IDX_DIMS = 4            # labels 1, images 3 (4: colour stacks); numpy itself stops at 64
 
 STANDARD_NAMES = (
     "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -127,8 +129,9 @@ def _header(data: bytes, source: str) -> tuple[int, tuple[int, ...], int]:
         raise DataError(f"{source}: unsupported IDX element type 0x{data[2]:02x} "
                         "(only uint8, 0x08, is used by image data)")
     ndim = data[3]
-    if ndim == 0:
-        raise DataError(f"{source}: IDX file declares 0 dimensions")
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DataError(f"{source}: IDX file declares {ndim} dimensions; image data has 1 (labels) or 3 "
+                        f"(images), at most {MAX_IDX_DIMS} are accepted")
     head = 4 + 4 * ndim
     if len(data) < head:
         raise DataError(f"{source}: truncated IDX header ({len(data)} bytes, need {head})")
@@ -142,7 +145,7 @@ def parse_idx(data: bytes, *, source: str = "<bytes>", expect_magic: int | None 
     if expect_magic is not None and magic != expect_magic:
         what = "labels (0x00000801)" if expect_magic == MAGIC_LABELS else "images (0x00000803)"
         raise DataError(f"{source}: wrong magic number 0x{magic:08x}, expected {what}")
-    body = int(np.prod(dims, dtype=np.int64))
+    body = math.prod(dims)      # Python ints: 3 x 2**32 cannot overflow into a plausible size
     if len(data) - head < body:
         raise DataError(f"{source}: truncated: header declares {'x'.join(map(str, dims))} = {body} bytes "
                         f"of data, file has {len(data) - head}")

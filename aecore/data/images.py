@@ -38,6 +38,17 @@ log = logging.getLogger("aecore.data")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_ARCHIVE_BYTES = 4 << 30   # a tar we would unpack into memory (zips are read member by member)
 MAX_PIXELS = 89_478_485       # PIL's default decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
+# The decoders PIL may use on untrusted bytes. PIL picks a decoder by content, not by name, so without
+# this list a '.png' holding PostScript would go to the EPS plugin, which runs Ghostscript on it.
+SAFE_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "TIFF", "WEBP", "ICO", "PPM", "TGA")
+
+
+def open_image(fp):
+    """PIL's Image.open restricted to SAFE_FORMATS (those this PIL build has)."""
+    from PIL import Image
+
+    Image.init()
+    return Image.open(fp, formats=[f for f in SAFE_FORMATS if f in Image.OPEN])
 
 
 class BadImage(Exception):
@@ -95,7 +106,7 @@ def decode_image(data: bytes, *, size: int, grayscale: bool = False, crop: float
         raise BadImage("empty file")
     mode = "L" if grayscale else "RGB"
     try:
-        im = Image.open(io.BytesIO(data))
+        im = open_image(io.BytesIO(data))
         w, h = im.size
         if w * h > MAX_PIXELS:
             raise BadImage(f"{w}x{h} pixels is over the decompression-bomb limit ({MAX_PIXELS})")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aecore.errors import AecoreError
+from aecore.errors import AecoreError, ConfigError
 from aecore.models import get_model_class
-from aecore.paths import pretrained_dir, user_models_dir
+from aecore.paths import pretrained_dir, safe_name, user_model_path, user_models_dir
 from aecore.store import LoadedModel, list_pretrained, list_user_models, load_pretrained, load_model, read_config
 
 USER_PREFIX = "user:"
@@ -49,11 +49,24 @@ def entries(dataset: str | None = None) -> list[Entry]:
     return [e for e in out if dataset is None or e.dataset == dataset]
 
 
+def ref_path(ref: str) -> Path:
+    """The folder of a ref ('user:<name>' or '<dataset>/<id>'); ConfigError for a ref that could
+    point outside the user models folder or the pretrained folder (refs come from URLs too)."""
+    if not isinstance(ref, str):
+        raise ConfigError(f"a model reference must be a string, got {type(ref).__name__}")
+    if ref.startswith(USER_PREFIX):
+        return user_model_path(ref[len(USER_PREFIX):])
+    parts = ref.split("/")
+    if len(parts) != 2:
+        raise ConfigError(f"pretrained id {ref[:80]!r} must look like '<dataset>/<model>', e.g. 'mnist/ae-d32'")
+    for part in parts:
+        safe_name(part, what="pretrained id part")
+    return pretrained_dir() / ref
+
+
 def load(ref: str, *, device: str | None = None) -> LoadedModel:
     """Load a picker entry: pretrained ids are checked against the manifest."""
+    path = ref_path(ref)
     if ref.startswith(USER_PREFIX):
-        name = ref[len(USER_PREFIX):]
-        if not name or "/" in name or name.startswith("."):
-            raise AecoreError(f"not a model name: {name!r}")
-        return load_model(user_models_dir() / name, device=device)
+        return load_model(path, device=device)
     return load_pretrained(ref, device=device)

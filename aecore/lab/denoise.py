@@ -17,10 +17,9 @@ from torch import Tensor, nn
 
 from aecore.errors import AecoreError, ConfigError
 from aecore.evaluate import MIN_MSE, psnr
-from aecore.lab.catalog import USER_PREFIX, Entry
+from aecore.lab.catalog import USER_PREFIX, Entry, ref_path
 from aecore.lab.reconstruct import reconstruct
 from aecore.noise import KINDS, Noise, make_generator, parse_noise
-from aecore.paths import pretrained_dir, user_models_dir
 from aecore.store import read_config
 
 LABELS = {"gaussian": "Gaussian (σ)", "masking": "Masking (ν)", "saltpepper": "Salt & pepper (ν)"}
@@ -47,7 +46,7 @@ class Facts:
 
 
 def entry_path(ref: str) -> Path:
-    return user_models_dir() / ref[len(USER_PREFIX):] if ref.startswith(USER_PREFIX) else pretrained_dir() / ref
+    return ref_path(ref)
 
 
 def training_noise(info: Mapping[str, Any]) -> Noise | None:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from aecore.data.images import open_image
 from aecore.errors import DataError
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -102,7 +103,7 @@ def _decode(data: bytes):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = open_image(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise DataError(too_many) from None
     except Exception:  # PIL raises many types on foreign bytes; all mean the same to the user
@@ -134,10 +135,18 @@ def _pixels(image) -> tuple[np.ndarray, list[str]]:
     """PIL image of any mode -> (H, W, 1|3) float32 in [0, 1], transparency filled."""
     notes: list[str] = []
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):      # 16/32-bit grey: stretch
-        a = np.asarray(image, dtype=np.float32)
+        a = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise DataError(f"the image has NaN or infinite pixel values ({image.mode} pixels); "
+                            "it cannot be shown to a model")
         lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-        return a[..., None], [f"{image.mode} pixels scaled to [0, 1]"]
+        if hi > lo:
+            return ((a - lo) / (hi - lo)).astype(np.float32)[..., None], [f"{image.mode} pixels scaled to [0, 1]"]
+        full = 1.0 if image.mode == "F" else 65535.0     # a uniform image: its place in the mode's range
+        level = min(max(lo / full, 0.0), 1.0)
+        return np.full(a.shape + (1,), level, np.float32), [f"uniform {image.mode} image: grey level {level:.2f}"]
+    if image.mode not in ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa"):
+        notes.append(f"{image.mode} colours converted to RGB")                # CMYK, YCbCr, LAB, ...
     alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
     grey = image.mode in ("1", "L", "LA", "La", "I", "F") or (
         image.mode == "P" and image.palette is not None and image.palette.mode == "L")
@@ -167,6 +176,8 @@ def image_from_upload(data: bytes, input_shape: Sequence[int], *, invert: bool |
     image, notes = _decode(data)
     try:
         a, more = _pixels(image)
+    except DataError:
+        raise
     except Exception as err:
         raise DataError(f"the image's pixels cannot be decoded ({err})") from None
     notes += more

@@ -37,7 +37,7 @@ from aecore.data import dataset_info, load_dataset, split_off
 from aecore.data.base import ImageData
 from aecore.errors import AecoreError, ConfigError, DataError
 from aecore.models import get_model_class, list_models, make_config
-from aecore.paths import user_models_dir
+from aecore.paths import user_model_path
 from aecore.train import CHECKPOINT_NAME, Callback, TrainConfig, Trainer, TrainState
 
 log = logging.getLogger("aecore.app")
@@ -496,7 +496,7 @@ _JOBS: dict[str, TrainingJob] = {}
 
 def _taken(name: str, *, ignore: TrainingJob | None = None) -> bool:
     """A user model folder of that name exists, or another running job will save under it."""
-    if (user_models_dir() / name).exists():
+    if user_model_path(name).exists():
         return True
     return any(j is not ignore and j.name == name and j.active for j in _JOBS.values())
 
@@ -522,7 +522,7 @@ def _final_path(job: TrainingJob) -> Path:
                 job._notices.append(f"A model named {job.name} appeared while this one trained; "
                                     f"saved as {name} instead.")
             job.name = name
-    return user_models_dir() / name
+    return user_model_path(name)
 
 
 def _warm_imports(spec: JobSpec) -> None:

@@ -26,8 +26,8 @@ from torch import Tensor
 
 from aecore.data.base import ImageData, split_off
 from aecore.errors import AecoreError
+from aecore.lab.catalog import ref_path
 from aecore.pca import PCA
-from aecore.paths import pretrained_dir, user_models_dir
 from aecore.store import METRICS, read_config
 from aecore.train import mask_labels
 
@@ -45,10 +45,8 @@ FRESH_IMAGES = (2000, 5000, 10_000)
 
 
 def model_folder(ref: str) -> Path:
-    """Folder of a catalog ref: 'user:<name>' or a pretrained id '<dataset>/<id>'."""
-    if ref.startswith("user:"):
-        return user_models_dir() / ref[len("user:"):]
-    return pretrained_dir() / ref
+    """Folder of a catalog ref: 'user:<name>' or a pretrained id '<dataset>/<id>' (checked by ref_path)."""
+    return ref_path(ref)
 
 
 @dataclass

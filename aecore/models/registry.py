@@ -49,8 +49,10 @@ def make_config(name: str, config: ModelConfig | dict[str, Any] | None = None, *
         if not isinstance(config, config_cls):
             raise ConfigError(f"model {name!r} needs a {config_cls.__name__}, got {type(config).__name__}")
         data = config.to_dict()
-    else:
+    elif config is None or isinstance(config, dict):
         data = dict(config or {})
+    else:
+        raise ConfigError(f"{name} config must be a mapping of field names to values, got {type(config).__name__}")
     data.update(overrides)
     return config_cls.from_dict(data, where=f"{name} config")
 
