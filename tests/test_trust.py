@@ -262,7 +262,9 @@ def test_pages_only_read_the_bytes_of_an_upload():
             ok = (isinstance(parent, ast.Attribute) and parent.attr == "getvalue") or (
                 isinstance(parent, ast.Compare) and all(isinstance(op, (ast.IsNot, ast.Is)) for op in parent.ops))
             assert ok, f"{page.name}: the upload {name!r} is used as {ast.unparse(parent)!r}"
-    assert seen >= 4                            # the four pages that take an image
+    assert seen >= 1                            # pages/common.py: own_image(), which every page uses
+    takers = {p.name for p in pages if "own_image(" in p.read_text() and p.name != "common.py"}
+    assert takers >= {"denoise.py", "reconstructions.py", "latent_map.py", "vae_lab.py"}
 
 
 # --- what decodes untrusted image bytes ------------------------------------------------------------
