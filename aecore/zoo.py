@@ -267,7 +267,7 @@ def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None 
     loaded = load_model(out, device=device)           # measure what ships (float16-rounded weights)
     metrics = evaluate(loaded.model, test, noise=recipe.noise, seed=0)
     k = getattr(loaded.model.config, "latent_dim", None)
-    if k and recipe.model not in ("hyper-semi", "unet"):
+    if k and k < math.prod(train.input_shape) and recipe.model not in ("hyper-semi", "unet"):  # PCA needs k < D
         metrics.update(pca_baseline(full, test, k))
     if "nll" in recipe.extras:
         metrics.update(binarized_nll(loaded.model, test))
