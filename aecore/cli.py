@@ -113,6 +113,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     import aecore.data as data_mod
     from aecore.evaluate import evaluate
     from aecore.models import build_model, get_model_class
@@ -134,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides["input_shape"] = list(train.input_shape)
     if args.latent_dim is not None:
         overrides["latent_dim"] = args.latent_dim
+    torch.manual_seed(args.seed)  # initial weights: the same command gives the same model
     model = build_model(args.model, overrides)
     callbacks = [] if args.quiet else [ProgressBar()]
     trainer = Trainer(model, train, config=config, val=val, callbacks=callbacks, device=args.device,
