@@ -1,7 +1,8 @@
 """`aecore` command line: list, train, eval.
 
 Every expected failure (unknown model, missing data, bad flag value, corrupt file, a path the system
-refuses) is one line on stderr and exit code 2; no traceback.
+refuses) is one line on stderr and exit code 2; no traceback. `aecore train` also runs under torchrun
+(DDP): every process trains, rank 0 alone prints progress, evaluates and saves.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -60,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.05, help="held out of the training split")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model config field")
     p.add_argument("--data-dir", type=Path)
-    p.add_argument("--device", help="cpu | cuda | mps (default: best available)")
+    p.add_argument("--device", help="cpu | cuda | mps (default: best available); under torchrun: cuda or cpu")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: bfloat16 autocast for forward passes (CUDA only)")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
     p.add_argument("--half", action="store_true", help="store weights in float16")
     p.add_argument("--quiet", action="store_true")
@@ -113,7 +117,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from aecore import distributed
+
+    device = distributed.init(args.device)  # under torchrun: join the group, this process's device
+    try:
+        return _train(args, device)
+    finally:
+        distributed.cleanup()
+
+
+def _train(args: argparse.Namespace, device: str | None) -> int:
+    import torch
+
     import aecore.data as data_mod
+    from aecore import distributed
     from aecore.evaluate import evaluate
     from aecore.models import build_model, get_model_class
     from aecore.store import check_replaceable, save_model
@@ -135,16 +152,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides["input_shape"] = list(train.input_shape)
     if args.latent_dim is not None:
         overrides["latent_dim"] = args.latent_dim
+    torch.manual_seed(args.seed)  # initial weights: the same command gives the same model
     model = build_model(args.model, overrides)
-    callbacks = [] if args.quiet else [ProgressBar()]
-    trainer = Trainer(model, train, config=config, val=val, callbacks=callbacks, device=args.device,
-                      checkpoint_dir=args.out)
+    main_process, world = distributed.is_main(), distributed.world_size()
+    callbacks = [ProgressBar()] if main_process and not args.quiet else []
+    trainer = Trainer(model, train, config=config, val=val, callbacks=callbacks, device=device,
+                      checkpoint_dir=args.out, precision=args.precision)
     result = trainer.fit(resume=args.resume)
+    if not main_process:  # rank 0 evaluates and writes; the others are done
+        return 0
     metrics = evaluate(model, test, noise=config.noise, seed=args.seed)
     metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 2),
-                           "images_seen": result.images_seen}
+                           "images_seen": result.images_seen, "precision": args.precision, "processes": world}
+    trained_on = device_label(result.device) + (f", {world} processes (DDP, {distributed.backend()})" if world > 1 else "")
     save_model(model, args.out, dataset=args.dataset, classes=train.classes, recipe=config.to_dict(),
-               metrics=metrics, trained_on=device_label(result.device), half=args.half)
+               metrics=metrics, trained_on=trained_on, half=args.half)
     print(f"saved {args.out}  test mse {metrics['mse']:.5f}  psnr {metrics['psnr']:.2f} dB")
     return 0
 
@@ -233,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="aecore: %(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.environ.get("RANK", "0") not in ("", "0"):  # torchrun: notices once, from rank 0; errors from every rank
+        logging.getLogger("aecore").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except AecoreError as err:

@@ -8,11 +8,26 @@ end of every epoch, so a killed run resumes from the last completed epoch.
 Reproducibility: every epoch re-seeds the permutation, the corruption generator and torch's global
 RNG (dropout, VAE sampling) from (seed, stage, epoch), so a resumed run continues exactly as an
 uninterrupted one would.
+
+DDP (a process group joined by `aecore.distributed.init`, e.g. under torchrun): every process holds
+the whole split on its device and draws the same permutation; each global batch of `batch_size`
+rows is split into contiguous per-process slices (batch_size / processes rows each), and DDP
+averages the gradients, so a step sees the same global batch as in one process. Corruption and
+binarisation are drawn for the global batch and sliced, so the trainer's randomness does not depend
+on the number of processes; the model's own randomness (dropout, VAE sampling) is seeded per
+process. Losses and validation are reduced over processes; only rank 0 writes checkpoints. A
+checkpoint holds the unwrapped model, the optimiser and the epoch, nothing per-process, so a run
+resumes on any number of processes. Refused under DDP: batch_size or labelled_per_batch not
+divisible by the number of processes, and models whose loss is not a mean over examples
+(`loss_is_example_mean()`: losses on batch statistics would change meaning on a shard).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import inspect
 import json
 import math
 import threading
@@ -24,6 +39,7 @@ from typing import Any, Iterable, Literal
 import torch
 from torch import Tensor
 
+from aecore import distributed
 from aecore.atomic import atomic_write
 from aecore.config import StrictConfig, check_range
 from aecore.data.base import ImageData
@@ -34,6 +50,7 @@ from aecore.noise import make_generator, parse_noise
 CHECKPOINT_NAME = "checkpoint.safetensors"
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 20
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -149,19 +166,42 @@ def _epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
     return (seed * 1_000_003 + stage_index * 10_007 + epoch) % (2**63 - 1)
 
 
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 keeps `seed` (one process is unchanged); other ranks get an unrelated seed, so their
+    dropout masks and VAE samples are independent of rank 0's rather than copies of them."""
+    if rank == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:{rank}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**63 - 1)
+
+
 class Trainer:
     """Train any registered model on an ImageData split.
 
     `cancel` is a threading.Event (or anything with is_set()); when set, training stops after the
-    current batch, the partial epoch is not checkpointed, and `fit` returns cancelled=True.
+    current batch, the partial epoch is not checkpointed, and `fit` returns cancelled=True. Under DDP
+    the processes agree to stop at the next loss read-out (every `log_every` batches) instead.
+    `precision` "bf16" runs forward passes under bfloat16 autocast (CUDA only; weights, optimiser
+    and checkpoints stay float32). Callbacks run in every process; give them to rank 0 only if they
+    print or write.
     """
 
     def __init__(self, model: torch.nn.Module, train: ImageData, *, config: TrainConfig | None = None,
                  val: ImageData | None = None, callbacks: Iterable[Callback] = (), device: str | None = None,
-                 checkpoint_dir: str | Path | None = None, cancel: threading.Event | None = None):
+                 checkpoint_dir: str | Path | None = None, cancel: threading.Event | None = None,
+                 precision: str = "fp32"):
         self.config = config or TrainConfig()
         self.config.validate()
         self.device = pick_device(device)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision == "bf16" and self.device.type != "cuda":
+            raise ConfigError(f"precision bf16 needs a CUDA device (bf16 autocast here is CUDA-only), "
+                              f"but this run is on {self.device.type}; use fp32")
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 "
+                              "support; use fp32")
+        self.precision = precision
         self.model = model.to(self.device)
         model_shape = tuple(getattr(getattr(model, "config", None), "input_shape", train.input_shape))
         if math.prod(model_shape) != math.prod(train.input_shape):
@@ -180,6 +220,11 @@ class Trainer:
         self.state = TrainState()
         self.optimizer: torch.optim.Optimizer | None = None
         self._pending_optimizer: dict[str, Any] | None = None  # Adam state from a checkpoint, loaded at stage start
+        self.ddp = distributed.is_initialized()
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self._net: torch.nn.Module = self.model  # what training batches go through: the model, or its DDP wrapper
+        if self.ddp:
+            self._check_distributed()
 
     # --- public -------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
@@ -209,6 +254,7 @@ class Trainer:
             if hasattr(self.model, "end_stage"):
                 self.model.end_stage(stage)
         self._emit("on_train_end")
+        self._net = self.model  # drop the DDP wrapper (and its gradient buckets)
         self.model.eval()
         return TrainResult(history=list(state.history), cancelled=state.cancelled, seconds=state.elapsed,
                            images_seen=state.images_seen, device=str(self.device))
@@ -218,6 +264,34 @@ class Trainer:
             self.checkpoint_path.unlink()
 
     # --- internals ------------------------------------------------------------------------
+    def _check_distributed(self) -> None:
+        """Check every process has the same data and recipe, then refuse what DDP would change."""
+        cfg, world = self.config, self.world
+        if distributed.backend() == "nccl" and self.device.type != "cuda":
+            raise ConfigError(f"the process group uses NCCL, which needs CUDA tensors, but training is on {self.device}")
+        val = self.val
+        signature = (len(self.train), int(self.train.images.sum(dtype=torch.int64)), int(self.train.labels.sum()),
+                     0 if val is None else len(val), 0 if val is None else int(val.images.sum(dtype=torch.int64)),
+                     cfg.to_dict(), self.shape, sum(p.numel() for p in self.model.parameters()))
+        other = distributed.first_disagreeing_rank(signature)  # collective: before any error that could differ
+        if other is not None:
+            raise ConfigError(f"process {other} loaded other data, another recipe or another model than process 0; "
+                              "every process must run the same command")
+        if world == 1:
+            return
+        if cfg.batch_size % world:
+            raise ConfigError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes (DDP keeps "
+                              f"the global batch: each process takes batch_size / {world} rows); "
+                              f"use a multiple of {world}")
+        if cfg.labelled_per_batch % world:
+            raise ConfigError(f"labelled_per_batch {cfg.labelled_per_batch} does not split evenly over {world} "
+                              f"processes; use a multiple of {world}")
+        example_mean = getattr(self.model, "loss_is_example_mean", None)
+        if example_mean is not None and not example_mean():
+            name = getattr(self.model, "registry_name", "") or type(self.model).__name__
+            raise ConfigError(f"model {name!r} has a loss built on statistics of the whole batch, which each of "
+                              f"the {world} processes would compute on its shard alone; train it in one process")
+
     def _epochs_for(self, stage: str, n_stages: int) -> int:
         if n_stages > 1 and stage != "finetune" and self.config.stage_epochs is not None:
             return self.config.stage_epochs
@@ -226,6 +300,21 @@ class Trainer:
     def _begin_stage(self, stage: str, *, restoring: bool) -> None:
         if hasattr(self.model, "begin_stage"):
             self.model.begin_stage(stage)
+        if self.ddp:
+            # Wrapped anew for every stage: DDP registers the parameters that require grad when it is
+            # built, and a greedy stage (stacked-ae) trains only some, all of them used in forward, so
+            # find_unused_parameters (an extra graph walk per step) is not needed. Construction copies
+            # rank 0's parameters to every process. Buffers are not broadcast before every forward:
+            # they start equal (same model, same checkpoint) and no model DDP accepts changes them
+            # in forward (stacked-ae's filter snapshots change in end_stage, from equal weights).
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+                if self.device.type == "cuda" else None
+            no_buffer_sync = ({"forward_sync_buffers": False}   # torch >= 2.13; broadcast_buffers before
+                              if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                              else {"broadcast_buffers": False})
+            self._net = DistributedDataParallel(self.model, device_ids=ids, **no_buffer_sync)
         params = [p for p in self.model.parameters() if p.requires_grad]
         try:  # fused: one kernel for all parameters, ~25 % faster per step than foreach on this CPU
             self.optimizer = torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay,
@@ -238,9 +327,9 @@ class Trainer:
 
     def _run_epoch(self, stage_index: int, epoch: int) -> bool:
         """One pass over the training split; False if cancelled part-way."""
-        cfg, state, model = self.config, self.state, self.model
+        cfg, state = self.config, self.state
         seed = _epoch_seed(cfg.seed, stage_index, epoch)
-        torch.manual_seed(seed)
+        torch.manual_seed(_rank_seed(seed, self.rank))
         order_gen = torch.Generator().manual_seed(seed)
         noise_gen = make_generator(seed + 1, self.device) if self.noise else None
         n = len(self.train)
@@ -254,34 +343,50 @@ class Trainer:
         epoch_sums: dict[str, float] = {}
         since_read, epoch_count = 0, 0
         t0 = time.perf_counter()
-        model.train()
+        self.model.train()
         for b in range(n_batches):
-            if self.cancel.is_set():
+            if not self.ddp and self.cancel.is_set():  # DDP: agreed at read-outs, below
                 return False
-            index = order[b * batch_size:(b + 1) * batch_size]
+            index = order[b * batch_size:(b + 1) * batch_size]     # (m,) the global batch, as in one process
+            n_shuffled = len(index)
             if extra is not None:
-                index = torch.cat([index, extra[b]])
+                index = torch.cat([index, extra[b]])                # (m + k,)
             if cfg.lr_schedule == "cosine":
                 self._set_lr(epoch * n_batches + b, state.epochs * n_batches)
-            clean = self.train.as_float(index).view(len(index), *self.shape)
-            if binary_gen is not None:
-                clean = torch.bernoulli(clean, generator=binary_gen)
-            x = self.noise(clean, generator=noise_gen) if self.noise else clean
-            out = model(x, target=clean, y=self.train.labels[index])
+            x, clean, y, mine = self._local_batch(self.train, index, n_shuffled, binary_gen, noise_gen)
+            share = mine / len(index)                               # this process's part of the global batch
+            with self._autocast():
+                out = self._net(x, target=clean, y=y)
+            loss = out.loss
+            if self.world > 1 and mine * self.world != len(index):
+                # Uneven shards (the last batch of an epoch): DDP averages gradients with equal weights,
+                # so weight this process's mean loss by its share; the average is then the gradient of
+                # the mean over the global batch, as in one process.
+                loss = loss * (share * self.world)
             self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            loss.backward()
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
             with torch.no_grad():
                 for name, value in {"loss": out.loss, **out.parts}.items():
                     value = value.detach().float()
+                    if self.world > 1:
+                        value = value * share                       # this process's part of the global mean
                     sums[name] = sums[name] + value if name in sums else value.clone()
             since_read += 1
             state.batch, state.step = b + 1, state.step + 1
             state.images_seen += len(index)
+            stop = False
             if since_read == cfg.log_every or b == n_batches - 1:
-                read = {k: float(v) / since_read for k, v in sums.items()}  # one device sync
+                names = list(sums)
+                totals = torch.stack([sums[k] for k in names])
+                if self.ddp:  # sum the processes' parts; the last entry counts processes asked to cancel
+                    flag = torch.tensor([float(self.cancel.is_set())], device=totals.device)
+                    totals = distributed.all_reduce_sum(torch.cat([totals, flag]))
+                values = totals.tolist()                                 # one device sync
+                stop = self.ddp and values[len(names)] > 0
+                read = {k: values[i] / since_read for i, k in enumerate(names)}
                 for k, v in read.items():
                     epoch_sums[k] = epoch_sums.get(k, 0.0) + v * since_read
                 epoch_count += since_read
@@ -292,12 +397,59 @@ class Trainer:
                     raise TrainingError(f"loss became {read.get('loss')} at step {state.step}; "
                                              f"try a smaller learning rate (lr={cfg.lr:g})")
             self._emit("on_batch_end")
+            if stop:
+                return False
         state.val_parts = self._validate() if self.val is not None else None
         state.history.append({
             "stage": state.stage, "epoch": epoch + 1, "train": dict(state.epoch_parts),
             "val": state.val_parts, "seconds": round(time.perf_counter() - t0, 3),
         })
         return True
+
+    def _local_batch(self, data: ImageData, index: Tensor | slice, n_shuffled: int, binary_gen: torch.Generator | None,
+                     noise_gen: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, int]:
+        """This process's rows of the global batch `index` (M,): x, clean, y and how many rows are its.
+
+        The global batch is `n_shuffled` permutation rows, then any labelled extras; under DDP each
+        process keeps its contiguous slice of each part. Binarisation and corruption are drawn for
+        the whole global batch, then sliced, so a row gets the same noise whatever the number of
+        processes (M rows of noise cost little next to a forward pass). A process left without rows
+        (a last batch smaller than the world) scores one stand-in row and reports 0 rows: it still
+        joins the gradient all-reduce but, weighted by 0, adds nothing to it.
+        """
+        rows, mine = None, None
+        if self.world > 1:
+            rows, mine = self._my_rows(len(index), n_shuffled)
+            if binary_gen is None and self.noise is None:
+                index, rows = index[rows], None        # nothing random to draw: convert only these rows
+        images = data.as_float(index)
+        mine = images.shape[0] if mine is None else mine
+        clean = images.view(images.shape[0], *self.shape)           # (M or local, *shape)
+        if binary_gen is not None:
+            clean = torch.bernoulli(clean, generator=binary_gen)
+        x = self.noise(clean, generator=noise_gen) if self.noise else clean
+        if rows is not None:
+            same = x is clean                          # keep identity: some models treat target is x as clean
+            clean = clean[rows]
+            x = clean if same else x[rows]
+            index = index[rows]
+        return x, clean, data.labels[index], mine
+
+    def _my_rows(self, total: int, n_shuffled: int) -> tuple[Tensor, int]:
+        """Positions in a global batch of `total` rows (`n_shuffled` first) that this process takes,
+        and their number (0 with a stand-in row when there are none)."""
+        lo, hi = distributed.shard_bounds(n_shuffled, self.rank, self.world)
+        lo2, hi2 = distributed.shard_bounds(total - n_shuffled, self.rank, self.world)
+        rows = torch.cat([torch.arange(lo, hi, device=self.device),
+                          torch.arange(n_shuffled + lo2, n_shuffled + hi2, device=self.device)])
+        if len(rows) == 0:
+            return torch.zeros(1, dtype=torch.long, device=self.device), 0
+        return rows, len(rows)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _labelled_draws(self, generator: torch.Generator, n_batches: int) -> Tensor | None:
         """Indices of labelled rows to append to each batch (semi-supervised oversampling)."""
@@ -317,8 +469,13 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:
-        """Mean loss parts on the validation split, corrupted the same way (fixed seed)."""
-        model, val = self.model, self.val
+        """Mean loss parts on the validation split, corrupted the same way (fixed seed).
+
+        Under DDP each process scores its shard of every validation batch (same noise as in one
+        process, see _local_batch) and the row-weighted sums are all-reduced: every process gets the
+        mean over the full split, equal to the one-process value up to float summation order.
+        """
+        model, val = self.model, self.val   # the bare model: no DDP collectives in an eval pass
         model.eval()
         noise_gen = make_generator(self.config.seed + 7, self.device) if self.noise else None
         binary_gen = make_generator(self.config.seed + 8, self.device) if self.config.binarize else None
@@ -326,15 +483,17 @@ class Trainer:
         n = len(val)
         batch_size = max(self.config.batch_size, 256)
         for start in range(0, n, batch_size):
-            index = slice(start, min(start + batch_size, n))
-            clean = val.as_float(index).view(-1, *self.shape)
-            if binary_gen is not None:
-                clean = torch.bernoulli(clean, generator=binary_gen)
-            x = self.noise(clean, generator=noise_gen) if self.noise else clean
-            out = model(x, target=clean, y=val.labels[index])
-            weight = clean.shape[0]
+            stop = min(start + batch_size, n)
+            index = torch.arange(start, stop, device=self.device) if self.world > 1 else slice(start, stop)
+            x, clean, y, weight = self._local_batch(val, index, stop - start, binary_gen, noise_gen)  # weight: rows here
+            with self._autocast():
+                out = model(x, target=clean, y=y)
             for name, value in {"loss": out.loss, **out.parts}.items():
                 totals[name] = totals.get(name, 0.0) + value.detach().float() * weight
+        if self.ddp:
+            names = list(totals)
+            summed = distributed.all_reduce_sum(torch.stack([totals[k] for k in names]))
+            totals = dict(zip(names, summed))
         model.train()
         return {k: float(v) / n for k, v in totals.items()}
 
@@ -346,7 +505,7 @@ class Trainer:
 
     # --- checkpoints: one safetensors file = model + optimiser + trainer state ------------
     def _save_checkpoint(self, stages: list[str]) -> None:
-        if self.checkpoint_path is None:
+        if self.checkpoint_path is None or not distributed.is_main():
             return
         from safetensors.torch import save
 
@@ -374,21 +533,38 @@ class Trainer:
         }
         atomic_write(self.checkpoint_path, save(tensors, metadata=metadata))
 
+    def _checkpoint_bytes(self) -> bytes:
+        """The checkpoint file; under DDP rank 0 reads it and sends it to all (other nodes may not see
+        rank 0's disk), so every process resumes from the same bytes or fails with the same error."""
+        path = self.checkpoint_path
+        data: bytes | None = None
+        if distributed.is_main() and path is not None and path.is_file():
+            try:
+                data = path.read_bytes()
+            except OSError as err:
+                if not self.ddp:
+                    raise ModelFileError(f"checkpoint {path} is unreadable ({err}); delete it to start over") from err
+                data = b""  # parsed below as unreadable, on every process
+        if self.ddp:
+            data = distributed.broadcast_bytes(data, self.device)
+        if data is None:
+            raise ModelFileError(f"nothing to resume: no {CHECKPOINT_NAME} in {path.parent if path else '(no dir)'}")
+        return data
+
     def _load_checkpoint(self, stages: list[str]) -> tuple[int, int]:
         from safetensors import SafetensorError
-        from safetensors.torch import load_file, safe_open
+        from safetensors.torch import load
 
         path = self.checkpoint_path
-        if path is None or not path.is_file():
-            raise ModelFileError(f"nothing to resume: no {CHECKPOINT_NAME} in {path.parent if path else '(no dir)'}")
+        data = self._checkpoint_bytes()
         try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-            tensors = load_file(str(path))
+            tensors = load(data)
+            header_size = int.from_bytes(data[:8], "little")         # safetensors: u64 size, JSON header
+            metadata = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
             trainer_state = json.loads(metadata["trainer"])
             groups = json.loads(metadata["optim_groups"])
             scalars = json.loads(metadata["optim_scalars"])
-        except (SafetensorError, OSError, KeyError, ValueError) as err:
+        except (SafetensorError, OSError, KeyError, ValueError, AttributeError) as err:
             raise ModelFileError(f"checkpoint {path} is unreadable ({err}); delete it to start over") from err
         if trainer_state.get("stages") != stages or trainer_state.get("model") != getattr(self.model, "registry_name", ""):
             raise ModelFileError(f"checkpoint {path} was made for another model; use another --out or delete it")

@@ -82,6 +82,13 @@ class AutoEncoder(nn.Module):
     def end_stage(self, stage: str) -> None:
         """Called after a stage; a model may snapshot state (e.g. filters) for play-back."""
 
+    def loss_is_example_mean(self) -> bool:
+        """Whether `loss` is a mean of per-example terms. Then a batch split over processes (DDP),
+        each loss weighted by its share, gives the same loss and gradient as the whole batch; a loss
+        on batch statistics (batch norm, a mean activation over the batch) would not, so the trainer
+        refuses such a model under DDP rather than change what it optimises."""
+        return True
+
     def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """Model-specific per-example metrics, each (B,); evaluation averages them over a split."""
         return {}

@@ -279,6 +279,9 @@ class HyperSemi(AutoEncoder):
         return ModelOutput(loss=loss, recon=recon, z=z, parts=parts, extras={"logits": logits})
 
     @torch.no_grad()
+    def loss_is_example_mean(self) -> bool:
+        return False  # batch-norm statistics, the batch-marginal entropy and ce over the labelled rows
+
     def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """{"accuracy": (B,) 1.0 where predict(x) == y, 0.0 where not, NaN where y = -1 (no label)}."""
         if y is None:

@@ -117,6 +117,9 @@ class SparseAE(AutoEncoder):
         recon = unflatten(torch.sigmoid(logits), self.config.input_shape)
         return ModelOutput(loss=rec + pen, recon=recon, z=h, parts={"recon": rec, name: pen})
 
+    def loss_is_example_mean(self) -> bool:
+        return self.config.penalty == "l1"  # "kl" estimates q_j over the batch
+
     def off_units(self, h: Tensor) -> Tensor:
         """Boolean (B, K): which code units count as off (exactly 0 for ReLU, < 0.01 for sigmoid)."""
         return h == 0 if self.config.penalty == "l1" else h < SIGMOID_OFF_THRESHOLD
