@@ -239,3 +239,13 @@ def test_stacked_without_stages_trains_end_to_end():
     losses = train(model, x, 40)
     assert losses[-1] < 0.8 * losses[0]
     assert int(model.stages_done) == 0 and model.filter_history() == []
+
+
+def test_stacked_ae_snapshots_keep_the_first_units_filters():
+    from aecore.models.stacked_ae import SNAPSHOT_UNITS
+
+    model = build_model("stacked-ae", {"input_shape": [1, 6, 6], "hidden": [SNAPSHOT_UNITS + 36], "latent_dim": 4})
+    model.begin_stage("layer1")
+    model.end_stage("layer1")
+    assert model.stage_filters.shape == (3, SNAPSHOT_UNITS, 36)   # layer1, layer2, finetune
+    assert torch.equal(model.filter_history()[0][1], model.encoder[0].weight[:SNAPSHOT_UNITS])

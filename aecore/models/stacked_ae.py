@@ -20,9 +20,10 @@ Greedy training through the base-class stage hooks (stages "layer1" .. "layerL",
 - In "finetune" (config `finetune`, default on) all parameters train on the full reconstruction.
 - Outside a stage (before the first begin_stage, after each end_stage) forward trains the whole
   stack end to end, so a trainer that ignores stages still works.
-`end_stage` snapshots the first-layer filters W_1 (hidden0, D) into the persistent buffer
-`stage_filters` (n_stages, hidden0, D) and sets `stages_done`, so the app can play the stages back
-after save/load. The per-stage loss history is recorded by the trainer, not here.
+`end_stage` snapshots the first-layer filters W_1 (the first SNAPSHOT_UNITS units: (k, D)) into the
+persistent buffer `stage_filters` (n_stages, k, D) and sets `stages_done`, so the app can play the
+stages back after save/load; a few dozen filters show the play-back, all of them would be most of
+a saved model's size. The per-stage loss history is recorded by the trainer, not here.
 Optimizer note: frozen parameters get no gradient (grad None), so Adam leaves them untouched as
 long as the trainer zeroes grads with set_to_none=True (PyTorch's default).
 """
@@ -62,6 +63,9 @@ class StackedAEConfig(ModelConfig):
                               "upper layers reconstruct their input codes, which must lie in [0, 1]")
 
 
+SNAPSHOT_UNITS = 64   # first-layer units whose filters each stage's snapshot keeps
+
+
 @register_model("stacked-ae", description="Stacked tied-weight autoencoder with greedy layer-wise pretraining, then fine-tuning")
 class StackedAE(AutoEncoder):
     """Tied-weight deep AE. `encoder` is an nn.Sequential (encoder[0].weight = first-layer filters)."""
@@ -75,7 +79,8 @@ class StackedAE(AutoEncoder):
         self.decoder_biases = nn.ParameterList([nn.Parameter(torch.zeros(n)) for n in sizes[:-1]])  # c_k, (n_{k-1},)
         self.act = activation(config.activation)
         init_weights_xavier(self.encoder)  # Glorot & Bengio (2010): keeps sigmoid stacks out of saturation
-        self.register_buffer("stage_filters", torch.zeros(len(self.stages()), sizes[1], sizes[0]))
+        kept = min(sizes[1], SNAPSHOT_UNITS)
+        self.register_buffer("stage_filters", torch.zeros(len(self.stages()), kept, sizes[0]))  # (stages, k, D)
         self.register_buffer("stages_done", torch.zeros((), dtype=torch.long))
         self._stage_layer: int | None = None  # 0-based layer trained greedily; None = whole stack
 
@@ -168,7 +173,7 @@ class StackedAE(AutoEncoder):
     @torch.no_grad()
     def end_stage(self, stage: str) -> None:
         index = self._stage_index(stage)
-        self.stage_filters[index].copy_(self.layers[0].weight)
+        self.stage_filters[index].copy_(self.layers[0].weight[:self.stage_filters.shape[1]])
         self.stages_done.fill_(index + 1)
         self._set_trainable(None)
 
@@ -178,7 +183,7 @@ class StackedAE(AutoEncoder):
         return None if self._stage_layer is None else f"layer{self._stage_layer + 1}"
 
     def filter_history(self) -> list[tuple[str, Tensor]]:
-        """[(stage name, first-layer filters (hidden0, D) at its end)] for the stages done so far."""
+        """[(stage name, first-layer filters (k, D) at its end)] for the stages done so far."""
         names = self.stages()
         return [(names[i], self.stage_filters[i]) for i in range(int(self.stages_done))]
 
