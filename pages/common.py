@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import streamlit as st
 
 from aecore.data import load_dataset
@@ -20,6 +21,7 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.store import LoadedModel
+from aecore.zoo import codes_of
 
 log = logging.getLogger("aecore.app")
 
@@ -130,6 +132,40 @@ class Selection:
     @property
     def model(self):
         return self.loaded.model if self.loaded else None
+
+    @property
+    def version(self) -> str:
+        """Changes when the weights do: part of every cache key computed from the model."""
+        return self.loaded.info.get("weights_sha256") or self.loaded.info.get("created", "")
+
+    @property
+    def slug(self) -> str:
+        """The model's ref as a file-name part, for downloads."""
+        return self.entry.ref.replace("/", "_").replace(":", "_")
+
+
+def require_fit(sel: Selection) -> None:
+    """Stop the page with a message unless the model takes this dataset's images."""
+    shape = tuple(sel.model.config.input_shape)
+    if shape != tuple(sel.data.input_shape):
+        st.error(f"{sel.entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
+                 f"{list(sel.data.input_shape)}: pick a model trained on this dataset.")
+        st.stop()
+
+
+@st.cache_data(max_entries=8, show_spinner="Encoding the test split…")
+def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
+    return codes_of(_model, test_data(dataset)).numpy()
+
+
+def test_codes(sel: Selection) -> np.ndarray:
+    """(N, d) codes of the whole test split (VAEs: posterior means), cached per model version and
+    dataset; a model that cannot encode it stops the page with a message."""
+    try:
+        return _codes(sel.entry.ref, sel.version, sel.dataset, sel.model)
+    except AecoreError as err:
+        st.error(f"Cannot encode {sel.dataset} with {sel.entry.label}: {err}")
+        st.stop()
 
 
 def dataset_choices() -> list[str]:

@@ -9,8 +9,8 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (DATASETS, bind, dataset_choices, download_png, load_model, own_image, show_error,
-                          sidebar, sync_url, test_data)
+from pages.common import (DATASETS, bind, dataset_choices, download_png, load_model, own_image, require_fit,
+                          show_error, sidebar, sync_url, test_data)
 
 SWEEP_IMAGES = 100
 
@@ -47,15 +47,12 @@ if sel is None or sel.model is None:
     st.stop()
 model, entry, data = sel.model, sel.entry, sel.data
 shape = tuple(model.config.input_shape)
-slug = entry.ref.replace("/", "_").replace(":", "_")
+slug = sel.slug
 reason = dn.why_not(model)
 if reason:
     st.info(f"{entry.label}: {reason}")
     st.stop()
-if shape != data.input_shape:
-    st.error(f"{entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
-             f"{list(data.input_shape)}: pick a model trained on this dataset.")
-    st.stop()
+require_fit(sel)
 
 # --- controls ----------------------------------------------------------------------------------------
 bind("count", 8, int)

@@ -23,7 +23,7 @@ if not hyper.is_hyper(model):
     st.info(f"{entry.label} ({entry.model}) has no hypernetwork; pick a hyper-ae or hyper-semi model.")
     st.stop()
 
-slug = entry.ref.replace("/", "_").replace(":", "_")
+slug = sel.slug
 
 
 def twin_entry():

@@ -9,8 +9,9 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import latent as lt
 from aecore.viz import image_grid
-from aecore.zoo import codes_of, read_maps
-from pages.common import bind, download_png, own_image, show_error, sidebar, sync_url, test_data
+from aecore.zoo import read_maps
+from pages.common import (bind, download_png, own_image, require_fit, show_error, sidebar, sync_url, test_codes,
+                          test_data)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -27,18 +28,8 @@ if sel is None or sel.model is None:
     st.stop()
 model, entry, data = sel.model, sel.entry, sel.data
 shape = tuple(model.config.input_shape)
-if shape != data.input_shape:
-    st.error(f"{entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
-             f"{list(data.input_shape)}: pick a model trained on this dataset.")
-    st.stop()
-version = sel.loaded.info.get("weights_sha256") or sel.loaded.info.get("created", "")
-slug = entry.ref.replace("/", "_").replace(":", "_")
-
-
-@st.cache_data(max_entries=8, show_spinner="Encoding the test split…")
-def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
-    """(N, d) codes of the whole test split (VAEs: posterior means)."""
-    return codes_of(_model, test_data(dataset)).numpy()
+require_fit(sel)
+version, slug = sel.version, sel.slug
 
 
 @st.cache_data(max_entries=8, show_spinner="Reconstructing the test split…")
@@ -57,11 +48,7 @@ def _quick(ref: str, version: str, dataset: str, method: str, dims: int, _codes:
     return lt.fit_projection(_codes, method, dims)
 
 
-try:
-    codes = _codes(entry.ref, version, sel.dataset, model)
-except AecoreError as err:
-    st.error(f"Cannot encode {sel.dataset} with {entry.label}: {err}")
-    st.stop()
+codes = test_codes(sel)
 n_images, code_dim = codes.shape
 labels = data.labels.numpy()
 maps = _maps(str(sel.loaded.path), version)

@@ -9,7 +9,7 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import reconstruct as rc
 from aecore.pca import PCA
-from pages.common import as_bool, bind, download_png, own_image, show_error, sidebar, sync_url, train_data
+from pages.common import as_bool, bind, download_png, own_image, require_fit, show_error, sidebar, sync_url, train_data
 
 MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
 
@@ -22,11 +22,8 @@ if sel is None or sel.model is None:
     st.stop()
 model, entry, data = sel.model, sel.entry, sel.data
 shape = tuple(model.config.input_shape)
-if shape != data.input_shape:
-    st.error(f"{entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
-             f"{list(data.input_shape)}: pick a model trained on this dataset.")
-    st.stop()
-slug = entry.ref.replace("/", "_").replace(":", "_")
+require_fit(sel)
+slug = sel.slug
 
 # --- the model's measured test metrics ---------------------------------------------------------------
 st.subheader(f"Test metrics of {entry.label}")

@@ -10,8 +10,8 @@ from aecore.lab import inside
 from aecore.lab import sparsity as sp
 from aecore.pca import PCA
 from aecore.viz import image_grid
-from aecore.zoo import codes_of, read_maps
-from pages.common import bind, download_png, show_error, sidebar, sync_url, test_data, train_data
+from aecore.zoo import read_maps
+from pages.common import bind, download_png, show_error, sidebar, sync_url, test_codes, test_data, train_data
 
 st.title("Sparsity")
 st.write("A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
@@ -21,21 +21,10 @@ sel = sidebar(prefer=lambda e: e.model == "sparse-ae")
 if sel is None or sel.model is None:
     st.stop()
 model, entry = sel.model, sel.entry
-version = sel.loaded.info.get("weights_sha256") or sel.loaded.info.get("created", "")
-slug = entry.ref.replace("/", "_").replace(":", "_")
+version, slug = sel.version, sel.slug
 
 
-@st.cache_data(max_entries=8, show_spinner="Encoding the test split…")
-def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
-    """(N, K) codes of the whole test split (cached per model version and dataset)."""
-    return codes_of(_model, test_data(dataset)).numpy()
-
-
-try:
-    codes = _codes(entry.ref, version, sel.dataset, model)
-except AecoreError as err:
-    st.error(f"Cannot encode {sel.dataset} with {entry.label}: {err}")
-    st.stop()
+codes = test_codes(sel)
 n_images, n_units = codes.shape
 
 # --- threshold: 0 = exact zeros; sigmoid codes need a small one ------------------------------------

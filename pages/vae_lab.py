@@ -9,8 +9,8 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab import vae as vl
 from aecore.viz import image_grid
-from aecore.zoo import codes_of
-from pages.common import bind, download_png, own_image, show_error, sidebar, sync_url, test_data
+from pages.common import (bind, download_png, own_image, require_fit, show_error, sidebar, sync_url, test_codes,
+                          test_data)
 
 
 SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
@@ -33,23 +33,13 @@ if not vl.is_generative(model):
             f"{where}")
     st.stop()
 shape = tuple(model.config.input_shape)
-if shape != data.input_shape:
-    st.error(f"{entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
-             f"{list(data.input_shape)}: pick a model trained on this dataset.")
-    st.stop()
+require_fit(sel)
 latent_dim = int(model.config.latent_dim)
 n_images = len(data)
 labels = data.labels.numpy()
-version = sel.loaded.info.get("weights_sha256") or sel.loaded.info.get("created", "")
-slug = entry.ref.replace("/", "_").replace(":", "_")
+version, slug = sel.version, sel.slug
 side = shape[-1]
 scale = max(1, round(56 / side))
-
-
-@st.cache_data(max_entries=8, show_spinner="Encoding the test split…")
-def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
-    """(N, d) posterior means of the whole test split."""
-    return codes_of(_model, test_data(dataset)).numpy()
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring each dimension's KL…")
@@ -224,7 +214,7 @@ with tab_trav:
 # --- the 2-D manifold ---------------------------------------------------------------------------------
 with tab_grid:
     try:
-        codes = _codes(entry.ref, version, sel.dataset, model)
+        codes = test_codes(sel)
     except AecoreError as err:
         show_error(err)
         codes = None
@@ -275,7 +265,7 @@ with tab_grid:
 
 # --- export ---------------------------------------------------------------------------------------------
 try:
-    codes = _codes(entry.ref, version, sel.dataset, model)
+    codes = test_codes(sel)
 except AecoreError as err:
     show_error(err)
 else:
