@@ -103,8 +103,10 @@ def _data_options(dataset: str) -> tuple:
     return tuple(sorted(chosen[0].data_options.items())) if chosen else ()
 
 
-@st.cache_data(max_entries=8, show_spinner="Loading images…")
+@st.cache_resource(max_entries=8, show_spinner="Loading images…")
 def _split(dataset: str, split: str, options: tuple) -> ImageData:
+    """One shared, read-only copy per split: st.cache_data would unpickle a fresh 8 MB copy on every
+    rerun, which took a good part of each interaction."""
     return load_dataset(dataset, split, **dict(options))
 
 
@@ -228,9 +230,11 @@ def show_error(err: BaseException) -> None:
 
 
 def download_png(image, name: str, *, label: str = "Download PNG", key: str | None = None) -> None:
-    """A download button for an image grid (H, W) or (H, W, 3) uint8/float array."""
+    """A download button for an image grid (H, W) or (H, W, 3) uint8/float array. The PNG is encoded
+    only when clicked: encoding every grid on every rerun cost more than the model's forward pass."""
     from aecore.viz import png_bytes
-    st.download_button(label, png_bytes(image), file_name=name, mime="image/png", key=key or f"png-{name}")
+    st.download_button(label, lambda: png_bytes(image), file_name=name, mime="image/png",
+                       key=key or f"png-{name}")
 
 
 def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22):

@@ -144,3 +144,17 @@ def test_every_page_opens_and_reacts_in_chromium(server, browser, stem):
     _settle(page)
     _assert_no_exception(page, f"page-{stem}-after-{used}")
     page.close()
+
+
+def test_png_download_is_a_png(server, browser):
+    """Grids are encoded only when the button is clicked (a deferred download): the file must arrive."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page.goto(f"{server}/reconstructions", wait_until="domcontentloaded")
+    _settle(page)
+    button = page.locator('[data-testid="stDownloadButton"] button').first
+    button.wait_for(timeout=60_000)
+    with page.expect_download(timeout=60_000) as download:
+        button.click()
+    data = Path(download.value.path()).read_bytes()
+    assert download.value.suggested_filename.endswith(".png") and data[:8] == b"\x89PNG\r\n\x1a\n"
+    page.close()

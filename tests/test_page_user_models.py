@@ -38,3 +38,18 @@ def test_a_folder_model_is_offered_with_its_dataset(tiny_zoo, tmp_path):
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.selectbox(key="model").value == "user:my-shapes"
     assert at.get("image")
+
+
+def test_the_model_list_follows_saves_and_deletes(tiny_zoo):
+    """catalog.entries() is cached, but a model saved or deleted shows at once."""
+    import shutil
+
+    from aecore.lab import catalog
+
+    before = [e.ref for e in catalog.entries()]
+    model = build_model("ae", {"input_shape": [1, 8, 8], "hidden": [8], "latent_dim": 2})
+    save_model(model, user_models_dir() / "mine", dataset="digits")
+    assert [e.ref for e in catalog.entries()] == before + ["user:mine"]
+    assert [e.ref for e in catalog.entries("digits")][-1] == "user:mine"
+    shutil.rmtree(user_models_dir() / "mine")
+    assert [e.ref for e in catalog.entries()] == before

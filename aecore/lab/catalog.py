@@ -8,7 +8,7 @@ from pathlib import Path
 from aecore.errors import AecoreError, ConfigError
 from aecore.models import get_model_class
 from aecore.paths import pretrained_dir, safe_name, user_model_path, user_models_dir
-from aecore.store import LoadedModel, list_pretrained, list_user_models, load_pretrained, load_model, read_config
+from aecore.store import MANIFEST, LoadedModel, list_pretrained, list_user_models, load_pretrained, load_model, read_config
 
 USER_PREFIX = "user:"
 
@@ -34,18 +34,38 @@ def _entry(ref: str, path: Path, label: str) -> Entry | None:
                  data_options=dict(options) if isinstance(options, dict) else {})
 
 
+def _stamp(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+        return (str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        return (str(path), None, None)
+
+
+_cache: dict[tuple, list[Entry]] = {}   # {stamps: entries}, one key at a time
+
+
 def entries(dataset: str | None = None) -> list[Entry]:
-    """Pretrained models first, then the user's; only those trained on `dataset` when given."""
-    out: list[Entry] = []
-    root = pretrained_dir()
-    for model_id in list_pretrained(root):
-        entry = _entry(model_id, root / model_id, model_id.split("/", 1)[1])
-        if entry:
-            out.append(entry)
-    for path in list_user_models(user_models_dir()):
-        entry = _entry(USER_PREFIX + path.name, path, f"{path.name} (yours)")
-        if entry:
-            out.append(entry)
+    """Pretrained models first, then the user's; only those trained on `dataset` when given.
+
+    Reading and validating every config.json took most of a page rerun, so the list is kept until
+    the manifest or the user's models folder changes (a model saved or deleted there renames or
+    removes a folder entry, which changes the folder's mtime)."""
+    root, users = pretrained_dir(), user_models_dir()
+    key = (_stamp(root / MANIFEST), _stamp(users))
+    out = _cache.get(key)
+    if out is None:                   # (sessions run in threads: work on a local list, then publish it)
+        out = []
+        for model_id in list_pretrained(root):
+            entry = _entry(model_id, root / model_id, model_id.split("/", 1)[1])
+            if entry:
+                out.append(entry)
+        for path in list_user_models(users):
+            entry = _entry(USER_PREFIX + path.name, path, f"{path.name} (yours)")
+            if entry:
+                out.append(entry)
+        _cache.clear()
+        _cache[key] = out
     return [e for e in out if dataset is None or e.dataset == dataset]
 
 
