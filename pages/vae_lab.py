@@ -52,6 +52,13 @@ def _class(i: int) -> str:
     return data.classes[c] if 0 <= c < len(data.classes) else "?"
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _codes_figure(ref: str, version: str, dataset: str, axis: tuple, _codes: np.ndarray):
+    """10,000 points: building the figure cost more than everything else on a rerun; it only changes with
+    the model and the grid."""
+    return vl.codes_figure(_codes, labels, data.classes, np.asarray(axis))
+
+
 def _clamp(key: str, lo, hi) -> None:
     """URL values may say anything: keep the widget's value in its range."""
     st.session_state[key] = min(max(type(lo)(st.session_state[key]), lo), hi)
@@ -257,7 +264,8 @@ with tab_grid:
                 download_png(grid, f"{slug}-manifold-{n}.png", label="Download manifold (PNG)", key="vl_png_grid")
             with right:
                 if codes is not None:
-                    st.plotly_chart(vl.codes_figure(codes, labels, data.classes, axis), key="vl_codes")
+                    st.plotly_chart(_codes_figure(entry.ref, version, sel.dataset, tuple(axis), codes),
+                                    key="vl_codes")
                     inside = np.abs(codes).max(1) <= axis[-1] + (axis[1] - axis[0]) / 2
                     st.caption(f"Posterior means of the {n_images:,} test images over the same range (dotted box = "
                                f"the grid's extent; {int(inside.sum()):,} fall inside). Where a class sits here, "
