@@ -43,7 +43,6 @@ def _hand_over_to_app_navigation() -> None:
         st.rerun()
 
 
-
 # --- URL state ---------------------------------------------------------------------------------------
 def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list | None = None) -> None:
     """Seed st.session_state[key] from the URL (or `default`) unless the widget already has a value."""
