@@ -44,16 +44,20 @@ def check_output_loss(output: str, loss: str) -> None:
         raise ConfigError(f"loss = 'bce' needs output = 'sigmoid' (got output = {output!r}); use loss = 'mse' for a linear output")
 
 
-def reconstruction_loss(pre: Tensor, target: Tensor, *, loss: str, output: str = "sigmoid") -> Tensor:
+def reconstruction_loss(pre: Tensor, target: Tensor, *, loss: str, output: str = "sigmoid",
+                        out: Tensor | None = None) -> Tensor:
     """Summed over components, averaged over the batch.
 
     pre: decoder pre-activations (B, ...); target: same shape. For "bce" the sigmoid is folded into
-    the loss (binary_cross_entropy_with_logits); for "mse" the output function is applied first.
+    the loss (binary_cross_entropy_with_logits); for "mse" the output function is applied first,
+    unless the caller passes it as `out` (= apply_output(pre, output), which it needs anyway for
+    the reconstruction: one pass over the batch instead of two).
     """
     batch = max(pre.shape[0], 1)
     if loss == "bce":
         return F.binary_cross_entropy_with_logits(pre, target, reduction="sum") / batch
-    out = torch.sigmoid(pre) if output == "sigmoid" else pre
+    if out is None:
+        out = apply_output(pre, output)
     return F.mse_loss(out, target, reduction="sum") / batch
 
 
@@ -113,10 +117,12 @@ class MLPAutoEncoder(AutoEncoder):
         target = x if target is None else target
         z = self.encode(x)
         pre = self.decode_logits(z)
-        parts = {"recon": reconstruction_loss(pre, flatten(target), loss=self.config.loss, output=self.config.output)}
+        out = apply_output(pre, self.config.output)                      # (B, D)
+        parts = {"recon": reconstruction_loss(pre, flatten(target), loss=self.config.loss, output=self.config.output,
+                                              out=out)}
         parts.update(self.regularizers(x, z))
-        loss = torch.stack(list(parts.values())).sum()
-        recon = unflatten(apply_output(pre, self.config.output), self.config.input_shape)
+        loss = parts["recon"] if len(parts) == 1 else torch.stack(list(parts.values())).sum()
+        recon = unflatten(out, self.config.input_shape)
         return ModelOutput(loss=loss, recon=recon, z=z, parts=parts)
 
     @classmethod

@@ -82,8 +82,9 @@ class ConvAE(AutoEncoder):
         target = x if target is None else target
         z = self.encode(x)
         pre = self.decoder(z)
-        rec = reconstruction_loss(pre, target, loss=self.config.loss, output=self.config.output)
-        return ModelOutput(loss=rec, recon=apply_output(pre, self.config.output), z=z, parts={"recon": rec})
+        out = apply_output(pre, self.config.output)                      # (B, C, H, W)
+        rec = reconstruction_loss(pre, target, loss=self.config.loss, output=self.config.output, out=out)
+        return ModelOutput(loss=rec, recon=out, z=z, parts={"recon": rec})
 
     @classmethod
     def small_config(cls, input_shape: tuple[int, ...]) -> ConvAEConfig:
