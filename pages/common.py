@@ -19,6 +19,7 @@ from aecore.data.base import ImageData
 from aecore.device import pick_device
 from aecore.errors import AecoreError
 from aecore.lab import catalog
+from aecore.lab.serving import freeze_long_lived, use_session_threads
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.store import LoadedModel
 from aecore.zoo import codes_of
@@ -181,6 +182,7 @@ def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
     """Dataset and model pickers, the device, and a note on the model. None when nothing fits
     (a message is shown instead). A page starts on the first model `prefer` accepts (the VAE lab on a
     VAE), unless the link or an earlier choice names one."""
+    use_session_threads()              # this run's torch work on one thread: sessions run side by side
     choices = dataset_choices()
     bind("dataset", DATASETS[0], choices=choices)
     with st.sidebar:
@@ -262,6 +264,9 @@ def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22
         st.error(f"Cannot use this image: {err}")
     return None
 
+
+# The server's imports are done: Streamlit's gc.collect(2) after every run no longer scans them.
+freeze_long_lived()
 
 # Last, so that a session importing this module while another one's import is cut short here still
 # finds every name defined. Every page imports this module first.

@@ -36,6 +36,7 @@ import torch
 from aecore.data import dataset_info, load_dataset, split_off
 from aecore.data.base import ImageData
 from aecore.errors import AecoreError, ConfigError, DataError
+from aecore.lab.serving import use_machine_threads
 from aecore.models import get_model_class, list_models, make_config
 from aecore.paths import user_model_path
 from aecore.train import CHECKPOINT_NAME, Callback, TrainConfig, Trainer, TrainState
@@ -393,6 +394,7 @@ class TrainingJob:
     def _run(self) -> None:
         work = None
         try:
+            use_machine_threads()      # pages compute on one thread each (serving.py); training keeps the default
             work = Path(tempfile.mkdtemp(prefix=f"aecore-job-{self.id}-"))   # per-epoch checkpoints
             self._train_and_save(work)
         except AecoreError as err:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from aecore.data.base import ImageData
 from aecore.errors import ConfigError, DataError
 from aecore.evaluate import per_image_mse
+from aecore.lab.serving import freeze_long_lived
 
 log = logging.getLogger("aecore")
 
@@ -510,6 +511,7 @@ def start_umap_warmup(*, force: bool = False, warm: Callable[[], None] | None = 
             try:
                 (warm or _warm_umap)()
                 _warmup["state"] = "done"
+                freeze_long_lived()          # numba's compiled code: out of every later gc.collect's scan
             except Exception as err:  # a warm-up failure only costs the first user the compile time
                 log.warning("UMAP warm-up failed: %s", err)
                 _warmup["state"] = f"failed: {err}"
