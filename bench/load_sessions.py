@@ -3,9 +3,15 @@
 Each session loops for --seconds: open Corrupt & denoise, move the noise slider, switch the model in
 the sidebar, open the Latent map. An interaction's latency is the time from the action to the
 server's "script finished" message on that session's websocket (parsed from Streamlit's own
-protocol), so it covers the rerun and the transfer, not the browser's drawing. Errors: exception
-elements, the app's "Something went wrong" box, a run that does not finish within 60 s, or a
-browser-side failure. The server's resident memory (with its children) is sampled throughout.
+protocol; a fragment's run counts too), so it covers the rerun and the transfer, not the browser's
+drawing. Errors: exception elements, the app's "Something went wrong" box, a run that does not finish
+within 60 s of the action (the action's own waiting included), or a browser-side failure. The server's
+resident memory (with its children) is sampled throughout, and the CPU time used during the sessions
+by the server, by the load generator (this script, Playwright's driver, Chromium) and by the rest of
+the machine.
+
+The browsers stand in for users' own machines, so Chromium runs at nice 19 (--browser-nice; 0 turns
+it off), with CAP_SYS_NICE dropped so it cannot raise its display threads back to nice -8.
 
 Second measurement (--all-models): one process that holds every pretrained model and both bundled
 test splits at once, and its resident memory.
@@ -20,11 +26,13 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,6 +41,78 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RUN_TIMEOUT = 60.0
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu"]
+
+
+def descendants(pid: int) -> list[int]:
+    """A process and all its descendants (Linux /proc)."""
+    out, todo, seen = [], [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time a process has used so far (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values) - values[3] - values[4]) / TICK
+
+
+class CpuSplit:
+    """CPU seconds used during the sessions by the server (with its children), by the load generator
+    (this script, Playwright's driver, every Chromium process) and by everything else on the machine."""
+
+    def __init__(self, server_pid: int):
+        self.server_pid, self.last, self.base, self.lock = server_pid, {}, {}, threading.Lock()
+        self.start = self.machine = None
+
+    def sample(self) -> None:
+        server = set(descendants(self.server_pid))
+        now = {}
+        for pid in descendants(os.getpid()):
+            cpu = cpu_seconds(pid)
+            if cpu is not None:
+                now[pid] = ("server" if pid in server else "client", cpu)
+        with self.lock:
+            self.last.update(now)              # a process that ended keeps its last sample
+
+    def begin(self) -> None:
+        self.sample()
+        with self.lock:
+            self.base = {pid: cpu for pid, (_, cpu) in self.last.items()}
+        self.start, self.machine = time.perf_counter(), machine_busy_seconds()
+
+    def result(self) -> dict:
+        self.sample()
+        wall, busy = time.perf_counter() - self.start, machine_busy_seconds() - self.machine
+        used = {"server": 0.0, "client": 0.0}
+        with self.lock:
+            for pid, (who, cpu) in self.last.items():
+                used[who] += cpu - self.base.get(pid, 0.0)
+        return {"window_s": round(wall, 1), "cores": os.cpu_count(), "server_s": round(used["server"], 1),
+                "client_s": round(used["client"], 1),
+                "others_s": round(max(busy - used["server"] - used["client"], 0.0), 1),
+                "idle_s": round(max(wall * (os.cpu_count() or 1) - busy, 0.0), 1)}
 
 
 def rss_bytes(pid: int) -> int:
@@ -77,7 +157,8 @@ class Session:
         except Exception:
             return
         kind = msg.WhichOneof("type")
-        if kind == "script_finished" and msg.script_finished == self._msg.FINISHED_SUCCESSFULLY:
+        if kind == "script_finished" and msg.script_finished in (self._msg.FINISHED_SUCCESSFULLY,
+                                                                 self._msg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY):
             self.finished += 1
             self._changed.set()
         elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
@@ -103,6 +184,8 @@ class Session:
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
                 except asyncio.TimeoutError:
                     pass
+            if time.perf_counter() - t0 > RUN_TIMEOUT:     # the action itself may have used up the time
+                raise TimeoutError(f"no finished run within {RUN_TIMEOUT:.0f} s of the action")
         except Exception as err:  # a failure is a result here, not a crash of the bench
             self.errors.append(f"{label}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
             return
@@ -111,6 +194,7 @@ class Session:
 
 async def session_loop(browser, url: str, index: int, seconds: float, models: list[str]) -> Session:
     context = await browser.new_context(viewport={"width": 1300, "height": 900})
+    context.set_default_timeout(RUN_TIMEOUT * 1000)    # a click may wait as long as a run (Playwright: 30 s)
     page = await context.new_page()
     s = Session(page, f"s{index}")
     main = page.locator('[data-testid="stMain"]')
@@ -157,6 +241,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--pretrained", help="zoo folder to use instead of the repository's pretrained/")
+    parser.add_argument("--browser-nice", type=int, default=19,
+                        help="run Chromium at this nice level (0: same priority as the server)")
     parser.add_argument("--json")
     args = parser.parse_args()
     os.environ.setdefault("AECORE_OFFLINE", "1")
@@ -170,6 +256,15 @@ def main() -> None:
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         sys.exit("Debian chromium is not installed (apt-get install chromium)")
+    if args.browser_nice:          # the browsers stand in for users' own machines: they yield to the server
+        # Chromium raises its display threads to nice -8 when it may (as root it may): setpriv takes that
+        # right (CAP_SYS_NICE) away, so every Chromium thread stays at the given level.
+        keep = shutil.which("setpriv")
+        drop = f"{shlex.quote(keep)} --bounding-set -sys_nice --inh-caps -sys_nice -- " if keep else ""
+        wrapper = Path(tempfile.mkdtemp(prefix="aecore-load-")) / "chromium"
+        wrapper.write_text(f'#!/bin/sh\nexec {drop}nice -n {int(args.browser_nice)} {shlex.quote(chromium)} "$@"\n')
+        wrapper.chmod(0o755)
+        chromium = str(wrapper)
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -179,11 +274,12 @@ def main() -> None:
                                "true", "--server.fileWatcherType", "none", "--server.port", str(port)], cwd=ROOT,
                               env=dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak, stop = [0], threading.Event()
+    peak, stop, cpu = [0], threading.Event(), CpuSplit(server.pid)
 
     def sample() -> None:
         while not stop.wait(0.25):
             peak[0] = max(peak[0], rss_bytes(server.pid))
+            cpu.sample()
     threading.Thread(target=sample, daemon=True).start()
 
     async def run() -> list[Session]:
@@ -200,11 +296,14 @@ def main() -> None:
                     await asyncio.sleep(0.2)
             await warm.locator('[data-testid="stSidebar"]').wait_for(timeout=120_000)
             await warm.close()
+            cpu.begin()
             sessions = await asyncio.gather(*(session_loop(browser, url, i, args.seconds, models)
                                               for i in range(args.sessions)))
+            split[0] = cpu.result()
             await browser.close()
             return list(sessions)
 
+    split: list[dict] = [{}]
     try:
         sessions = asyncio.run(run())
     finally:
@@ -229,12 +328,17 @@ def main() -> None:
         "p95_ms": p95(every), "median_ms": round(1000 * statistics.median(every), 1) if every else None,
         "by_kind": {k: {"n": len(v), "median_ms": round(1000 * statistics.median(v), 1), "p95_ms": p95(v)}
                     for k, v in by_kind.items()},
+        "browser_nice": args.browser_nice, "cpu": split[0],
         "server_peak_rss_mb": round(peak[0] / 2**20, 1),
         "all_models": all_models_rss(),
     }
     print(f"{args.sessions} sessions x {args.seconds:.0f} s: {len(every)} interactions, "
           f"{len(results['errors'])} errors (goal 0), p95 {results['p95_ms']} ms, "
           f"median {results['median_ms']} ms, server peak RSS {results['server_peak_rss_mb']} MB")
+    c = results["cpu"]
+    print(f"CPU seconds over the {c['window_s']} s of sessions on {c['cores']} cores: server {c['server_s']}, "
+          f"browsers + this script {c['client_s']} (Chromium at nice {args.browser_nice}), "
+          f"other processes {c['others_s']}, idle {c['idle_s']}")
     for k, v in results["by_kind"].items():
         print(f"  {k:<16} n={v['n']:<4} median {v['median_ms']:>8.1f} ms   p95 {v['p95_ms']:>8.1f} ms")
     for e in results["errors"][:20]:
