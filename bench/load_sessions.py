@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import shlex
@@ -36,6 +37,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -142,6 +144,7 @@ class Session:
 
         self.page, self.name = page, name
         self.finished, self.errors, self.latencies = 0, [], {}
+        self.detail = ""                       # what the current action aims at, for its error line
         self._changed = asyncio.Event()
         self._msg = ForwardMsg
 
@@ -171,7 +174,7 @@ class Session:
 
     async def act(self, label: str, action) -> None:
         """Run `action` (a coroutine function) and wait for the next finished script run."""
-        before = self.finished
+        before, self.detail = self.finished, ""
         t0 = time.perf_counter()
         try:
             await action()
@@ -187,12 +190,13 @@ class Session:
             if time.perf_counter() - t0 > RUN_TIMEOUT:     # the action itself may have used up the time
                 raise TimeoutError(f"no finished run within {RUN_TIMEOUT:.0f} s of the action")
         except Exception as err:  # a failure is a result here, not a crash of the bench
-            self.errors.append(f"{label}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
+            what = f"{label} ({self.name}{', ' + self.detail if self.detail else ''})"
+            self.errors.append(f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
             return
         self.latencies.setdefault(label, []).append(time.perf_counter() - t0)
 
 
-async def session_loop(browser, url: str, index: int, seconds: float, models: list[str]) -> Session:
+async def session_loop(browser, url: str, index: int, seconds: float, models: list[tuple[str, str]]) -> Session:
     context = await browser.new_context(viewport={"width": 1300, "height": 900})
     context.set_default_timeout(RUN_TIMEOUT * 1000)    # a click may wait as long as a run (Playwright: 30 s)
     page = await context.new_page()
@@ -208,11 +212,15 @@ async def session_loop(browser, url: str, index: int, seconds: float, models: li
             await slider.focus()
             await slider.press(key)
         await s.act("noise slider", move)
-        model = models[turn % len(models)]
 
-        async def switch(model=model):
+        async def switch(turn=turn):
+            # picking the model already shown changes nothing, so no run would ever finish: take the next
+            # one (the page keeps its model in the link, `model=<ref>`)
+            shown = parse_qs(urlparse(page.url).query).get("model", [None])[0]
+            label, ref = next(m for m in models[turn % len(models):] + models if m[1] != shown)
+            s.detail = f"{shown} -> {ref}"
             await page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').nth(1).click()
-            await page.get_by_role("option", name=model, exact=True).click()
+            await page.get_by_role("option", name=label, exact=True).click()
         await s.act("switch model", switch)
         await s.act("open latent map", lambda: page.goto(f"{url}/latent_map", wait_until="commit"))
         turn += 1
@@ -250,7 +258,7 @@ def main() -> None:
         os.environ["AECORE_PRETRAINED"] = str(Path(args.pretrained).resolve())
     from aecore.lab import catalog
 
-    models = [e.label for e in catalog.entries(args.dataset)]
+    models = [(e.label, e.ref) for e in catalog.entries(args.dataset)]
     if not models:
         sys.exit(f"no pretrained models for {args.dataset}: build the zoo or pass --pretrained")
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
@@ -318,8 +326,9 @@ def main() -> None:
             by_kind.setdefault(label, []).extend(ts)
 
     def p95(ts: list[float]) -> float:
+        """Nearest rank: the smallest latency that at least 95 % of them do not exceed."""
         ts = sorted(ts)
-        return round(1000 * ts[int(0.95 * (len(ts) - 1))], 1) if ts else float("nan")
+        return round(1000 * ts[math.ceil(0.95 * len(ts)) - 1], 1) if ts else float("nan")
 
     results = {
         "when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
