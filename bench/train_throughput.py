@@ -4,7 +4,7 @@
 2. a naive torchvision loop: datasets.MNIST + ToTensor + DataLoader, same model/optimiser — images/s
 3. the matmul-bound rate: measured GFLOP/s of a large fp32 matmul / the model's training FLOPs per image
 
-Prints both ratios. Usage:
+The three are measured side by side in --rounds rounds (medians reported). Prints both ratios. Usage:
     python bench/train_throughput.py [--data-dir ../shared/data] [--device cpu] [--seconds 20]
 Without MNIST's training files it uses the bundled 10,000-image test split (said in the output).
 """
@@ -15,6 +15,7 @@ import argparse
 import gzip
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -139,7 +140,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--device")
-    parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per loop")
+    parser.add_argument("--seconds", type=float, default=15.0, help="timed seconds per loop and round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternate matmul, trainer and naive loop this many times; report medians")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
@@ -147,10 +150,20 @@ def main(argv=None) -> int:
     mnist_dir = args.data_dir / "mnist" if (args.data_dir / "mnist" / "train-images-idx3-ubyte.gz").is_file() else None
     model = make_model(device)
     flops = training_flops_per_image(model)
-    gflops = matmul_gflops(device)
+    # Interleaved rounds: this machine's speed drifts by tens of percent over minutes (a shared VM), so
+    # each ratio is taken from measurements made side by side, not from one long loop after another.
+    rounds = []
+    for _ in range(max(1, args.rounds)):
+        gflops_r = matmul_gflops(device)
+        ours_r = trainer_rate(data, device, args.seconds)
+        naive_r, naive_what = naive_rate(mnist_dir, data, device, args.seconds)
+        rounds.append({"matmul_gflops": round(gflops_r, 1), "trainer": round(ours_r), "naive": round(naive_r),
+                       "trainer_over_naive": round(ours_r / naive_r, 2)})
+        print(f"round {len(rounds)}: {rounds[-1]}", flush=True)
+    gflops = statistics.median(r["matmul_gflops"] for r in rounds)
+    ours = statistics.median(r["trainer"] for r in rounds)
+    naive = statistics.median(r["naive"] for r in rounds)
     bound = gflops * 1e9 / flops
-    ours = trainer_rate(data, device, args.seconds)
-    naive, naive_what = naive_rate(mnist_dir, data, device, args.seconds)
     result = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),
         "torch_threads": torch.get_num_threads(),
@@ -164,6 +177,7 @@ def main(argv=None) -> int:
         "naive_images_per_s": round(naive),
         "trainer_over_bound": round(ours / bound, 3),
         "trainer_over_naive": round(ours / naive, 2),
+        "rounds": rounds,
     }
     for key, value in result.items():
         print(f"{key:>28}: {value}")
