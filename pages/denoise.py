@@ -93,7 +93,7 @@ elif plain_entry.ref == entry.ref:
 else:
     try:
         plain = load_model(plain_entry.ref).model
-        plain_note = f"Plain AE: **{plain_entry.label}**, the same kind of MLP trained on clean images only."
+        plain_note = f"Plain AE: **{plain_entry.label}**, an MLP autoencoder trained on clean images only."
     except AecoreError as err:
         plain_note = f"The plain AE {plain_entry.label} cannot be loaded: {err}"
 
