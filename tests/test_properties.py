@@ -66,7 +66,7 @@ def test_fraction_corrupted_is_nu(kind, nu, shape, seed):
     d = x[0].numel()
     changed = (y != x).flatten(1).sum(1)
     assert (changed == round(nu * d)).all()
-    assert ((changed / d - nu).abs() <= 0.5 / d + 1e-9).all()
+    assert ((changed.double() / d - nu).abs() <= 0.5 / d + 1e-9).all()   # float64: 2/3 in float32 rounds up
     corrupted = y[y != x]
     allowed = (corrupted == 0) if kind == "masking" else (corrupted == 0) | (corrupted == 1)
     assert bool(allowed.all())
