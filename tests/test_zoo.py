@@ -12,6 +12,7 @@ from aecore import zoo, zoo_table
 from aecore.cli import main
 from aecore.errors import ConfigError
 from aecore.store import list_pretrained, load_pretrained, read_manifest, sha256_file
+from aecore.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +58,6 @@ def test_build_refuses_unknown_ids(tmp_path):
 
 def test_every_recipe_is_a_valid_training_config_and_model():
     from aecore.models import build_model
-    from aecore.train import TrainConfig
 
     for recipe in zoo.RECIPES.values():
         TrainConfig.from_dict(recipe.train, where=recipe.id)
@@ -109,3 +109,14 @@ def test_shipped_zoo_is_within_budget_and_the_readme_table_is_current():
     assert set(read_manifest(SHIPPED)) == {f.relative_to(SHIPPED).as_posix() for f in SHIPPED.rglob("*")
                                            if f.is_file() and f.name != "manifest.json" and ".build" not in f.parts}
     assert zoo_table.current(ROOT / "README.md") == zoo_table.render(SHIPPED)
+
+
+@pytest.mark.skipif(not shipped_ids, reason="no pretrained/manifest.json in this checkout")
+def test_every_recipe_ships_trained_with_its_recorded_recipe():
+    """The zoo is what `aecore zoo build` makes: no recipe left unbuilt, none shipped from an older recipe."""
+    assert set(zoo.recipe_ids()) == set(shipped_ids)
+    for model_id in shipped_ids:
+        recorded = json.loads((SHIPPED / model_id / "config.json").read_text(encoding="utf-8"))["recipe"]
+        recorded = {k: v for k, v in recorded.items() if k not in ("zoo_id", "val_fraction")}
+        recipe = zoo.RECIPES[model_id.split("/", 1)[1]]
+        assert recorded == TrainConfig.from_dict(recipe.train, where=recipe.id).to_dict(), model_id
