@@ -119,18 +119,11 @@ class CpuSplit:
 
 def rss_bytes(pid: int) -> int:
     """Resident memory of a process and its descendants (Linux /proc)."""
-    total, todo, seen = 0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    total = 0
+    for p in descendants(pid):
         try:
             status = Path(f"/proc/{p}/status").read_text()
             total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                children = (task / "children").read_text().split()
-                todo.extend(int(c) for c in children)
         except (OSError, StopIteration, ValueError):
             continue
     return total
