@@ -43,7 +43,7 @@ from aecore import distributed
 from aecore.atomic import atomic_write
 from aecore.config import StrictConfig, check_range
 from aecore.data.base import ImageData
-from aecore.device import pick_device
+from aecore.device import pick_device, run_flushing_denormals
 from aecore.errors import ConfigError, ModelFileError, TrainingError
 from aecore.noise import make_generator, parse_noise
 
@@ -228,6 +228,11 @@ class Trainer:
 
     # --- public -------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> TrainResult:
+        if self.device.type == "cpu":  # denormals slow CPU arithmetic many times over; see run_flushing_denormals
+            return run_flushing_denormals(lambda: self._fit(resume), on_interrupt=self.cancel.set)
+        return self._fit(resume)
+
+    def _fit(self, resume: bool) -> TrainResult:
         stages = self.model.stages() if hasattr(self.model, "stages") else ["train"]
         state = self.state = TrainState(n_stages=len(stages))
         start_stage, start_epoch = 0, 0

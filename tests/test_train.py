@@ -1,3 +1,4 @@
+import platform
 import threading
 
 import pytest
@@ -193,3 +194,57 @@ def test_labelled_rows_are_oversampled_into_every_batch():
         assert len(y) == 21 and (y[16:] >= 0).all()            # 16 shuffled rows + 5 labelled ones
     with pytest.raises(ConfigError, match="labelled_per_batch"):
         TrainConfig(labelled_per_batch=-1).validate()
+
+
+DENORMAL = 1e-39  # below float32's smallest normal (1.2e-38)
+
+
+def flushes_denormals() -> bool:
+    """True when this thread's CPU arithmetic turns a denormal operand into 0 (DAZ)."""
+    return (torch.tensor([DENORMAL]) * 1.0).item() == 0.0
+
+
+needs_ftz = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
+                               reason="flush-denormal (FTZ/DAZ) is an x86 CPU flag")
+
+
+@needs_ftz
+def test_cpu_training_flushes_denormals_and_leaves_the_caller_as_it_was():
+    seen = []
+
+    class Probe(Callback):
+        def on_batch_end(self, state):
+            seen.append(flushes_denormals())
+
+    assert not flushes_denormals()
+    Trainer(tiny_ae(), blobs(n=32), config=TrainConfig(epochs=1, batch_size=16), callbacks=[Probe()],
+            device="cpu").fit()
+    assert seen == [True, True]
+    assert not flushes_denormals()  # the caller's thread keeps its own setting
+
+
+def test_an_error_in_training_reaches_the_caller_with_its_traceback():
+    class Boom(Callback):
+        def on_batch_end(self, state):
+            raise ValueError("boom at step %d" % state.step)
+
+    with pytest.raises(ValueError, match="boom at step 1") as info:
+        Trainer(tiny_ae(), blobs(n=32), config=TrainConfig(epochs=1, batch_size=16), callbacks=[Boom()],
+                device="cpu").fit()
+    assert any(frame.name == "on_batch_end" for frame in info.traceback)
+
+
+def test_ctrl_c_in_the_caller_stops_training_after_its_batch_and_is_re_raised():
+    import os
+    import signal
+
+    class InterruptAt2(Callback):
+        def on_batch_end(self, state):
+            if state.step == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: KeyboardInterrupt in the main thread, which waits
+
+    trainer = Trainer(tiny_ae(), blobs(), config=TrainConfig(epochs=50, batch_size=8), callbacks=[InterruptAt2()],
+                      device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.cancel.is_set() and trainer.state.cancelled and trainer.state.step <= 3
