@@ -3,6 +3,11 @@
 1. aecore's trainer (device-resident uint8 tensor, index-slice batches) — images/s
 2. a naive torchvision loop: datasets.MNIST + ToTensor + DataLoader, same model/optimiser — images/s
 3. the matmul-bound rate: measured GFLOP/s of a large fp32 matmul / the model's training FLOPs per image
+4. the step's own matmuls alone: the 3 GEMMs per Linear layer a training step runs (forward, grad input,
+   grad weight) at batch 128, timed back to back with nothing else: the rate no trainer of this model
+   and batch can beat on this device, however little else its step does; plus the optimiser's step alone
+   (fused Adam over the model's parameters): GEMMs + Adam together give a ceiling for any trainer that
+   uses Adam, before any element-wise layer, loss or autograd bookkeeping
 
 The three are measured side by side in --rounds rounds (medians reported). Prints both ratios. Usage:
     python bench/train_throughput.py [--data-dir ../shared/data] [--device cpu] [--seconds 20]
@@ -42,18 +47,57 @@ def training_flops_per_image(model) -> float:
     return 6.0 * macs
 
 
-def matmul_gflops(device, n=2048, seconds=3.0) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    for _ in range(3):
-        a @ b
+def calls_per_second(fn, device, seconds: float, warmup: int = 3) -> float:
+    """How many times a second fn() runs back to back, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
     _sync(device)
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        a @ b
+        fn()
         reps += 1
     _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    return reps / (time.perf_counter() - start)
+
+
+def matmul_gflops(device, n=2048, seconds=3.0) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    return 2 * n**3 * calls_per_second(lambda: a @ b, device, seconds) / 1e9
+
+
+def step_matmuls_gflops(model, device, batch=BATCH, seconds=3.0) -> float:
+    """GFLOP/s of exactly the matrix products one training step computes, with nothing else in between.
+
+    Per Linear (in -> out): forward x (B, in) @ W.T (in, out) + bias, grad input g (B, out) @ W (out, in),
+    grad weight g.T (out, B) @ x (B, in). Same FLOPs as training_flops_per_image * batch.
+    """
+    products = []
+    for layer in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
+        x = torch.randn(batch, layer.in_features, device=device)
+        g = torch.randn(batch, layer.out_features, device=device)
+        w, b = layer.weight.detach(), layer.bias.detach()
+        products += [lambda x=x, w=w, b=b: torch.addmm(b, x, w.t()), lambda g=g, w=w: g @ w,
+                     lambda g=g, x=x: g.t() @ x]
+    flops = training_flops_per_image(model) * batch
+
+    def one_step():
+        for product in products:
+            product()
+
+    return flops * calls_per_second(one_step, device, seconds, warmup=5) / 1e9
+
+
+def adam_step_ms(model, device, seconds=2.0) -> float:
+    """Milliseconds per fused-Adam step over the model's parameters (the trainer's optimiser), alone."""
+    params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    try:
+        opt = torch.optim.Adam(params, lr=1e-3, fused=True)
+    except (RuntimeError, ValueError):
+        opt = torch.optim.Adam(params, lr=1e-3)
+    return 1e3 / calls_per_second(opt.step, device, seconds, warmup=5)
 
 
 def _sync(device):
@@ -155,14 +199,23 @@ def main(argv=None) -> int:
     rounds = []
     for _ in range(max(1, args.rounds)):
         gflops_r = matmul_gflops(device)
+        step_mm_r = step_matmuls_gflops(model, device)
+        adam_r = adam_step_ms(model, device)
+        # GEMMs + Adam only, no other work: the best a trainer with this model, batch and optimiser can do.
+        ceiling_r = BATCH / (flops * BATCH / (step_mm_r * 1e9) + adam_r / 1e3)
         ours_r = trainer_rate(data, device, args.seconds)
         naive_r, naive_what = naive_rate(mnist_dir, data, device, args.seconds)
-        rounds.append({"matmul_gflops": round(gflops_r, 1), "trainer": round(ours_r), "naive": round(naive_r),
+        rounds.append({"matmul_gflops": round(gflops_r, 1), "step_matmuls_gflops": round(step_mm_r, 1),
+                       "adam_step_ms": round(adam_r, 2), "ceiling": round(ceiling_r),
+                       "trainer": round(ours_r), "naive": round(naive_r),
                        "trainer_over_naive": round(ours_r / naive_r, 2)})
         print(f"round {len(rounds)}: {rounds[-1]}", flush=True)
     gflops = statistics.median(r["matmul_gflops"] for r in rounds)
     ours = statistics.median(r["trainer"] for r in rounds)
     naive = statistics.median(r["naive"] for r in rounds)
+    step_mm = statistics.median(r["step_matmuls_gflops"] for r in rounds)
+    adam_ms = statistics.median(r["adam_step_ms"] for r in rounds)
+    ceiling = statistics.median(r["ceiling"] for r in rounds)
     bound = gflops * 1e9 / flops
     result = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),
@@ -173,6 +226,12 @@ def main(argv=None) -> int:
         "training_mflop_per_image": round(flops / 1e6, 3),
         "matmul_gflops": round(gflops, 1),
         "matmul_bound_images_per_s": round(bound),
+        "step_matmuls_gflops": round(step_mm, 1),
+        "step_matmuls_only_images_per_s": round(step_mm * 1e9 / flops),
+        "step_matmuls_only_over_bound": round(step_mm / gflops, 3),
+        "adam_step_ms": round(adam_ms, 2),
+        "matmuls_plus_adam_ceiling_images_per_s": round(ceiling),
+        "ceiling_over_bound": round(ceiling / bound, 3),
         "trainer_images_per_s": round(ours),
         "naive_images_per_s": round(naive),
         "trainer_over_bound": round(ours / bound, 3),
