@@ -69,7 +69,7 @@ def _r(id: str, model: str, about: str, config: dict | None = None, **train: Any
 COSINE = {"lr_schedule": "cosine"}
 RECIPES: dict[str, Recipe] = {r.id: r for r in [
     _r("ae-d2", "ae", "MLP autoencoder with a 2-D code: its latent space is the map itself",
-       {"hidden": [512, 256], "latent_dim": 2}, epochs=30, batch_size=128, lr=2e-3, **COSINE),
+       {"hidden": [512, 256], "latent_dim": 2}, epochs=100, batch_size=128, lr=2e-3, **COSINE),
     _r("ae-d32", "ae", "MLP autoencoder, 32-D code",
        {"hidden": [512, 256], "latent_dim": 32}, epochs=30, batch_size=128, lr=2e-3, **COSINE),
     _r("conv-ae-d32", "conv-ae", "convolutional autoencoder, 32-D code",
@@ -81,7 +81,7 @@ RECIPES: dict[str, Recipe] = {r.id: r for r in [
     _r("dae-gaussian", "ae", "denoising AE trained on Gaussian noise sigma = 0.5",
        {"hidden": [256], "latent_dim": 64}, epochs=30, batch_size=128, lr=2e-3, noise="gaussian:0.5", **COSINE),
     _r("dae-masking", "ae", "denoising AE trained on masking noise nu = 0.5",
-       {"hidden": [256], "latent_dim": 64}, epochs=30, batch_size=128, lr=2e-3, noise="masking:0.5", **COSINE),
+       {"hidden": [256], "latent_dim": 64}, epochs=60, batch_size=128, lr=2e-3, noise="masking:0.5", **COSINE),
     _r("dae-saltpepper", "ae", "denoising AE trained on salt-and-pepper noise nu = 0.2",
        {"hidden": [256], "latent_dim": 64}, epochs=30, batch_size=128, lr=2e-3, noise="saltpepper:0.2",
        **COSINE),
