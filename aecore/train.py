@@ -9,6 +9,10 @@ Reproducibility: every epoch re-seeds the permutation, the corruption generator 
 RNG (dropout, VAE sampling) from (seed, stage, epoch), so a resumed run continues exactly as an
 uninterrupted one would.
 
+On the CPU, training runs in a thread of its own that flushes denormal floats to zero: values below
+float32's smallest normal (an output layer's gradients near a saturated sigmoid) cost the bench's
+MLP AE about a third of its speed. See `aecore.device.run_flushing_denormals`.
+
 DDP (a process group joined by `aecore.distributed.init`, e.g. under torchrun): every process holds
 the whole split on its device and draws the same permutation; each global batch of `batch_size`
 rows is split into contiguous per-process slices (batch_size / processes rows each), and DDP
