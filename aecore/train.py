@@ -325,11 +325,7 @@ class Trainer:
                               else {"broadcast_buffers": False})
             self._net = DistributedDataParallel(self.model, device_ids=ids, **no_buffer_sync)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        try:  # fused: one kernel for all parameters, ~25 % faster per step than foreach on this CPU
-            self.optimizer = torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay,
-                                              fused=True)
-        except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
-            self.optimizer = torch.optim.Adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.optimizer = make_adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
         if restoring and self._pending_optimizer is not None:
             self.optimizer.load_state_dict(self._pending_optimizer)
             self._pending_optimizer = None
@@ -603,6 +599,16 @@ class Trainer:
             stage_index, epoch = stage_index + 1, 0
             self._pending_optimizer = None
         return stage_index, epoch
+
+
+def make_adam(params: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """The trainer's optimiser: fused Adam, one kernel for all parameters (~25 % faster per step than
+    foreach on this project's CPU), or the default where the device or dtype has no fused kernel."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def fit(model: torch.nn.Module, train: ImageData, *, config: TrainConfig | None = None, **kwargs: Any) -> TrainResult:

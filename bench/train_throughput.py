@@ -9,7 +9,7 @@
    (fused Adam over the model's parameters): GEMMs + Adam together give a ceiling for any trainer that
    uses Adam, before any element-wise layer, loss or autograd bookkeeping
 
-The three are measured side by side in --rounds rounds (medians reported). Prints both ratios. Usage:
+All are measured side by side in --rounds rounds (medians reported). Prints both ratios. Usage:
     python bench/train_throughput.py [--data-dir ../shared/data] [--device cpu] [--seconds 20]
 Without MNIST's training files it uses the bundled 10,000-image test split (said in the output).
 """
@@ -31,7 +31,7 @@ import torch
 from aecore.data import load_dataset
 from aecore.device import pick_device
 from aecore.models import build_model
-from aecore.train import Callback, TrainConfig, Trainer
+from aecore.train import Callback, TrainConfig, Trainer, make_adam
 
 HIDDEN, LATENT, BATCH = [512, 256], 32, 128
 
@@ -93,10 +93,7 @@ def adam_step_ms(model, device, seconds=2.0) -> float:
     params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
     for p in params:
         p.grad = torch.randn_like(p)
-    try:
-        opt = torch.optim.Adam(params, lr=1e-3, fused=True)
-    except (RuntimeError, ValueError):
-        opt = torch.optim.Adam(params, lr=1e-3)
+    opt = make_adam(params, lr=1e-3)
     return 1e3 / calls_per_second(opt.step, device, seconds, warmup=5)
 
 

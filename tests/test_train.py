@@ -245,6 +245,11 @@ def test_ctrl_c_in_the_caller_stops_training_after_its_batch_and_is_re_raised():
 
     trainer = Trainer(tiny_ae(), blobs(), config=TrainConfig(epochs=50, batch_size=8), callbacks=[InterruptAt2()],
                       device="cpu")
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    # Python's own Ctrl-C handler, even where the runner was started with SIGINT ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert trainer.cancel.is_set() and trainer.state.cancelled and trainer.state.step <= 3
