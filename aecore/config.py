@@ -25,6 +25,18 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def short_repr(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to about `limit` characters: values from users (a 10 MB string, a list nested
+    100,000 deep, an integer of thousands of digits) must not make an error message unreadable."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):     # nested too deeply / an int beyond int_max_str_digits
+        return f"<a {type(value).__name__} too large to show>"
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 20]}... ({len(text):,} characters)"
+
+
 def coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`; convert lists to tuples where a tuple is declared."""
     origin = typing.get_origin(tp)
@@ -38,36 +50,36 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return coerce(value, option, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(tp)}")
+        raise ConfigError(f"{where}: {short_repr(value)} is not a valid {_type_name(tp)}")
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{where}: expected null, got {value!r}")
+        raise ConfigError(f"{where}: expected null, got {short_repr(value)}")
     if origin is Literal:
         if value in args and type(value) is type(next(a for a in args if a == value)):
             return value
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        raise ConfigError(f"{where}: {short_repr(value)} is not one of {', '.join(map(repr, args))}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        raise ConfigError(f"{where}: expected true/false, got {short_repr(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {short_repr(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+                raise ConfigError(f"{where}: expected a finite number, got {short_repr(value)}")
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {short_repr(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {short_repr(value)}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {short_repr(value)}")
         if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
             items = [coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
         elif origin is tuple and args:
@@ -80,7 +92,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else list(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {short_repr(value)}")
         return dict(value)
     raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")
 
@@ -95,8 +107,11 @@ def check_range(where: str, value: float, lo: float | None = None, hi: float | N
         right = ")" if hi_open else "]"
         lo_s = "-inf" if lo is None else f"{lo:g}"
         hi_s = "inf" if hi is None else f"{hi:g}"
-        shown = repr(value)
-        if len(shown) > 24:                                  # 10**400 from a JSON file: one short line
+        try:
+            shown = repr(value)
+        except ValueError:                                   # an int beyond int_max_str_digits
+            shown = f"{value.bit_length():,}-bit integer"
+        if len(shown) > 24 and shown[0] in "-0123456789":    # 10**400 from a JSON file: one short line
             shown = f"{shown[:10]}... ({len(shown)} digits)"
         raise ConfigError(f"{where} = {shown} is out of range {left}{lo_s}, {hi_s}{right}")
 
@@ -119,9 +134,11 @@ class StrictConfig:
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - set(fields))
+        unknown = sorted(set(data) - set(fields), key=str)
         if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(fields)}")
+            names = [n if isinstance(n, str) and len(n) <= 40 else short_repr(n, 40) for n in unknown[:5]]
+            more = f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(names)}{more}; expected {', '.join(fields)}")
         kwargs = {}
         for name, field in fields.items():
             if name not in data:

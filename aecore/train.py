@@ -327,7 +327,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
         if restoring and self._pending_optimizer is not None:
-            self.optimizer.load_state_dict(self._pending_optimizer)
+            self._restore_optimizer(self._pending_optimizer)
             self._pending_optimizer = None
 
     def _run_epoch(self, stage_index: int, epoch: int) -> bool:
@@ -556,7 +556,13 @@ class Trainer:
             raise ModelFileError(f"nothing to resume: no {CHECKPOINT_NAME} in {path.parent if path else '(no dir)'}")
         return data
 
+    def _bad_checkpoint(self, problem: str, hint: str = "delete it to start over") -> ModelFileError:
+        """The one error of a checkpoint that cannot be resumed: one line naming the file and problem."""
+        return ModelFileError(f"checkpoint {self.checkpoint_path}: {problem}; {hint}")
+
     def _load_checkpoint(self, stages: list[str]) -> tuple[int, int]:
+        """Read and check the checkpoint (every field's type and range, the model's tensors against
+        this model); the optimiser state is checked against the optimiser when its stage begins."""
         from safetensors import SafetensorError
         from safetensors.torch import load
 
@@ -566,23 +572,35 @@ class Trainer:
             tensors = load(data)
             header_size = int.from_bytes(data[:8], "little")         # safetensors: u64 size, JSON header
             metadata = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
-            trainer_state = json.loads(metadata["trainer"])
-            groups = json.loads(metadata["optim_groups"])
-            scalars = json.loads(metadata["optim_scalars"])
-        except (SafetensorError, OSError, KeyError, ValueError, AttributeError) as err:
-            raise ModelFileError(f"checkpoint {path} is unreadable ({err}); delete it to start over") from err
-        if trainer_state.get("stages") != stages or trainer_state.get("model") != getattr(self.model, "registry_name", ""):
+        except (SafetensorError, OSError, KeyError, ValueError, AttributeError, RecursionError) as err:
+            raise ModelFileError(f"checkpoint {path} is unreadable ({_first_line(err)}); "
+                                 "delete it to start over") from err
+        if not isinstance(metadata, dict) or metadata.get("aecore_checkpoint") != "1":
+            raise self._bad_checkpoint("not an aecore training checkpoint (no 'aecore_checkpoint' mark)")
+        trainer_state = _check_trainer_state(self._metadata_json(metadata, "trainer"), self._bad_checkpoint)
+        groups = _check_groups(self._metadata_json(metadata, "optim_groups"), self._bad_checkpoint)
+        scalars = _check_scalars(self._metadata_json(metadata, "optim_scalars"), self._bad_checkpoint)
+        if trainer_state["stages"] != stages or trainer_state["model"] != getattr(self.model, "registry_name", ""):
             raise ModelFileError(f"checkpoint {path} was made for another model; use another --out or delete it")
-        model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-        try:
-            self.model.load_state_dict(model_state, strict=True)
-        except RuntimeError as err:
-            raise ModelFileError(f"checkpoint {path} does not fit this model's configuration: {err}") from err
+        if trainer_state["stage_index"] >= len(stages):
+            raise self._bad_checkpoint(f"stage_index {trainer_state['stage_index']} but the model has "
+                                       f"{len(stages)} stage(s)")
+        model_state: dict[str, Tensor] = {}
         optim_state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():
-            if key.startswith("optim/"):
-                _, pid, name = key.split("/", 2)
-                optim_state.setdefault(int(pid), {})[name] = value.to(self.device)
+            if key.startswith("model/"):
+                model_state[key[len("model/"):]] = value
+                continue
+            parts = key.split("/")
+            if len(parts) != 3 or parts[0] != "optim" or not parts[1].isdigit() or not parts[2] or len(parts[1]) > 9:
+                raise self._bad_checkpoint(f"unexpected tensor {_short(key)} (expected model/NAME or optim/ID/NAME)")
+            optim_state.setdefault(int(parts[1]), {})[parts[2]] = value.to(self.device)
+        self._check_model_state(model_state)
+        try:
+            self.model.load_state_dict(model_state, strict=True)
+        except RuntimeError as err:     # checked above; a last guard, its many-line message summarised
+            raise ModelFileError(f"checkpoint {path} does not fit this model's configuration "
+                                 f"({_first_line(err)}); use another --out or delete it") from None
         for pid, values in scalars.items():
             optim_state.setdefault(int(pid), {}).update(values)
         self._pending_optimizer = {"state": optim_state, "param_groups": groups}
@@ -600,6 +618,99 @@ class Trainer:
             self._pending_optimizer = None
         return stage_index, epoch
 
+    def _metadata_json(self, metadata: dict[str, Any], key: str) -> Any:
+        if key not in metadata:
+            raise self._bad_checkpoint(f"its metadata lacks {key!r}")
+        try:
+            return json.loads(metadata[key])
+        except (TypeError, ValueError, RecursionError) as err:   # ValueError: bad JSON, or a 5000-digit integer
+            raise self._bad_checkpoint(f"metadata {key!r} is not readable JSON ({_first_line(err).split(';')[0]})") \
+                from None
+
+    def _check_model_state(self, saved: dict[str, Tensor]) -> None:
+        """The model's tensors: the same names, shapes and dtypes as this model's, all finite."""
+        expected = self.model.state_dict()
+        missing = sorted(set(expected) - set(saved))
+        unexpected = sorted(set(saved) - set(expected))
+        mismatched = [k for k in expected if k in saved and (saved[k].shape != expected[k].shape
+                                                              or saved[k].dtype != expected[k].dtype)]
+        if missing or unexpected or mismatched:
+            parts = []
+            if mismatched:
+                k = mismatched[0]
+                parts.append(f"{len(mismatched)} tensor(s) differ, e.g. {k}: {list(saved[k].shape)} "
+                             f"{str(saved[k].dtype).replace('torch.', '')} in the file, {list(expected[k].shape)} "
+                             f"{str(expected[k].dtype).replace('torch.', '')} in the model")
+            if missing:
+                parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected, e.g. {_short(unexpected[0])}")
+            raise ModelFileError(f"checkpoint {self.checkpoint_path} does not fit this model's configuration "
+                                 f"({'; '.join(parts)}); use another --out or delete it")
+        for name, value in saved.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise self._bad_checkpoint(f"tensor {name!r} holds NaN or infinite values")
+
+    def _restore_optimizer(self, saved: dict[str, Any]) -> None:
+        """Load the checkpoint's Adam state into the fresh optimiser, after checking it fits: the same
+        groups of the same sizes, known settings of the right types, and per parameter the state Adam
+        keeps (step, exp_avg, exp_avg_sq) in the parameter's shape. Flags (fused, foreach, ...) stay
+        the fresh optimiser's: they belong to this device, not to the one that wrote the file."""
+        fresh = self.optimizer.state_dict()
+        fresh_groups, groups = fresh["param_groups"], saved["param_groups"]
+        sizes = [len(g["params"]) for g in groups]
+        here = [len(g["params"]) for g in fresh_groups]
+        if sizes != here:
+            raise self._bad_checkpoint(f"optimiser state does not fit this model (parameter groups of sizes {sizes} "
+                                       f"in the file, {here} here)")
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        by_id = {pid: params[i] for i, pid in enumerate(pid for g in groups for pid in g["params"])}
+        loaded_groups = []
+        for g, f in zip(groups, fresh_groups):
+            unknown = sorted(set(g) - set(f))
+            if unknown:
+                raise self._bad_checkpoint(f"optimiser state does not fit this model (unknown setting(s) "
+                                           f"{', '.join(_short(k, 40) for k in unknown[:5])})")
+            group = dict(f, params=g["params"])
+            for key, value in f.items():
+                if key == "params" or key not in g or isinstance(value, bool) or value is None:
+                    continue                                     # flags: this optimiser's
+                group[key] = _check_setting(key, g[key], value, self._bad_checkpoint)
+            loaded_groups.append(group)
+        amsgrad = {pid: bool(g.get("amsgrad")) for g in loaded_groups for pid in g["params"]}
+        state: dict[int, dict[str, Any]] = {}
+        for pid, values in saved["state"].items():
+            if pid not in by_id:
+                raise self._bad_checkpoint(f"optimiser state does not fit this model (it names parameter {pid}; "
+                                           f"this model's optimiser has {len(params)})")
+            want = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if amsgrad[pid] else set())
+            if set(values) != want:
+                raise self._bad_checkpoint(f"optimiser state of parameter {pid} holds {_short(sorted(values))}, "
+                                           f"expected {sorted(want)}")
+            param = by_id[pid]
+            for name, value in values.items():
+                if name == "step":
+                    step = float(value) if _is_number(value) else None
+                    if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex:
+                        step = float(value.reshape(()).double())
+                    if step is None or not math.isfinite(step) or step < 0:
+                        raise self._bad_checkpoint(f"optimiser step of parameter {pid} is {_short(value)}, "
+                                                   "not a count")
+                    continue
+                if not isinstance(value, Tensor) or not value.is_floating_point() or value.shape != param.shape:
+                    shown = (f"{list(value.shape)} {str(value.dtype).replace('torch.', '')}"
+                             if isinstance(value, Tensor) else _short(value))
+                    raise self._bad_checkpoint(f"optimiser state does not fit this model ({name} of parameter {pid} "
+                                               f"is {shown}, the parameter is {list(param.shape)} float)")
+                if not bool(torch.isfinite(value).all()) or (name != "exp_avg" and bool((value < 0).any())):
+                    raise self._bad_checkpoint(f"optimiser {name} of parameter {pid} holds NaN, infinite or "
+                                               "negative values")
+            # Adam keeps step as a float32 tensor (it moves it to the device where fused needs it there)
+            state[pid] = dict(values, step=torch.tensor(step, dtype=torch.float32))
+        try:
+            self.optimizer.load_state_dict({"state": state, "param_groups": loaded_groups})
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as err:   # checked above; a last guard
+            raise self._bad_checkpoint(f"optimiser state does not fit this model ({_first_line(err)})") from None
 
 def make_adam(params: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
     """The trainer's optimiser: fused Adam, one kernel for all parameters (~25 % faster per step than
@@ -615,3 +726,101 @@ def fit(model: torch.nn.Module, train: ImageData, *, config: TrainConfig | None 
     """Convenience: `Trainer(model, train, config=config, **kwargs).fit()`."""
     resume = kwargs.pop("resume", False)
     return Trainer(model, train, config=config, **kwargs).fit(resume=resume)
+
+
+# --- checkpoint checks: the metadata is JSON from a file, so every field's type is checked ------------
+def _short(value: Any, limit: int = 60) -> str:
+    from aecore.config import short_repr
+
+    return short_repr(value, limit)
+
+
+def _first_line(err: BaseException) -> str:
+    """An exception's message as one short line (torch's load_state_dict errors span many)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_trainer_state(trainer: Any, bad) -> dict[str, Any]:
+    """The 'trainer' metadata: stages, counters, history, recipe and model name, each of its type."""
+    if not isinstance(trainer, dict):
+        raise bad(f"metadata 'trainer' must be a JSON object, got {_short(trainer)}")
+    checks = {
+        "stages": ("a list of stage names", lambda v: isinstance(v, list) and v and all(isinstance(s, str) for s in v)),
+        "stage_index": ("a count", lambda v: _is_int(v) and v >= 0),
+        "epoch": (f"a count of at most {MAX_EPOCHS}", lambda v: _is_int(v) and 0 <= v <= MAX_EPOCHS),
+        "step": ("a count", lambda v: _is_int(v) and v >= 0),
+        "images_seen": ("a count", lambda v: _is_int(v) and v >= 0),
+        "history": ("a list of epoch records", lambda v: isinstance(v, list) and len(v) <= 10 * MAX_EPOCHS),
+        "train_config": ("a JSON object", lambda v: isinstance(v, dict)),
+        "model": ("a model name", lambda v: isinstance(v, str)),
+    }
+    for key, (want, ok) in checks.items():
+        if key not in trainer:
+            raise bad(f"metadata 'trainer' lacks {key!r}")
+        if not ok(trainer[key]):
+            raise bad(f"metadata 'trainer' field {key!r} must be {want}, got {_short(trainer[key])}")
+    for i, row in enumerate(trainer["history"]):
+        if not _history_row_ok(row):
+            raise bad(f"metadata 'trainer' history[{i}] is not an epoch record "
+                      f"(stage, epoch, train and val losses, seconds): {_short(row)}")
+    return trainer
+
+
+def _history_row_ok(row: Any) -> bool:
+    def losses(v: Any) -> bool:
+        return isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items())
+
+    return (isinstance(row, dict) and {"stage", "epoch", "train", "val", "seconds"} <= set(row)
+            and isinstance(row["stage"], str) and _is_int(row["epoch"]) and row["epoch"] >= 1
+            and losses(row["train"]) and (row["val"] is None or losses(row["val"]))
+            and _is_number(row["seconds"]) and row["seconds"] >= 0)
+
+
+def _check_groups(groups: Any, bad) -> list[dict[str, Any]]:
+    """The 'optim_groups' metadata: a non-empty list of groups, each naming distinct parameter ids."""
+    if not isinstance(groups, list) or not groups:
+        raise bad(f"metadata 'optim_groups' must be a non-empty list of parameter groups, got {_short(groups)}")
+    seen: set[int] = set()
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
+            raise bad(f"optimiser group {i} must be a JSON object with a list 'params', got {_short(group)}")
+        ids = group["params"]
+        if not all(_is_int(p) and 0 <= p < 10**9 for p in ids) or len(set(ids)) != len(ids) or seen & set(ids):
+            raise bad(f"optimiser group {i}: 'params' must be distinct parameter ids, got {_short(ids)}")
+        seen |= set(ids)
+    if not seen:
+        raise bad("the optimiser groups name no parameters")
+    return groups
+
+
+def _check_scalars(scalars: Any, bad) -> dict[str, dict[str, Any]]:
+    """The 'optim_scalars' metadata: {parameter id: {name: number}} (state Adam keeps as plain numbers)."""
+    if not isinstance(scalars, dict) or not all(
+            isinstance(k, str) and k.isdigit() and len(k) <= 9 and isinstance(v, dict)
+            and all(isinstance(n, str) and _is_number(x) for n, x in v.items()) for k, v in scalars.items()):
+        raise bad(f"metadata 'optim_scalars' must map parameter ids to numbers, got {_short(scalars)}")
+    return scalars
+
+
+def _check_setting(key: str, value: Any, fresh: Any, bad) -> Any:
+    """An Adam setting from the file: a number of the fresh one's kind, in its range (betas: 2 in [0, 1))."""
+    if isinstance(fresh, (tuple, list)):
+        ok = (isinstance(value, list) and len(value) == len(fresh) and all(_is_number(v) and 0 <= v < 1 for v in value))
+        if ok:
+            return tuple(value) if isinstance(fresh, tuple) else list(value)
+    elif isinstance(fresh, (int, float)) or isinstance(fresh, Tensor):
+        limits = {"lr": (0.0, 10.0), "eps": (0.0, 1.0), "weight_decay": (0.0, 1.0)}.get(key, (-1e12, 1e12))
+        if _is_number(value) and limits[0] <= value <= limits[1] and not (key in ("lr", "eps") and value == 0):
+            return type(fresh)(value) if isinstance(fresh, (int, float)) else value
+    elif isinstance(fresh, str) and isinstance(value, str) and len(value) <= 100:
+        return value
+    raise bad(f"optimiser setting {key!r} is {_short(value)}, not a valid value")
