@@ -66,3 +66,51 @@ def safe_name(name: str, *, what: str = "name") -> str:
 def user_model_path(name: str) -> Path:
     """The folder of the user's model `name` (checked by `safe_name`): always directly in user_models_dir()."""
     return user_models_dir() / safe_name(name, what="model name")
+
+
+# --- what a visitor of a shared app server may read ----------------------------------------------
+FOLDER_ROOTS_ENV = "AECORE_FOLDER_ROOTS"
+
+
+def allowed_folder_roots() -> list[Path]:
+    """The folders an app visitor may train on (with everything below them), as the operator set
+    them in $AECORE_FOLDER_ROOTS (os.pathsep-separated); none by default. Resolved, existing folders
+    only, so a symlink cannot later widen what they cover."""
+    roots: list[Path] = []
+    for raw in (os.environ.get(FOLDER_ROOTS_ENV) or "").split(os.pathsep):
+        if raw.strip():
+            root = Path(raw.strip()).expanduser().resolve()
+            if root.is_dir() and root not in roots:
+                roots.append(root)
+    return roots
+
+
+def uploads_dir() -> Path:
+    """Where the app keeps the image archives visitors upload to train on (one file each)."""
+    return home_dir() / "uploads"
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when the resolved `path` is `root` or lies below it (both already resolved)."""
+    return path == root or root in path.parents
+
+
+def check_allowed_folder(path: str | os.PathLike) -> Path:
+    """The resolved `path` when it lies inside an allowed root or the uploads folder, so that an app
+    visitor never reads elsewhere on the server ('/etc', '..', a symlink out of a root); ConfigError
+    otherwise. The check is on the real path: links are followed before comparing."""
+    raw = str(path).strip()
+    if not raw or "\0" in raw:
+        raise ConfigError("type the path of an image folder")
+    roots = allowed_folder_roots() + [uploads_dir().resolve()]
+    try:
+        real = Path(raw).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):     # a symlink loop, a name the system refuses
+        real = None
+    if real is not None and any(inside(real, root) for root in roots):
+        return real
+    allowed = allowed_folder_roots()
+    where = (", ".join(str(r) for r in allowed) if allowed
+             else f"none: the server's operator sets them with ${FOLDER_ROOTS_ENV}")
+    raise ConfigError(f"{raw[:120]!r} is outside the folders this server lets you read (allowed: {where}); "
+                      "upload your images as a .zip instead")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -26,6 +27,8 @@ import aecore
 from aecore.atomic import atomic_write, atomic_write_json
 from aecore.errors import AecoreError, ConfigError, ModelFileError
 from aecore.paths import pretrained_dir, user_models_dir
+
+log = logging.getLogger("aecore")
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -93,7 +96,8 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike, *, dataset: str 
         if value is not None:
             info[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent))
+    tidy(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".new", dir=path.parent))
     try:
         atomic_write(tmp / WEIGHTS, weights)
         atomic_write_json(tmp / CONFIG, info)
@@ -123,7 +127,9 @@ def check_replaceable(path: str | os.PathLike) -> None:
 
 
 def _swap_in(new: Path, path: Path) -> None:
-    """Replace folder `path` by `new`; the old one is kept aside until the new one is in place."""
+    """Replace folder `path` by `new`; the old one is kept aside until the new one is in place.
+    Both aside names carry this process's id, so `tidy` can tell a dead save's leftovers from a
+    save in progress."""
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}")
@@ -133,13 +139,73 @@ def _swap_in(new: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _recover(path: Path) -> None:
-    """If a save was killed between its two renames, put the previous folder back."""
-    if path.exists():
+STALE_SECONDS = 3600          # a save's leftover this old is dead whatever its process id says
+
+
+def _saver_gone(aside: Path, pid: int | None) -> bool:
+    """The save that made `aside` ended (killed, crashed): its process is gone, or it is an hour old."""
+    try:
+        stat = aside.lstat()
+    except OSError:
+        return False
+    if time.time() - max(stat.st_mtime, stat.st_ctime) > STALE_SECONDS:
+        return True
+    if pid is None or pid == os.getpid():      # no id (older aecore), or a save of ours in another thread
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:                            # exists, owned by another user
+        return False
+    return False
+
+
+def _pid(rest: str) -> int | None:
+    head, sep, _ = rest.partition("-")
+    return int(head) if sep and head.isdigit() else None
+
+
+def _leftovers(path: Path) -> tuple[list[Path], list[Path]]:
+    """(finished new folders, old folders) that dead saves of model folder `path` left beside it,
+    newest last."""
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return [], []
+    new, old = [], []
+    for name in sorted(names):
+        aside = path.parent / name
+        if name.startswith(f".{path.name}.old-"):                  # .NAME.old-PID-NS
+            rest = name[len(f".{path.name}.old-"):]
+            if "." not in rest and _saver_gone(aside, _pid(rest)):
+                old.append(aside)
+        elif name.startswith(f".{path.name}.") and name.endswith(".new"):   # .NAME.PID-RANDOM.new
+            rest = name[len(f".{path.name}."):-len(".new")]
+            if rest and "." not in rest and _saver_gone(aside, _pid(rest)):
+                new.append(aside)
+    by_age = lambda p: p.lstat().st_ctime          # noqa: E731
+    return sorted(new, key=by_age), sorted(old, key=by_age)
+
+
+def tidy(path: str | os.PathLike) -> None:
+    """Finish what a killed save of model folder `path` left: when `path` is missing, put back the
+    newest complete new folder (the model being saved) or else the previous folder; then remove the
+    leftovers (2-19 MB each). Called wherever a model folder is opened, listed or saved."""
+    path = Path(path)
+    new, old = _leftovers(path)
+    if not new and not old:
         return
-    olds = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
-    if olds:
-        os.replace(olds[-1], path)
+    if not path.exists():
+        complete = [n for n in new if all((n / f).is_file() for f in (WEIGHTS, CONFIG, METRICS))]
+        for candidate in (complete[-1:] or old[-1:]):
+            try:
+                os.replace(candidate, path)
+            except OSError:
+                pass
+    for leftover in new + old:
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def write_metrics(path: str | os.PathLike, metrics: dict[str, Any]) -> None:
@@ -158,6 +224,16 @@ def _refuse_pickle(path: Path) -> None:
             raise ModelFileError(f"{path.name} looks like a pickle/torch.save file and is never loaded; "
                                  f"aecore models are a folder with {WEIGHTS} + {CONFIG}")
         raise ModelFileError(f"{path}: expected a model folder holding {WEIGHTS} and {CONFIG}")
+
+
+def check_listed(folder: Path, expected_sha256: dict[str, str]) -> None:
+    """Each named file of `folder` has the SHA-256 the manifest lists; ModelFileError otherwise."""
+    for name, expected in expected_sha256.items():
+        file = folder / name
+        if not file.is_file():
+            raise ModelFileError(f"{file}: listed in the manifest but missing")
+        if sha256_file(file) != expected:
+            raise ModelFileError(f"{file}: SHA-256 does not match the manifest (file changed or tampered); refused")
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -204,6 +280,8 @@ def _read_json(file: Path) -> Any:
         raise ModelFileError(f"{file}: not valid JSON ({err})") from None
     except RecursionError:
         raise ModelFileError(f"{file}: not a plausible aecore file (JSON nested too deeply)") from None
+    except ValueError as err:        # an integer of more than 4,300 digits (int_max_str_digits)
+        raise ModelFileError(f"{file}: not a plausible aecore file ({str(err).split(';')[0]})") from None
 
 
 def _check_fields(file: Path, info: dict[str, Any]) -> None:
@@ -253,10 +331,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
                expected_sha256: dict[str, str] | None = None) -> LoadedModel:
     """Load a model folder; every check failure is a ModelFileError naming the file and problem."""
     from aecore.models import get_model_class
+    from aecore.models.registry import check_fits_memory
 
     path = Path(path)
-    if not path.is_dir():
-        _recover(path)
+    tidy(path)
     if not path.exists():
         raise ModelFileError(f"model not found: {path}")
     if not path.is_dir():
@@ -267,17 +345,15 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
         hint = f" ({', '.join(pickles)} found: pickle files are never loaded)" if pickles else ""
         raise ModelFileError(f"{path}: no {WEIGHTS}{hint}")
     if expected_sha256:
-        for name, expected in expected_sha256.items():
-            file = path / name
-            if not file.is_file():
-                raise ModelFileError(f"{file}: listed in the manifest but missing")
-            actual = sha256_file(file)
-            if actual != expected:
-                raise ModelFileError(f"{file}: SHA-256 does not match the manifest (file changed or tampered); refused")
+        check_listed(path, expected_sha256)
     info = read_config(path)
     config = info.pop("config_object")
     if info.get("weights_sha256") and sha256_file(weights_file) != info["weights_sha256"]:
         raise ModelFileError(f"{weights_file}: does not match the weights_sha256 in {CONFIG} (mixed or damaged save)")
+    try:                                   # a small config.json may describe a model of hundreds of GB
+        check_fits_memory(info["model"], config, batch_size=None)
+    except ConfigError as err:
+        raise ModelFileError(f"{path / CONFIG}: {err}") from None
     model = get_model_class(info["model"])(config=config)
     state = _read_weights(weights_file, model)
     model.load_state_dict(state, strict=True)
@@ -366,7 +442,12 @@ def write_manifest(root: str | os.PathLike | None = None) -> dict[str, str]:
 
 def list_pretrained(root: str | os.PathLike | None = None) -> list[str]:
     """Pretrained ids ('<dataset>/<model-id>') listed in the manifest."""
-    return sorted({k.rsplit("/", 1)[0] for k in read_manifest(root) if k.endswith("/" + WEIGHTS)})
+    return list_pretrained_in(read_manifest(root))
+
+
+def list_pretrained_in(manifest: dict[str, str]) -> list[str]:
+    """The pretrained ids of a manifest already read."""
+    return sorted({k.rsplit("/", 1)[0] for k in manifest if k.endswith("/" + WEIGHTS)})
 
 
 def load_pretrained(model_id: str, *, root: str | os.PathLike | None = None,
@@ -390,20 +471,46 @@ def list_user_models(root: str | os.PathLike | None = None) -> list[Path]:
     root = Path(root) if root else user_models_dir()
     if not root.is_dir():
         return []
+    names = os.listdir(root)
+    for name in {n[1:].split(".old-")[0] if ".old-" in n else n[1:].rsplit(".", 2)[0]
+                 for n in names if n.startswith(".") and (".old-" in n or n.endswith(".new"))}:
+        if name:
+            tidy(root / name)
     return sorted(p for p in root.iterdir() if (p / CONFIG).is_file() and not p.name.startswith("."))
 
 
 def resolve(ref: str | os.PathLike, *, device: str | torch.device | None = None) -> LoadedModel:
-    """A model folder path, or a pretrained id such as 'mnist/ae-d32'."""
-    path = Path(ref)
+    """A pretrained id such as 'mnist/ae-d32', or a model folder path.
+
+    A pretrained id wins over a folder of the same relative name in the working directory: that folder
+    is not manifest-checked, so it must never stand in for the verified model. Write it as a path
+    ('./mnist/ae-d32') to mean the folder."""
+    text = os.fspath(ref)
+    explicit_path = not isinstance(ref, str) or text.startswith(("./", "../", "/", "~")) or os.path.isabs(text)
     try:
-        exists = path.exists()
-    except (OSError, ValueError):         # a name too long for the file system, a NUL byte
-        exists = False
-    if exists:
+        manifest_ids = list_pretrained()
+    except ModelFileError:                # a damaged manifest must not stop `aecore eval runs/x`
+        if not _exists(Path(text).expanduser()):
+            raise
+        manifest_ids = []
+    if not explicit_path and text in manifest_ids:
+        if _exists(Path(text)):
+            log.info("%r is the pretrained model; a folder of that name is here too: write ./%s to use the folder",
+                     text, text)
+        return load_pretrained(text, device=device)
+    path = Path(text).expanduser()
+    try:
+        tidy(path)                        # a save killed between its renames: the folder comes back
+    except (OSError, ValueError):
+        pass
+    if _exists(path):
         return load_model(path, device=device)
-    manifest_ids = list_pretrained()
-    if str(ref) in manifest_ids:
-        return load_pretrained(str(ref), device=device)
-    raise ModelFileError(f"no model folder or pretrained id {str(ref)!r}"
+    raise ModelFileError(f"no model folder or pretrained id {text!r}"
                          + (f"; pretrained ids: {', '.join(manifest_ids)}" if manifest_ids else ""))
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):         # a name too long for the file system, a NUL byte
+        return False

@@ -233,6 +233,14 @@ def config_text(text: str):
     return make
 
 
+def metrics_text(text: str):
+    def make(tmp_path: Path) -> Path:
+        path = saved(tmp_path)
+        (path / "metrics.json").write_text(text)
+        return path
+    return make
+
+
 def drop_weights_sum(path: Path) -> None:
     """As a hand-made config.json would be: no weights_sha256, so only the weight checks can object."""
     info = json.loads((path / CONFIG).read_text())
@@ -270,6 +278,19 @@ MODEL_REFUSED = [
     pytest.param(config_text(""), "not valid JSON", id="config-empty"),
     pytest.param(config_text("[" * 100_000 + "]" * 100_000), "nested too deeply", id="config-nested-100000-deep"),
     pytest.param(config_text("[1, 2]"), "expected a JSON object", id="config-a-list"),
+    pytest.param(config_text('{"model": "ae", "config": {"latent_dim": 1' + "0" * 5000 + '}}'),
+                 "Exceeds the limit (4300 digits)", id="config-5000-digit-integer"),
+    pytest.param(config_text('{"model": "ae", "config": {"latent_dim": 1e999}}'), "latent_dim: expected an integer",
+                 id="config-float-overflowing-to-inf"),
+    pytest.param(config_text('{"model": "ae", "config": {"latent_dim": NaN}}'), "latent_dim: expected an integer",
+                 id="config-nan-literal"),
+    pytest.param(config_edit(lambda i: i.update(notes=["a", "list"])), "field 'notes' must be a string",
+                 id="config-notes-not-text"),
+    pytest.param(metrics_text('{"mse": 1' + "0" * 5000 + '}'), "Exceeds the limit (4300 digits)",
+                 id="metrics-5000-digit-integer"),
+    pytest.param(metrics_text("[" * 100_000 + "]" * 100_000), "nested too deeply", id="metrics-nested-100000-deep"),
+    pytest.param(metrics_text("[0.5]"), "expected a JSON object", id="metrics-a-list"),
+    pytest.param(metrics_text("{oops"), "not valid JSON", id="metrics-invalid-json"),
     pytest.param(config_edit(lambda i: i.update(model="no-such-model")), "unknown model 'no-such-model'",
                  id="config-unknown-model"),
     pytest.param(config_edit(lambda i: i.pop("model")), "missing field 'model'", id="config-missing-model"),
@@ -284,6 +305,8 @@ MODEL_REFUSED = [
                  "latent_dim = 1000000000 is out of range", id="config-latent-1e9"),
     pytest.param(config_edit(lambda i: i["config"].update(hidden=[-4])), "hidden entries = -4 is out of range",
                  id="config-negative-width"),
+    pytest.param(config_edit(lambda i: i["config"].update(hidden=[65536] * 4)), "GB for its weights alone",
+                 id="config-describes-a-model-of-50-GB"),
     pytest.param(config_edit(lambda i: i.update(input_shape=[3, 32, 32])), "field 'input_shape' must be",
                  id="config-input-shape-disagrees"),
     pytest.param(config_edit(lambda i: i.update(classes="0123456789")), "field 'classes' must be a list of strings",

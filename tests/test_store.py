@@ -1,5 +1,9 @@
 import json
+import os
 import pickle
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -7,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from aecore.errors import ModelFileError
 from aecore.models import build_model
-from aecore.store import (CONFIG, WEIGHTS, list_pretrained, load_model, load_pretrained, read_manifest, resolve,
+from aecore.store import (CONFIG, WEIGHTS, list_pretrained, list_user_models, load_model, load_pretrained, read_manifest, resolve,
                           save_model, write_manifest)
 
 SHAPE = (1, 8, 8)
@@ -158,12 +162,87 @@ def test_pretrained_manifest_check(tmp_path, monkeypatch):
         load_pretrained("digits/nope", root=root)
 
 
+def dead_pid() -> int:
+    """The id of a process that has ended (as a killed save's process has)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
 def test_interrupted_save_is_recovered(saved, tmp_path):
     """A save killed between its two renames leaves the old folder aside; loading puts it back."""
     _, path = saved
-    aside = tmp_path / ".m.old-1-1"
+    aside = tmp_path / f".m.old-{dead_pid()}-1"
     path.rename(aside)
     assert load_model(path).name == "ae" and path.is_dir() and not aside.exists()
+
+
+def killed_between_renames(tmp_path, *, new_complete: bool):
+    """What a save of a second model into m, killed between its renames, leaves: m moved aside and the
+    finished (or half-written) new folder beside it, named with the dead process's id."""
+    first = save_model(tiny(), tmp_path / "m", dataset="digits")
+    second = tiny()
+    staged = save_model(second, tmp_path / "staging", dataset="digits")
+    pid = dead_pid()
+    first.rename(tmp_path / f".m.old-{pid}-7")
+    new = tmp_path / f".m.{pid}-abc123.new"
+    staged.rename(new)
+    if not new_complete:
+        (new / "metrics.json").unlink()            # killed while writing: the old model comes back
+    return first, second
+
+
+@pytest.mark.parametrize("opener", ["load", "eval", "list"])
+def test_a_save_killed_between_its_renames_is_reachable_everywhere(tmp_path, capsys, monkeypatch, opener):
+    path, second = killed_between_renames(tmp_path, new_complete=True)
+    assert not path.exists()
+    if opener == "load":
+        loaded = load_model(path)
+    elif opener == "eval":
+        from aecore.cli import main
+        assert main(["eval", str(path), "--dataset", "digits", "--json"]) == 0
+        loaded = load_model(path)
+    else:
+        assert [p.name for p in list_user_models(tmp_path)] == ["m"]
+        loaded = load_model(path)
+    x = torch.rand(3, *SHAPE)
+    assert torch.equal(loaded.model.reconstruct(x), second.reconstruct(x))     # the model being saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]                 # nothing left aside
+
+
+def test_a_half_written_new_folder_gives_the_previous_model_back(tmp_path):
+    path, _ = killed_between_renames(tmp_path, new_complete=False)
+    assert [p.name for p in list_user_models(tmp_path)] == ["m"] and load_model(path).name == "ae"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_leftovers_of_dead_saves_are_removed_and_live_ones_kept(saved, tmp_path):
+    _, path = saved
+    pid = dead_pid()
+    for name in (f".m.{pid}-x1.new", f".m.old-{pid}-5", f".m.{os.getpid()}-x2.new"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(bytes(1000))
+    old_style = tmp_path / ".m.q9z8.new"                    # no process id (aecore before 2026-12-03)
+    old_style.mkdir()
+    list_user_models(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", f".m.{os.getpid()}-x2.new", ".m.q9z8.new"])
+    hour_ago = time.time() - 2 * 3600                       # a leftover an hour old is dead whoever made it
+    os.utime(old_style, (hour_ago, hour_ago))
+    import aecore.store as store
+    real_time = time.time
+    try:
+        store.time.time = lambda: real_time() + 2 * 3600
+        list_user_models(tmp_path)
+    finally:
+        store.time.time = real_time
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_leftovers_of_another_model_are_not_touched(tmp_path):
+    save_model(tiny(), tmp_path / "m.x")
+    other = tmp_path / f".m.x.{dead_pid()}-a1.new"
+    other.mkdir()
+    save_model(tiny(), tmp_path / "m")                     # tidies m's leftovers only
+    assert other.exists()
 
 
 def test_failed_save_never_replaces_a_good_model(saved, monkeypatch):

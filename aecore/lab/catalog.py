@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aecore.errors import AecoreError, ConfigError
 from aecore.models import get_model_class
 from aecore.paths import pretrained_dir, safe_name, user_model_path, user_models_dir
-from aecore.store import MANIFEST, LoadedModel, list_pretrained, list_user_models, load_pretrained, load_model, read_config
+from aecore.store import (CONFIG, MANIFEST, LoadedModel, check_listed, list_pretrained_in, list_user_models,
+                          load_model, load_pretrained, read_config, read_manifest)
+
+log = logging.getLogger("aecore.app")
 
 USER_PREFIX = "user:"
 
@@ -23,11 +27,18 @@ class Entry:
     data_options: dict = field(default_factory=dict, compare=False)   # load_dataset options it was trained with
 
 
-def _entry(ref: str, path: Path, label: str) -> Entry | None:
+def _entry(ref: str, path: Path, label: str, expected: dict[str, str] | None = None) -> Entry | str:
+    """The picker entry of a model folder, or why it is left out (one line for a note). Nothing a
+    folder holds may break the list: it is shared by every page and every visitor of the server."""
     try:
+        if expected is not None:                      # pretrained: only text the manifest vouches for
+            check_listed(path, {CONFIG: expected.get(CONFIG, "")})
         info = read_config(path)
-    except AecoreError:
-        return None                                   # a broken folder is left out of the picker
+    except AecoreError as err:
+        return str(err)
+    except Exception as err:  # noqa: BLE001 - any surprise in a folder leaves that folder out, nothing more
+        log.warning("model folder %s left out of the list", path, exc_info=True)
+        return f"{path}: cannot be read ({type(err).__name__})"
     about = info.get("notes") or get_model_class(info["model"]).description
     options = (info.get("recipe") or {}).get("dataset_options") or {}
     return Entry(ref=ref, label=label, model=info["model"], dataset=info.get("dataset") or "", about=about,
@@ -42,7 +53,7 @@ def _stamp(path: Path) -> tuple:
         return (str(path), None, None)
 
 
-_cache: dict[tuple, list[Entry]] = {}   # {stamps: entries}, one key at a time
+_cache: dict[tuple, tuple[list[Entry], list[tuple[str, str]]]] = {}   # {stamps: (entries, left out)}, one key
 
 
 def entries(dataset: str | None = None) -> list[Entry]:
@@ -53,20 +64,36 @@ def entries(dataset: str | None = None) -> list[Entry]:
     removes a folder entry, which changes the folder's mtime)."""
     root, users = pretrained_dir(), user_models_dir()
     key = (_stamp(root / MANIFEST), _stamp(users))
-    out = _cache.get(key)
-    if out is None:                   # (sessions run in threads: work on a local list, then publish it)
-        out = []
-        for model_id in list_pretrained(root):
-            entry = _entry(model_id, root / model_id, model_id.split("/", 1)[1])
-            if entry:
-                out.append(entry)
-        for path in list_user_models(users):
-            entry = _entry(USER_PREFIX + path.name, path, f"{path.name} (yours)")
-            if entry:
-                out.append(entry)
-        _cache.clear()
-        _cache[key] = out
-    return [e for e in out if dataset is None or e.dataset == dataset]
+    return [e for e in _listing(key, root, users)[0] if dataset is None or e.dataset == dataset]
+
+
+def left_out() -> list[tuple[str, str]]:
+    """(label, reason) of every model folder the list leaves out because it cannot be read."""
+    root, users = pretrained_dir(), user_models_dir()
+    return list(_listing((_stamp(root / MANIFEST), _stamp(users)), root, users)[1])
+
+
+def _listing(key: tuple, root: Path, users: Path) -> tuple[list[Entry], list[tuple[str, str]]]:
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    out: list[Entry] = []             # (sessions run in threads: work on local lists, then publish them)
+    skipped: list[tuple[str, str]] = []
+    try:
+        manifest = read_manifest(root)
+    except AecoreError as err:
+        manifest, skipped = {}, [("pretrained models", str(err))]
+    for model_id in list_pretrained_in(manifest):
+        prefix = model_id + "/"
+        expected = {k[len(prefix):]: v for k, v in manifest.items() if k.startswith(prefix)}
+        entry = _entry(model_id, root / model_id, model_id.split("/", 1)[1], expected)
+        out.append(entry) if isinstance(entry, Entry) else skipped.append((model_id, entry))
+    for path in list_user_models(users):
+        entry = _entry(USER_PREFIX + path.name, path, f"{path.name} (yours)")
+        out.append(entry) if isinstance(entry, Entry) else skipped.append((f"{path.name} (yours)", entry))
+    _cache.clear()
+    _cache[key] = (out, skipped)
+    return out, skipped
 
 
 def ref_path(ref: str) -> Path:
