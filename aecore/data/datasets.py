@@ -24,7 +24,7 @@ from . import cache, cifar
 from . import download as dl
 from .base import ImageData
 from .idx import load_idx_pair
-from .images import Item, class_items, decode_items, describe_skips, dir_files, is_archive, tree_files
+from .images import Item, class_items, decode_items, describe_skips, is_archive, scan_folder, tree_files
 from .registry import bool_option, float_option, int_option, register_dataset
 
 log = logging.getLogger("aecore.data")
@@ -394,7 +394,8 @@ def load_folder(*, split: str, root: Path, download: bool, path: str, size: int,
     With PATH/train/ and PATH/test/ those are the splits. Otherwise the tree is split here:
     stratified and seeded (`stratified_test_mask`), test_fraction of each class (rounded) is the
     test split; test_fraction=0 makes the whole tree the train split. Unreadable files are
-    skipped; their count is in ImageData.source and logged.
+    skipped; their count is in ImageData.source and logged. Which files are read, and which links
+    are followed, is in aecore.data.images' docstring: regular files inside PATH only.
     """
     size = int_option("size", size, 4, 1024, dataset="folder")
     grayscale = bool_option("grayscale", grayscale, dataset="folder")
@@ -407,11 +408,12 @@ def load_folder(*, split: str, root: Path, download: bool, path: str, size: int,
     if not (base.is_dir() or is_archive(base)):
         raise DataError(f"folder: {base} is not a folder or a .tar/.tar.gz/.zip archive")
 
+    skipped_folders: list[tuple[str, str]] = []     # links to folders, folders that cannot be listed
     if base.is_dir():
-        listing = dir_files(base)
-        files: dict[str, Any] = {rel: p.read_bytes for rel, p in listing.items()}
-        stamp = hashlib.sha256(repr(sorted((rel, p.stat().st_size, p.stat().st_mtime_ns)
-                                           for rel, p in listing.items())).encode()).hexdigest()
+        listing, skipped_folders = scan_folder(base)
+        files: dict[str, Any] = {rel: f.read_bytes for rel, f in listing.items()}
+        stamp = hashlib.sha256(repr(sorted((rel, f.rel, f.problem, f.stat().st_size, f.stat().st_mtime_ns)
+                                           for rel, f in listing.items())).encode()).hexdigest()
         key_parts: list[Any] = ["dir", base.resolve(), stamp]
     else:
         files = _strip_wrapper(tree_files(base))
@@ -427,6 +429,8 @@ def load_folder(*, split: str, root: Path, download: bool, path: str, size: int,
         # one class list for both splits, so a class missing from one split cannot shift the labels
         class_names = sorted(set(class_items(part("train"))[1]) | set(class_items(part("test"))[1]))
         files = part(split)
+        skipped_folders = [(name[len(split) + 1:], why) for name, why in skipped_folders
+                           if name.startswith(split + "/")]
         where = base / split
         key_parts += [split, "classes of both splits"]
     elif split == "test" and not test_fraction:
@@ -441,10 +445,11 @@ def load_folder(*, split: str, root: Path, download: bool, path: str, size: int,
 
     x, y, classes, count, examples = _decode_cached("folder", key_parts, items, size=size,
                                                     grayscale=grayscale, min_cache=500)
-    notes = [_skip_note(count, examples)]
+    notes = [_skip_note(count + len(skipped_folders), skipped_folders + examples)]
     folders = {name.split("/", 1)[0] for name in files if "/" in name}
-    if where.is_dir():
-        folders |= {d.name for d in where.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if where.is_dir():   # (links to folders are not followed, and already named in the skip note)
+        folders |= {d.name for d in where.iterdir()
+                    if not d.name.startswith(".") and not d.is_symlink() and d.is_dir()}
     if empty := sorted(folders - set(classes)):
         notes.append(f"left out {len(empty)} folder(s) without image files: {', '.join(empty[:5])}")
     if len(x) and (bare := [c for c, n in zip(classes, torch.bincount(y, minlength=len(classes)).tolist()) if not n]):

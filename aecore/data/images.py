@@ -10,6 +10,19 @@ empty, more pixels than PIL's decompression-bomb limit) are skipped and counted,
 Decoding is the slow part of loading (60,000 CIFAR JPEGs): JPEGs that already have the target
 size go through torchvision's libjpeg-turbo decoder (same pixels as PIL, about twice as fast),
 the rest through PIL, in threads when there are many (PIL releases the GIL while decoding).
+
+Files in a folder (folder:PATH, CIFAR-10 JPEG trees) are read only when they are regular files,
+each up to MAX_FILE_BYTES (64 MiB); FIFOs, sockets and devices are never opened, so a `pipe.png`
+cannot hang a load nor a link to /dev/zero fill memory. PATH itself may be a link (you named it).
+Below it, a link to a file is followed only when its real target lies inside PATH (the resolved
+path below the resolved PATH) and is a regular file; links to folders are never followed, wherever
+they point, so a load never walks out of PATH nor round a loop (put the folder itself there
+instead). Links leading outside the folder, dangling links, link loops, links to folders, and
+files that cannot be read (no permission, over the size limit, gone or replaced by the time they
+are read) are skipped and counted, with the reason, in the dataset's note; never raised. Reads go
+down from PATH one name at a time without following any link, so a file or folder swapped for a
+link while the load runs is skipped, not read through. In a .zip or .tar a link member is only
+bytes in the archive: never followed (zip links are skipped and counted, tar links not listed).
 """
 
 from __future__ import annotations
@@ -19,7 +32,9 @@ import gzip
 import io
 import logging
 import math
+import errno
 import os
+import stat
 import tarfile
 import warnings
 import zipfile
@@ -37,6 +52,7 @@ log = logging.getLogger("aecore.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 MAX_ARCHIVE_BYTES = 4 << 30   # a tar we would unpack into memory (zips are read member by member)
+MAX_FILE_BYTES = 64 << 20     # one image file, in a folder or an archive; larger ones are skipped
 MAX_PIXELS = 89_478_485       # PIL's default decompression-bomb threshold (Image.MAX_IMAGE_PIXELS)
 # The decoders PIL may use on untrusted bytes. PIL picks a decoder by content, not by name, so without
 # this list a '.png' holding PostScript would go to the EPS plugin, which runs Ghostscript on it.
@@ -209,6 +225,9 @@ def decode_items(items: list[Item], *, size: int, grayscale: bool = False, crop:
         except OSError as e:
             reasons[index] = f"unreadable: {e.strerror or e}"
             return
+        except Exception as e:   # whatever else reading raises: this file is skipped, the load goes on
+            reasons[index] = f"unreadable: {type(e).__name__}: {e}"
+            return
         try:
             if fast is not None and data[-32:].rstrip(b"\0\r\n ").endswith(b"\xff\xd9") \
                     and _jpeg_frame(data) == (size, size, 3):
@@ -261,22 +280,238 @@ def is_image_name(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def dir_files(root: Path) -> dict[str, Path]:
-    """Relative POSIX path -> file, for every non-hidden file under root (no symlinked dirs)."""
-    files: dict[str, Path] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root).as_posix()
-        for name in filenames:
-            if not name.startswith("."):
-                files[name if rel == "." else f"{rel}/{name}"] = Path(dirpath) / name
-    return files
+# Every open of a file we were handed: never blocks (a FIFO would wait for a writer forever), never
+# takes a terminal as controlling terminal; what it opened is checked with fstat before any read.
+_OPEN = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+         | getattr(os, "O_BINARY", 0))
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+# Walk down from the root by directory descriptors (POSIX); elsewhere by path, O_NOFOLLOW on the last name.
+_BY_FD = bool(_NOFOLLOW and _DIRECTORY) and os.open in os.supports_dir_fd and os.scandir in os.supports_fd
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, for the skip report."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISLNK(mode):
+        return "a link"
+    return "a special file"
+
+
+def _too_large(size: int, cap: int) -> str:
+    limit = f"{cap >> 20} MiB" if cap >= 1 << 20 and not cap % (1 << 20) else f"{cap} bytes"
+    return f"{size} bytes is over the {limit} limit for one image file"
+
+
+def read_capped(fd: int, cap: int | None = None) -> bytes:
+    """All bytes of the regular file open on `fd`, at most `cap` (default MAX_FILE_BYTES); OSError
+    saying why when it is not a regular file or is larger than that."""
+    cap = MAX_FILE_BYTES if cap is None else cap
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{_kind(st.st_mode)}, not a regular file")
+    if st.st_size > cap:
+        raise OSError(_too_large(st.st_size, cap))
+    chunks, left = [], cap + 1          # the file may grow after fstat: read one byte past the cap
+    while left > 0:
+        chunk = os.read(fd, min(left, max(st.st_size + 1, 1 << 16)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    if len(data) > cap:
+        raise OSError(_too_large(len(data), cap))
+    return data
+
+
+def _open_below(root: str, rel: str, *, directory: bool = False) -> int:
+    """Descriptor of root/rel, opened without following a link anywhere below root (each name opened
+    relative to the folder before it, with O_NOFOLLOW): nothing outside root is ever opened, even if
+    a file or folder was swapped for a link since the listing. rel "" is root itself."""
+    parts = [p for p in rel.split("/") if p]
+    if not _BY_FD:
+        return os.open(os.path.join(root, *parts), _OPEN | _NOFOLLOW | (_DIRECTORY if directory else 0))
+    fd = os.open(root, _OPEN | _DIRECTORY)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = _OPEN | _NOFOLLOW | (_DIRECTORY if directory or not last else 0)
+            try:
+                next_fd = os.open(part, flags, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.EMLINK) or (e.errno == errno.ENOTDIR and not last):
+                    raise OSError(e.errno, "replaced by a link or a file since the folder was listed") from None
+                raise
+            os.close(fd)
+            fd = next_fd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class LocalFile:
+    """One entry of a folder listing (`scan_folder`). read_bytes() reads it by the rules in the module
+    docstring, or raises OSError saying why it is skipped; stat() is what the listing saw, no new
+    system call (for cache stamps). The two names are Path's, so code written for a listing of Paths
+    keeps working."""
+
+    __slots__ = ("root", "rel", "problem", "_stat")
+
+    def __init__(self, root: str, rel: str, st: os.stat_result, problem: str | None = None):
+        self.root = root          # the resolved root folder
+        self.rel = rel            # what to open below it: the file itself, or a followed link's target
+        self.problem = problem    # why it is skipped, or None
+        self._stat = st
+
+    def stat(self) -> os.stat_result:
+        return self._stat
+
+    def read_bytes(self) -> bytes:
+        if self.problem:
+            raise OSError(self.problem)
+        fd = _open_below(self.root, self.rel)
+        try:
+            return read_capped(fd)
+        finally:
+            os.close(fd)
+
+    def __repr__(self) -> str:
+        return f"LocalFile({self.root!r}, {self.rel!r}" + (f", problem={self.problem!r})" if self.problem else ")")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _list_dir(root: str, rel: str) -> list[tuple[str, os.stat_result]]:
+    """(name, lstat) of the entries of root/rel, sorted by name; entries gone meanwhile left out."""
+    def entries(it) -> list[tuple[str, os.stat_result]]:
+        out = []
+        for entry in it:   # (stat while the listing is open: with a descriptor, it is relative to it)
+            try:
+                out.append((entry.name, entry.stat(follow_symlinks=False)))
+            except OSError:
+                pass
+        return sorted(out, key=lambda e: e[0])
+
+    if not _BY_FD:
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            return entries(it)
+    fd = _open_below(root, rel, directory=True)
+    try:
+        with os.scandir(fd) as it:
+            return entries(it)
+    finally:
+        os.close(fd)
+
+
+def scan_folder(root: Path) -> tuple[dict[str, LocalFile], list[tuple[str, str]]]:
+    """(files, skipped folders) of the tree under root (a link to a folder is fine as root).
+
+    files: relative POSIX path -> LocalFile for every non-hidden entry that is not a folder: regular
+    files, links followed to a regular file inside root, and, with .problem set (reading them raises
+    OSError(problem), which decode_items counts): links out of root, dangling links, link loops,
+    FIFOs, sockets, devices. Skipped folders: ('<rel>/', why) for links to folders (never followed)
+    and folders that cannot be listed. Hidden names (".x") are left out, as before.
+    """
+    real_root = os.path.realpath(root)
+    files: dict[str, LocalFile] = {}
+    folders: list[tuple[str, str]] = []
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
+        try:
+            entries = _list_dir(real_root, rel_dir)
+        except OSError as e:
+            if not rel_dir:
+                raise DataError(f"{root}: cannot list the folder ({e.strerror or e})") from None
+            folders.append((f"{rel_dir}/", f"folder cannot be listed: {e.strerror or e}"))
+            continue
+        for name, st in reversed(entries):     # (reversed: the stack pops folders in name order)
+            if name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if stat.S_ISDIR(st.st_mode):
+                pending.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                files[rel] = LocalFile(real_root, rel, st)
+            elif stat.S_ISLNK(st.st_mode):
+                _add_link(real_root, rel, st, files, folders)
+            else:
+                files[rel] = LocalFile(real_root, rel, st, f"{_kind(st.st_mode)}, not a regular file")
+    return files, sorted(folders)
+
+
+def _add_link(real_root: str, rel: str, st: os.stat_result, files: dict[str, LocalFile],
+              folders: list[tuple[str, str]]) -> None:
+    """Apply the link policy to the link at real_root/rel (see the module docstring)."""
+    path = os.path.join(real_root, *rel.split("/"))
+    try:
+        target = os.path.realpath(path, strict=True)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            files[rel] = LocalFile(real_root, rel, st, "link loop")
+        elif isinstance(e, FileNotFoundError):
+            files[rel] = LocalFile(real_root, rel, st, "dangling link")
+        else:
+            files[rel] = LocalFile(real_root, rel, st, f"link cannot be followed: {e.strerror or e}")
+        return
+    try:
+        target_st = os.stat(target, follow_symlinks=False)   # a real path: no link left to follow
+    except OSError as e:
+        files[rel] = LocalFile(real_root, rel, st, f"link cannot be followed: {e.strerror or e}")
+        return
+    if stat.S_ISDIR(target_st.st_mode):
+        why = "link to a folder, not followed" if _inside(target, real_root) else "link leads outside the folder"
+        folders.append((f"{rel}/", why))
+    elif not _inside(target, real_root):
+        files[rel] = LocalFile(real_root, rel, st, "link leads outside the folder")
+    elif stat.S_ISREG(target_st.st_mode):
+        files[rel] = LocalFile(real_root, Path(os.path.relpath(target, real_root)).as_posix(), target_st)
+    else:
+        files[rel] = LocalFile(real_root, rel, st, f"link to {_kind(target_st.st_mode)}, not a regular file")
+
+
+def dir_files(root: Path) -> dict[str, LocalFile]:
+    """Relative POSIX path -> LocalFile for every non-hidden file under root (`scan_folder` without
+    its list of skipped folders): .read_bytes() reads one safely or raises OSError saying why not."""
+    return scan_folder(root)[0]
+
+
+def open_regular(path: Path) -> int:
+    """Descriptor of `path` (links followed: the user named it) when it is a regular file; DataError
+    otherwise, without ever blocking on a FIFO or reading a device."""
+    try:
+        mode = os.stat(path).st_mode      # (a device is not even opened, unless swapped in just now)
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path}: {_kind(mode)}, not a folder or a .tar/.tar.gz/.zip archive")
+        fd = os.open(path, _OPEN)
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path}: {_kind(mode)}, not a folder or a .tar/.tar.gz/.zip archive")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_archive_bytes(path: Path) -> bytes:
     """A .tar / .tar.gz file's (uncompressed) bytes, bounded so a gzip bomb cannot fill memory."""
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             if f.read(2) != b"\x1f\x8b":
                 f.seek(0)
                 data = f.read(MAX_ARCHIVE_BYTES + 1)
@@ -366,20 +601,32 @@ def tar_files(path: Path) -> dict[str, Callable[[], bytes]]:
     data = read_archive_bytes(path)
     index = tar_index(data, str(path))
     view = memoryview(data)
-    return {name: (lambda s=start, z=size: bytes(view[s:s + z])) for name, (start, size) in index.items()}
+
+    def reader(start: int, size: int) -> Callable[[], bytes]:
+        def read() -> bytes:
+            if size > MAX_FILE_BYTES:
+                raise OSError(_too_large(size, MAX_FILE_BYTES))
+            return bytes(view[start:start + size])
+        return read
+
+    return {name: reader(start, size) for name, (start, size) in index.items()}
 
 
 def zip_files(path: Path) -> dict[str, Callable[[], bytes]]:
     """Relative path -> reader for the files of a zip archive (members read on demand)."""
+    f = os.fdopen(open_regular(path), "rb")
     try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+        archive = zipfile.ZipFile(f)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        f.close()
         raise DataError(f"{path}: not a readable zip archive ({e})") from None
 
     def reader(info: zipfile.ZipInfo) -> Callable[[], bytes]:
         def read() -> bytes:
-            if info.file_size > MAX_PIXELS * 4:
-                raise OSError(f"member of {info.file_size} bytes is too large for an image")
+            if stat.S_ISLNK(info.external_attr >> 16):   # its bytes are a path: never followed, never decoded
+                raise OSError("a link inside the archive, not followed")
+            if info.file_size > MAX_FILE_BYTES:   # (the reader stops at file_size, whatever the data holds)
+                raise OSError(_too_large(info.file_size, MAX_FILE_BYTES))
             try:
                 return archive.read(info)
             except (zipfile.BadZipFile, zlib.error, EOFError) as e:
