@@ -8,25 +8,32 @@ the URL on first run, `sync_url()` writes the current values back after the widg
 from __future__ import annotations
 
 import logging
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import streamlit as st
 
-from aecore.data import load_dataset
+from aecore.data import dataset_info, load_dataset
 from aecore.data.base import ImageData
+from aecore.data.registry import FOLDER_PREFIX
 from aecore.device import pick_device
-from aecore.errors import AecoreError
+from aecore.errors import AecoreError, ConfigError
 from aecore.lab import catalog
 from aecore.lab.serving import freeze_long_lived, use_session_threads
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
+from aecore.paths import check_allowed_folder
 from aecore.store import LoadedModel
 from aecore.zoo import codes_of
 
 log = logging.getLogger("aecore.app")
 
 DATASETS = ["mnist", "fashion-mnist", "digits"]   # the ones that work offline on a fresh machine
+MAX_DATASET_NAME = 1000                           # longer is no dataset (a folder path included)
+MAX_REF = 300                                     # longer is no model reference
+MAX_LEFT_OUT_SHOWN = 20                           # folders named in the sidebar's note
 
 
 def _hand_over_to_app_navigation() -> None:
@@ -45,20 +52,92 @@ def _hand_over_to_app_navigation() -> None:
 
 
 # --- URL state ---------------------------------------------------------------------------------------
-def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list | None = None) -> None:
-    """Seed st.session_state[key] from the URL (or `default`) unless the widget already has a value."""
-    if key in st.session_state:
-        return
-    value = default
-    raw = st.query_params.get(key)
-    if raw is not None:
-        try:
-            value = cast(raw)
-        except (TypeError, ValueError):
-            value = default
-    if choices is not None and value not in choices:
+MAX_NUMBER_TEXT = 40      # longer than any number a widget here takes: "1" * 5000 is garbage, not a seed
+MAX_SAFE_INT = 2**53 - 1  # what a browser's number widget can hold exactly
+
+
+def to_int(text: Any) -> int:
+    """An integer from a URL value: ' 7 ', '-0', '1e3', '7.0' are fine; ValueError for anything else
+    (non-integral, not finite, beyond ±MAX_SAFE_INT, or longer than MAX_NUMBER_TEXT characters, which
+    int() would also refuse above 4,300 digits)."""
+    s = str(text).strip()
+    if not s or len(s) > MAX_NUMBER_TEXT:
+        raise ValueError(f"not an integer: {s[:MAX_NUMBER_TEXT]!r}")
+    try:
+        value = int(s)
+    except ValueError:
+        x = float(s)                                           # '1e3', '7.0'; ValueError for garbage
+        if not math.isfinite(x) or x != int(x):
+            raise ValueError(f"not an integer: {s!r}") from None
+        value = int(x)
+    if abs(value) > MAX_SAFE_INT:
+        raise ValueError(f"integer out of range: {s!r}")
+    return value
+
+
+def to_float(text: Any) -> float:
+    """A finite float from a URL value; ValueError for 'nan', 'inf', '1e999', garbage or very long text."""
+    s = str(text).strip()
+    if not s or len(s) > MAX_NUMBER_TEXT:
+        raise ValueError(f"not a number: {s[:MAX_NUMBER_TEXT]!r}")
+    x = float(s)
+    if not math.isfinite(x):
+        raise ValueError(f"not a finite number: {s!r}")
+    return x
+
+
+_SAFE_CASTS = {int: to_int, float: to_float}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list | None = None, *,
+         lo: float | None = None, hi: float | None = None) -> None:
+    """Seed st.session_state[key] from the URL (or `default`) unless the widget already has a value.
+
+    A value the cast refuses, one outside `choices`, or a number that is not finite (nan, inf) falls
+    back to `default`; `int`/`float` casts go through to_int/to_float (no huge digit strings). With
+    `lo`/`hi` (the widget's min/max) the value is clamped into them, on every run: a value kept from
+    an earlier run is clamped too when the bounds have changed (another model, another dataset)."""
+    if key not in st.session_state:
         value = default
-    st.session_state[key] = value
+        raw = st.query_params.get(key)
+        if raw is not None:
+            try:
+                value = _SAFE_CASTS.get(cast, cast)(raw)
+            except Exception:  # noqa: BLE001 - a URL may say anything: its value is ignored, nothing more
+                value = default
+        if choices is not None and value not in choices:
+            value = default
+        if not _finite(value):
+            value = default
+        st.session_state[key] = value
+    if lo is not None or hi is not None:
+        _clamp(key, default, lo, hi)
+
+
+def _clamp(key: str, default: Any, lo: float | None, hi: float | None) -> None:
+    """Keep a numeric widget's value inside [lo, hi] (and of the default's type)."""
+    value = st.session_state[key]
+    if not _is_number(value) or not _finite(value):
+        value = default
+    kind = float if isinstance(default, float) or isinstance(lo, float) or isinstance(hi, float) else int
+    if kind is int and isinstance(value, float):
+        value = round(value)
+    if lo is not None and value < lo:
+        value = lo
+    if hi is not None and value > hi:
+        value = hi
+    value = kind(value)
+    current = st.session_state[key]
+    if type(current) is not kind or current != value:
+        st.session_state[key] = value
 
 
 def sync_url(*keys: str) -> None:
@@ -72,7 +151,38 @@ def sync_url(*keys: str) -> None:
 
 
 def as_bool(text: str) -> bool:
-    return text.lower() in ("1", "true", "yes", "on")
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+# --- untrusted text ----------------------------------------------------------------------------------
+ZWSP = "\u200b"
+MAX_PLAIN = 2000
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>$~|])")               # emphasis, code, links, HTML, LaTeX, tables
+_MD_LINE_START = re.compile(r"^([ \t]*)([#+\-=])", re.MULTILINE)  # headings, lists, setext underlines
+_MD_ORDERED = re.compile(r"^([ \t]*\d+)([.)])", re.MULTILINE)    # "1." / "1)" lists
+_AUTOLINK = re.compile(r"(?i)(?:https?|ftp|file|mailto|xmpp|javascript|data)(?=:)|www(?=\.)|@")   # anywhere
+
+
+def plain(text: Any, limit: int = MAX_PLAIN) -> str:
+    """`text` (a model's notes, a file path, an error message, anything from a file or a URL) made
+    safe to put in Streamlit markdown: shown as the very characters it holds, never as a link, an
+    image, emphasis, HTML, LaTeX or a heading. Markdown syntax is backslash-escaped; autolinks
+    ('http://', 'www.', e-mail addresses) are broken by a zero-width space. At most `limit` characters
+    are kept. Do not put the result inside backticks (escapes are not read in code spans)."""
+    s = str(text).replace("\r", "")
+    if len(s) > limit:
+        s = s[:limit] + "…"
+    s = _AUTOLINK.sub(lambda m: m.group(0) + ZWSP, s)
+    s = _MD_INLINE.sub(r"\\\1", s)
+    s = _MD_LINE_START.sub(r"\1\\\2", s)
+    return _MD_ORDERED.sub(r"\1\\\2", s)
+
+
+def code(text: Any, limit: int = 200) -> str:
+    """`text` as inline code: shown literally (a backtick, the one character that could end the span,
+    becomes a quote)."""
+    s = " ".join(str(text).split())[:limit].replace("`", "'")
+    return f"`{s}`" if s else ""
 
 
 # --- cached loaders ----------------------------------------------------------------------------------
@@ -110,13 +220,34 @@ def _split(dataset: str, split: str, options: tuple) -> ImageData:
     return load_dataset(dataset, split, **dict(options))
 
 
+def check_dataset(dataset: str) -> str:
+    """`dataset` when this server may load it for a visitor; ConfigError otherwise. A `folder:PATH`
+    must lie inside a folder the operator allows (or the uploads folder): a model trained elsewhere
+    must not show every visitor the images of any folder on the server."""
+    if not isinstance(dataset, str) or not dataset or len(dataset) > MAX_DATASET_NAME:
+        raise ConfigError("not a dataset name")
+    if dataset.startswith(FOLDER_PREFIX):
+        check_allowed_folder(dataset[len(FOLDER_PREFIX):])
+    else:
+        dataset_info(dataset)                                  # DataError for an unknown name
+    return dataset
+
+
+def dataset_allowed(dataset: str) -> bool:
+    try:
+        check_dataset(dataset)
+    except AecoreError:
+        return False
+    return True
+
+
 def test_data(dataset: str) -> ImageData:
     """The dataset's test split (the bundled one offline) on the CPU."""
-    return _split(dataset, "test", _data_options(dataset))
+    return _split(check_dataset(dataset), "test", _data_options(dataset))
 
 
 def train_data(dataset: str) -> ImageData:
-    return _split(dataset, "train", _data_options(dataset))
+    return _split(check_dataset(dataset), "train", _data_options(dataset))
 
 
 def device_name() -> str:
@@ -150,8 +281,8 @@ def require_fit(sel: Selection) -> None:
     """Stop the page with a message unless the model takes this dataset's images."""
     shape = tuple(sel.model.config.input_shape)
     if shape != tuple(sel.data.input_shape):
-        st.error(f"{sel.entry.label} takes inputs of shape {list(shape)}, but {sel.dataset} images are "
-                 f"{list(sel.data.input_shape)}: pick a model trained on this dataset.")
+        st.error(f"{plain(sel.entry.label)} takes inputs of shape {list(shape)}, but {plain(sel.dataset)} images "
+                 f"are {list(sel.data.input_shape)}: pick a model trained on this dataset.")
         st.stop()
 
 
@@ -166,14 +297,16 @@ def test_codes(sel: Selection) -> np.ndarray:
     try:
         return _codes(sel.entry.ref, sel.version, sel.dataset, sel.model)
     except AecoreError as err:
-        st.error(f"Cannot encode {sel.dataset} with {sel.entry.label}: {err}")
+        st.error(plain(f"Cannot encode {sel.dataset} with {sel.entry.label}: {err}"))
         st.stop()
 
 
 def dataset_choices() -> list[str]:
     """The datasets that work offline, then any other one a listed model was trained on (a `folder:`
-    model trained on the Train page, the rank-ordered AE's cifar10-patches)."""
-    return DATASETS + sorted({e.dataset for e in catalog.entries()} - set(DATASETS) - {""})
+    model trained on the Train page, the rank-ordered AE's cifar10-patches) that this server may load:
+    a known dataset name, or a `folder:` inside an allowed root (`check_dataset`)."""
+    others = {e.dataset for e in catalog.entries()} - set(DATASETS) - {""}
+    return DATASETS + sorted(d for d in others if dataset_allowed(d))
 
 
 def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
@@ -196,38 +329,59 @@ def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
             refs = list(by_ref)
             if st.session_state.get("model") not in by_ref:
                 raw = st.query_params.get("model")
+                raw = raw if isinstance(raw, str) and len(raw) <= MAX_REF else None
                 preferred = [r for r in refs if prefer is not None and prefer(by_ref[r])]
                 st.session_state["model"] = raw if raw in by_ref else (preferred or refs)[0]
             ref = st.selectbox("Model", refs, key="model", format_func=lambda r: by_ref[r].label, help=model_help)
             entry = by_ref[ref]
-            st.caption(f"**{entry.model}** — {entry.about}")
+            st.caption(f"**{plain(entry.model)}** — {plain(entry.about)}")
         st.caption(f"Device: `{device_name()}`")
+        left_out_note()
     sync_url("dataset", "model")
     try:
         data = test_data(dataset)
     except AecoreError as err:
-        st.error(str(err))
+        show_error(err)
         return None
     if entry is None:
-        st.info(f"No model for {dataset} fits this page yet. Train one on the **Train** page, "
+        st.info(f"No model for {plain(dataset)} fits this page yet. Train one on the **Train** page, "
                 "or pick another dataset.")
         return Selection(dataset, None, None, data)
     try:
         loaded = load_model(entry.ref)
     except AecoreError as err:
-        st.error(f"Cannot load {entry.label}: {err}")
+        st.error(plain(f"Cannot load {entry.label}: {err}"))
         return Selection(dataset, entry, None, data)
     return Selection(dataset, entry, loaded, data)
 
 
+def left_out_note() -> None:
+    """One short note (in the sidebar) naming the model folders the list leaves out because they
+    cannot be read; nothing when there are none."""
+    try:
+        skipped = catalog.left_out()
+    except Exception:  # noqa: BLE001 - the note must never be what breaks the page
+        log.warning("cannot list the left-out model folders", exc_info=True)
+        return
+    if not skipped:
+        return
+    n = len(skipped)
+    with st.expander(f"{n} model folder{'s' if n != 1 else ''} could not be read"):
+        for label, reason in skipped[:MAX_LEFT_OUT_SHOWN]:
+            st.caption(f"**{plain(label, 200)}**: {plain(reason, 300)}")
+        if n > MAX_LEFT_OUT_SHOWN:
+            st.caption(f"… and {n - MAX_LEFT_OUT_SHOWN} more (see the server log).")
+
+
 def show_error(err: BaseException) -> None:
-    """A clear message instead of a traceback (details go to the server log)."""
+    """A clear message instead of a traceback (details go to the server log); the message is shown
+    as plain text (it may quote a file, a path or a URL value)."""
     if isinstance(err, AecoreError):
-        st.error(str(err))
+        st.error(plain(str(err)))
     else:
         log.exception("page failed")
-        st.error(f"Something went wrong: {type(err).__name__}: {err}. Your models and data are unchanged; "
-                 "try other settings, or report this with the page's link.")
+        st.error(plain(f"Something went wrong: {type(err).__name__}: {err}. Your models and data are unchanged; "
+                       "try other settings, or report this with the page's link."))
 
 
 def download_png(image, name: str, *, label: str = "Download PNG", key: str | None = None) -> None:
@@ -261,7 +415,7 @@ def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22
         if image is not None and image.ndim == 3 and image[..., :3].max() > 0:
             return image_from_canvas(image, shape)
     except AecoreError as err:
-        st.error(f"Cannot use this image: {err}")
+        st.error(plain(f"Cannot use this image: {err}"))
     return None
 
 

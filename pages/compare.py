@@ -6,10 +6,11 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog, compare, export
 from aecore.lab.semi import model_folder
 from aecore.viz import image_grid
-from pages.common import bind, download_png, load_model, show_error, sidebar, sync_url, test_data
+from pages.common import MAX_REF, bind, download_png, load_model, plain, show_error, sidebar, sync_url, test_data
 
 NOISES = ["none", "gaussian", "masking", "saltpepper"]
 NOISE_DEFAULT = {"gaussian": 0.5, "masking": 0.5, "saltpepper": 0.2}
+NOISE_MAX = {"gaussian": 2.0, "masking": 1.0, "saltpepper": 1.0}
 N_EVAL = 500
 
 st.title("Compare models")
@@ -26,18 +27,21 @@ if not entries:
 # the chosen models live in the URL as ?models=a,b,c (a list, so not through bind/sync_url)
 if "cmp_models" not in st.session_state or any(r not in entries for r in st.session_state["cmp_models"]):
     raw = st.query_params.get("models")
-    wanted = [r for r in (raw.split(",") if raw else []) if r in entries]
+    raw = raw if isinstance(raw, str) else ""
+    wanted = []          # at most MAX_MODELS known refs, each once; the first few parts of the link only
+    for part in raw[: 4 * compare.MAX_MODELS * (MAX_REF + 1)].split(",")[: 4 * compare.MAX_MODELS]:
+        part = part.strip()
+        if len(part) <= MAX_REF and part in entries and part not in wanted:
+            wanted.append(part)
     if not wanted:
         wanted = [sel.entry.ref] + [r for r in entries if r != sel.entry.ref][:1]
     st.session_state["cmp_models"] = wanted[: compare.MAX_MODELS]
-bind("cmp_n", 8, int)
-bind("cmp_seed", 0, int)
+bind("cmp_n", 8, int, lo=2, hi=16)
+bind("cmp_seed", 0, int, lo=0, hi=1_000_000)
 bind("cmp_noise", "none", choices=NOISES)
-if not 2 <= st.session_state["cmp_n"] <= 16:
-    st.session_state["cmp_n"] = 8
 
 refs = st.multiselect("Models", list(entries), key="cmp_models", format_func=lambda r: entries[r].label,
-                      max_selections=compare.MAX_MODELS, help=f"Models trained on {sel.dataset}; up to "
+                      max_selections=compare.MAX_MODELS, help=f"Models trained on {plain(sel.dataset)}; up to "
                                                               f"{compare.MAX_MODELS}")
 c1, c2, c3, c4 = st.columns(4)
 count = c1.slider("Images", 2, 16, key="cmp_n")
@@ -46,8 +50,8 @@ noise_kind = c3.selectbox("Noise", NOISES, key="cmp_noise", help="Corrupt the in
                                                                  "the clean images")
 noise = None
 if noise_kind != "none":
-    bind(f"cmp_level_{noise_kind}", NOISE_DEFAULT[noise_kind], float)
-    level = c4.slider("σ" if noise_kind == "gaussian" else "fraction ν", 0.05, 2.0 if noise_kind == "gaussian" else 1.0,
+    bind(f"cmp_level_{noise_kind}", NOISE_DEFAULT[noise_kind], float, lo=0.05, hi=NOISE_MAX[noise_kind])
+    level = c4.slider("σ" if noise_kind == "gaussian" else "fraction ν", 0.05, NOISE_MAX[noise_kind],
                       step=0.05, key=f"cmp_level_{noise_kind}")
     noise = f"{noise_kind}:{level:g}"
     sync_url(f"cmp_level_{noise_kind}")
@@ -83,21 +87,18 @@ def run(refs: tuple[str, ...], stamps: tuple[float, ...], dataset: str, count: i
 
 try:
     result, problems = run(tuple(refs), tuple(_stamp(r) for r in refs), sel.dataset, count, seed, noise)
-except AecoreError as err:
-    st.error(str(err))
-    st.stop()
 except Exception as err:  # noqa: BLE001
     show_error(err)
     st.stop()
 for problem in problems:
-    st.error(f"Left out — {problem}")
+    st.error(f"Left out — {plain(problem)}")
 if result is None:
     st.stop()
 
 st.subheader("Side by side")
 for label, images in compare.grid_rows(result):
     left, right = st.columns([1, 5])
-    left.markdown(f"**{label}**")
+    left.markdown(f"**{plain(label)}**")
     right.image(image_grid(images, nrow=count, scale=3))
 st.caption(f"Rows: the {count} seeded test images, " + ("the corrupted copies every model got, " if noise else "")
            + "then each model's output."

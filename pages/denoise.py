@@ -1,6 +1,8 @@
 """Corrupt & denoise, the class demo: clean / corrupted / denoised by the chosen model / a plain AE's
 output, with PSNR of each; a noise sweep for several models; your own drawn or uploaded image."""
 
+import math
+
 import streamlit as st
 import torch
 
@@ -9,10 +11,25 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (DATASETS, bind, dataset_choices, download_png, load_model, own_image, require_fit,
-                          show_error, sidebar, sync_url, test_data)
+from pages.common import (DATASETS, MAX_REF, bind, dataset_choices, download_png, load_model, own_image,
+                          require_fit, show_error, sidebar, sync_url, test_data)
+from pages.common import plain as plain_text    # `plain` here is the plain AE
 
 SWEEP_IMAGES = 100
+MAX_NOISE_TEXT = 40          # 'saltpepper:0.25' and the like; anything longer in the link is ignored
+
+
+def _noise_from_link() -> dn.Noise:
+    """The link's noise=kind:level, or the default: never an exception, never a level outside the slider."""
+    raw = st.query_params.get("noise")
+    try:
+        start = dn.noise_from_url(raw if isinstance(raw, str) and len(raw) <= MAX_NOISE_TEXT else None)
+        if start.kind in KINDS and math.isfinite(start.level) and 0.0 <= start.level <= dn.MAX_LEVEL[start.kind]:
+            return start
+    except Exception:  # noqa: BLE001 - a link may say anything
+        pass
+    return dn.make_noise("gaussian", dn.DEFAULT_LEVEL["gaussian"])
+
 
 st.title("Corrupt & denoise")
 st.write("A **denoising autoencoder** is trained to map corrupted images back to clean ones, so it learns "
@@ -21,7 +38,7 @@ st.write("A **denoising autoencoder** is trained to map corrupted images back to
 
 # --- noise state (also in the link as noise=kind:level) and the model to start with ------------------
 if "dn_kind" not in st.session_state:
-    start = dn.noise_from_url(st.query_params.get("noise"))
+    start = _noise_from_link()
     st.session_state["dn_kind"] = start.kind
     st.session_state[f"dn_level_{start.kind}"] = start.level
 bind("dataset", DATASETS[0], choices=dataset_choices())
@@ -38,7 +55,7 @@ def _prefer_denoiser() -> None:
 _refs = {e.ref for e in catalog.entries(st.session_state["dataset"])}
 _first_visit = "_dn_seen" not in st.session_state
 st.session_state["_dn_seen"] = True
-if (_first_visit and st.query_params.get("model") not in _refs) or (
+if (_first_visit and str(st.query_params.get("model"))[:MAX_REF + 1] not in _refs) or (
         st.session_state.get("model") is not None and st.session_state["model"] not in _refs):
     _prefer_denoiser()                                    # first visit, or the dataset changed
 
@@ -50,23 +67,19 @@ shape = tuple(model.config.input_shape)
 slug = sel.slug
 reason = dn.why_not(model)
 if reason:
-    st.info(f"{entry.label}: {reason}")
+    st.info(plain_text(f"{entry.label}: {reason}"))
     st.stop()
 require_fit(sel)
 
 # --- controls ----------------------------------------------------------------------------------------
-bind("count", 8, int)
-bind("seed", 0, int)
-st.session_state["count"] = min(max(int(st.session_state["count"]), 1), 16)
-st.session_state["seed"] = min(max(int(st.session_state["seed"]), 0), 10_000)
+bind("count", 8, int, lo=1, hi=16)
+bind("seed", 0, int, lo=0, hi=10_000)
 c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
 with c1:
     kind = st.radio("Noise", KINDS, format_func=dn.LABELS.get, horizontal=True, key="dn_kind",
                     on_change=_prefer_denoiser, help="Changing it also picks a denoiser trained on that noise")
 level_key = f"dn_level_{kind}"
-if level_key not in st.session_state:
-    st.session_state[level_key] = dn.DEFAULT_LEVEL[kind]
-st.session_state[level_key] = min(max(float(st.session_state[level_key]), 0.0), dn.MAX_LEVEL[kind])
+bind(level_key, float(dn.DEFAULT_LEVEL[kind]), float, lo=0.0, hi=float(dn.MAX_LEVEL[kind]))   # the link says noise=
 with c2:
     level = st.slider(dn.LABELS[kind], 0.0, dn.MAX_LEVEL[kind], step=0.05 if kind == "gaussian" else 0.01,
                       key=level_key, help={"gaussian": "x + N(0, σ²), clipped to [0, 1]",
@@ -87,24 +100,25 @@ trained = facts[entry.ref].noise if entry.ref in facts else None
 plain_entry = dn.plain_ae(entries, facts)
 plain, plain_note = None, ""
 if plain_entry is None:
-    plain_note = f"No pretrained plain AE for {sel.dataset} to contrast with."
+    plain_note = f"No pretrained plain AE for {plain_text(sel.dataset)} to contrast with."
 elif plain_entry.ref == entry.ref:
-    plain_note = f"{entry.label} is itself the plain AE (trained on clean images); pick a dae-* model to compare."
+    plain_note = (f"{plain_text(entry.label)} is itself the plain AE (trained on clean images); pick a dae-* model "
+                  "to compare.")
 else:
     try:
         plain = load_model(plain_entry.ref).model
-        plain_note = f"Plain AE: **{plain_entry.label}**, an MLP autoencoder trained on clean images only."
+        plain_note = f"Plain AE: **{plain_text(plain_entry.label)}**, an MLP autoencoder trained on clean images only."
     except AecoreError as err:
-        plain_note = f"The plain AE {plain_entry.label} cannot be loaded: {err}"
+        plain_note = plain_text(f"The plain AE {plain_entry.label} cannot be loaded: {err}")
 
 if trained is None:
-    st.caption(f"**{entry.label}** was trained on clean images only: whatever noise it removes, its "
+    st.caption(f"**{plain_text(entry.label)}** was trained on clean images only: whatever noise it removes, its "
                "bottleneck removes, not anything it learned about noise.")
 elif trained.kind != kind:
-    st.caption(f"**{entry.label}** was trained on **{trained}** noise, not {dn.LABELS[kind].split(' (')[0].lower()}: "
-               "a mismatch shows how specific what it learned is.")
+    st.caption(f"**{plain_text(entry.label)}** was trained on **{trained}** noise, not "
+               f"{dn.LABELS[kind].split(' (')[0].lower()}: a mismatch shows how specific what it learned is.")
 else:
-    st.caption(f"**{entry.label}** was trained on **{trained}** noise.")
+    st.caption(f"**{plain_text(entry.label)}** was trained on **{trained}** noise.")
 
 
 def show_demo(result: dn.Demo, labels: list[str], name: str, *, big: bool, key: str) -> None:
@@ -121,16 +135,16 @@ def show_demo(result: dn.Demo, labels: list[str], name: str, *, big: bool, key: 
     with right:
         st.metric("Corrupted", dn.fmt_psnr(float(result.psnr["corrupted"].mean())), help="PSNR against the clean image")
         d = float(result.psnr["denoised"].mean() - result.psnr["corrupted"].mean())
-        st.metric(f"Denoised by {entry.label}", dn.fmt_psnr(float(result.psnr["denoised"].mean())),
+        st.metric(f"Denoised by {plain_text(entry.label)}", dn.fmt_psnr(float(result.psnr["denoised"].mean())),
                   delta=f"{d:+.2f} dB vs corrupted" if d == d and abs(d) < 1e3 else None)
         if "plain" in result.psnr:
             d = float(result.psnr["plain"].mean() - result.psnr["corrupted"].mean())
-            st.metric(f"Plain AE ({plain_entry.label})", dn.fmt_psnr(float(result.psnr["plain"].mean())),
+            st.metric(f"Plain AE ({plain_text(plain_entry.label)})", dn.fmt_psnr(float(result.psnr["plain"].mean())),
                       delta=f"{d:+.2f} dB vs corrupted" if abs(d) < 1e3 else None)
 
 
-row_labels = ["clean", f"corrupted ({noise})", f"denoised by {entry.label}"] + (
-    [f"plain AE {plain_entry.label}"] if plain is not None else [])
+row_labels = ["clean", f"corrupted ({noise})", f"denoised by {plain_text(entry.label)}"] + (   # captions are markdown
+    [f"plain AE {plain_text(plain_entry.label)}"] if plain is not None else [])
 
 # --- the demo ----------------------------------------------------------------------------------------
 st.subheader("Clean → corrupted → denoised")
@@ -160,7 +174,7 @@ if "dn_sweep" not in st.session_state:
     st.session_state["dn_sweep"] = [plain_entry.ref] if plain is not None else []
 st.session_state["dn_sweep"] = [r for r in st.session_state["dn_sweep"] if r in options]
 others = st.multiselect("Compare with", options, key="dn_sweep", format_func=lambda r: labels.get(r, r),
-                        help=f"{entry.label} and the noisy input itself are always shown")
+                        help=f"{plain_text(entry.label)} and the noisy input itself are always shown")
 
 
 @st.cache_data(max_entries=16, show_spinner="Sweeping noise levels…")
@@ -182,8 +196,8 @@ except AecoreError as err:
 else:
     st.plotly_chart(dn.sweep_figure(curves, current=level), key="sweep")
     if trained is not None and trained.kind == kind:
-        st.caption(f"{entry.label} was trained at {dn.SYMBOL[kind]} = {trained.level:g}: look at how it does "
-                   "above and below that level.")
+        st.caption(f"{plain_text(entry.label)} was trained at {dn.SYMBOL[kind]} = {trained.level:g}: look at how it "
+                   "does above and below that level.")
 
 # --- your own image ----------------------------------------------------------------------------------
 st.subheader("Your own image")
@@ -197,7 +211,7 @@ if source == "draw":
 own = own_image(source, shape, key="dn")
 if own is not None:
     x_own, note = own
-    st.caption(f"Converted for the model: {note}.")
+    st.caption(f"Converted for the model: {plain_text(note)}.")
     try:
         mine = dn.demo(model, x_own, noise, seed=int(seed), plain=plain)
     except AecoreError as err:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from aecore.errors import AecoreError
 from aecore.lab import inside
-from pages.common import as_bool, bind, download_png, show_error, sidebar, sync_url
+from pages.common import as_bool, bind, download_png, plain, show_error, sidebar, sync_url
 
 st.title("Filters")
 st.write("Each unit of a fully connected first layer has one weight per input pixel: laid out as an image, "
@@ -21,17 +21,15 @@ model, ref = sel.model, sel.entry.ref
 try:
     found = inside.filters(model)   # cheap: reads (or, for hypernetworks, generates) two weight tensors
 except AecoreError as err:
-    st.error(str(err))
+    show_error(err)
     st.stop()
 
 if isinstance(found, str):
-    st.info(f"No filter view for **{sel.entry.label}**: {found}.")
+    st.info(f"No filter view for **{plain(sel.entry.label)}**: {plain(found)}.")
 else:
     largest = max(f.shape[0] for f in found.values())
-    bind("n_filters", min(64, largest), int)
+    bind("n_filters", min(64, largest), int, lo=1, hi=largest)
     bind("per_filter", True, as_bool)
-    if not 1 <= st.session_state["n_filters"] <= largest:
-        st.session_state["n_filters"] = min(64, largest)
     left, right = st.columns([3, 1])
     with left:
         if largest > 1:

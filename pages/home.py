@@ -8,6 +8,7 @@ from aecore.models import get_model_class, list_models
 from aecore.store import list_pretrained
 from aecore.viz import image_grid
 from pages.common import DATASETS as OFFLINE_DATASETS  # importing it also routes a bare deep link through app.py
+from pages.common import plain
 
 
 @st.cache_data(max_entries=4, show_spinner="Loading data…")
@@ -30,14 +31,14 @@ with left:
     try:
         grid, classes, source, size = sample_images(name, 64, int(seed))
     except AecoreError as err:
-        st.error(str(err))
+        st.error(plain(str(err)))
     else:
         st.image(grid, caption=f"{name}: 64 random test images of {size:,} — source: {source}")
-        st.caption("Classes: " + ", ".join(classes))
-        st.caption(dataset_info(name).get("description", ""))
+        st.caption(plain("Classes: " + ", ".join(classes)))
+        st.caption(plain(dataset_info(name).get("description", "")))
 with right:
     st.subheader("Models")
     st.table({"model": list_models(), "what it is": [get_model_class(n).description for n in list_models()]})
     pretrained = list_pretrained()
     st.subheader("Pretrained")
-    st.write(", ".join(pretrained) if pretrained else "No pretrained models are installed yet.")
+    st.write(plain(", ".join(pretrained)) if pretrained else "No pretrained models are installed yet.")

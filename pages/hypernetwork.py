@@ -6,7 +6,7 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import catalog, hyper, inside
 from aecore.viz import image_grid
-from pages.common import bind, download_png, load_model, show_error, sidebar, sync_url
+from pages.common import bind, code, download_png, load_model, plain, show_error, sidebar, sync_url
 
 st.title("Hypernetwork")
 st.write("In `hyper-ae` and `hyper-semi` no primary weight is trained directly: a learned embedding "
@@ -20,7 +20,7 @@ if sel is None or sel.model is None:
     st.stop()
 model, entry = sel.model, sel.entry
 if not hyper.is_hyper(model):
-    st.info(f"{entry.label} ({entry.model}) has no hypernetwork; pick a hyper-ae or hyper-semi model.")
+    st.info(f"{plain(entry.label)} ({plain(entry.model)}) has no hypernetwork; pick a hyper-ae or hyper-semi model.")
     st.stop()
 
 slug = sel.slug
@@ -35,15 +35,16 @@ twin, twin_note = None, None
 if entry.model == "hyper-ae":
     found = twin_entry()
     if found is None:
-        twin_note = f"No vanilla twin (`{sel.dataset}/{hyper.TWIN_ID}`) is installed for {sel.dataset}."
+        twin_note = (f"No vanilla twin ({code(f'{sel.dataset}/{hyper.TWIN_ID}')}) is installed for "
+                     f"{plain(sel.dataset)}.")
     else:
         try:
             twin = load_model(found.ref)
         except AecoreError as err:
-            twin_note = f"The vanilla twin could not be loaded: {err}"
+            twin_note = plain(f"The vanilla twin could not be loaded: {err}")
         else:
             if twin.model.primary_architecture() != model.primary_architecture():
-                twin_note = (f"The installed twin `{found.ref}` has another architecture "
+                twin_note = (f"The installed twin {code(found.ref)} has another architecture "
                              f"({twin.model.primary_parameter_count():,} weights against "
                              f"{model.primary_parameter_count():,}), so it is not compared here.")
                 twin = None
@@ -85,9 +86,7 @@ with left:
     st.caption(f"{tensor} {list(block.shape)}: chunks {block.first_chunk}–{block.first_chunk + block.n_chunks - 1} "
                f"of {sum(b.n_chunks for b in blocks)} ({model.hyper.chunk_size:,} numbers each).")
     if block.n_chunks > 1:
-        bind("chunk", 0, int)
-        if not 0 <= st.session_state["chunk"] < block.n_chunks:
-            st.session_state["chunk"] = 0
+        bind("chunk", 0, int, lo=0, hi=block.n_chunks - 1)
         offset = st.slider("Chunk within it", 0, block.n_chunks - 1, key="chunk",
                            help="For the first layer, one chunk is one unit's filter")
     else:
@@ -135,8 +134,7 @@ def explorer() -> None:
             partners[e.ref] = f"{e.ref}'s embedding"
     bind("mode", "interpolate", choices=list(hyper.MODES))
     bind("partner", "random", choices=list(partners))
-    bind("seed", 0, int)
-    st.session_state["seed"] = min(max(int(st.session_state["seed"]), 0), 10_000)
+    bind("seed", 0, int, lo=0, hi=10_000)
     c1, c2, c3 = st.columns(3)
     with c1:
         mode = st.segmented_control("Mode", list(hyper.MODES), key="mode") or "interpolate"
@@ -147,8 +145,7 @@ def explorer() -> None:
     with c3:
         seed = st.number_input("Seed of R", 0, 10_000, step=1, key="seed", disabled=partner != "random")
     lo, hi = (0.0, 1.0) if mode == "interpolate" else (-2.0, 2.0)
-    bind("t", 0.0, float)
-    st.session_state["t"] = min(max(float(st.session_state["t"]), lo), hi)
+    bind("t", 0.0, float, lo=lo, hi=hi)
     t = st.slider("t", lo, hi, step=0.05, key="t", help="t = 0 is the trained model")
     sync_url("mode", "partner", "seed", "t")
 
@@ -157,13 +154,13 @@ def explorer() -> None:
         try:
             other = hyper.other_embedding(model, load_model(partner).model)
         except AecoreError as err:
-            st.warning(f"{partner} cannot be used: {err}. Using a random R instead.")
+            st.warning(plain(f"{partner} cannot be used: {err}. Using a random R instead."))
     x = sel.data.as_float(slice(0, 8)).view(-1, *model.config.input_shape)
     try:
         base = hyper.explore(model, x, t=0.0, mode=mode, other=other, seed=int(seed))
         out = hyper.explore(model, x, t=t, mode=mode, other=other, seed=int(seed))
     except AecoreError as err:
-        st.error(str(err))
+        show_error(err)
         return
     m1, m2 = st.columns(2)
     m1.metric("MSE per pixel, 8 test images", f"{float(out.mse.mean()):.5f}",

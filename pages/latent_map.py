@@ -10,8 +10,8 @@ from aecore.errors import AecoreError
 from aecore.lab import latent as lt
 from aecore.viz import image_grid
 from aecore.zoo import read_maps
-from pages.common import (bind, download_png, own_image, require_fit, show_error, sidebar, sync_url, test_codes,
-                          test_data)
+from pages.common import (bind, download_png, own_image, plain, require_fit, show_error, sidebar, sync_url,
+                          test_codes, test_data)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -57,13 +57,10 @@ maps = _maps(str(sel.loaded.path), version)
 bind("lm_dims", 2, int, choices=[2, 3])
 bind("lm_method", "umap" if "umap" in maps else "pca", choices=list(lt.METHODS))
 bind("lm_color", "class", choices=list(COLOURS))
-bind("lm_unit", 0, int)
-bind("lm_seed", 0, int)
-bind("lm_tsne_n", lt.TSNE_DEFAULT, int)
-st.session_state["lm_unit"] = min(max(int(st.session_state["lm_unit"]), 0), code_dim - 1)
-st.session_state["lm_seed"] = min(max(int(st.session_state["lm_seed"]), 0), 10_000)
 tsne_max = min(lt.TSNE_MAX, n_images)
-st.session_state["lm_tsne_n"] = min(max(int(st.session_state["lm_tsne_n"]), min(500, tsne_max)), tsne_max)
+bind("lm_unit", 0, int, lo=0, hi=code_dim - 1)
+bind("lm_seed", 0, int, lo=0, hi=10_000)
+bind("lm_tsne_n", lt.TSNE_DEFAULT, int, lo=min(500, tsne_max), hi=tsne_max)
 
 c1, c2, c3, c4 = st.columns([1, 3, 2, 2])
 with c1:
@@ -115,8 +112,8 @@ try:
             except AecoreError:
                 raise
             except Exception as err:  # a numerical failure of UMAP/t-SNE: say so, keep the page
-                st.error(f"{lt.METHOD_LABELS[method]} failed on these codes ({type(err).__name__}: {err}); "
-                         "try PCA or another seed.")
+                st.error(plain(f"{lt.METHOD_LABELS[method]} failed on these codes ({type(err).__name__}: {err}); "
+                               "try PCA or another seed."))
                 st.stop()
             note = (f"{lt.METHOD_LABELS[method]} of the {code_dim}-D codes computed here in {proj.seconds:.1f} s "
                     f"(seed {seed}; cached for this server).")
@@ -130,7 +127,7 @@ try:
             note += (f" t-SNE maps a seeded random subset of {len(index):,} of the {n_images:,} test images "
                      "(its cost grows faster than the points); neighbours are still searched among all of them.")
     if why and method in ("pca", "umap") and maps:
-        note += f" (Not the precomputed map: {why}.)"
+        note += f" (Not the precomputed map: {plain(why)}.)"
 except AecoreError as err:
     show_error(err)
     st.stop()
@@ -170,11 +167,10 @@ with own_box:
             own_detail = lt.detail(model, data, codes, x=own[0], k=k, metric=metric)
             own_pos = proj.place(own_detail.code[None], codes)[0]
         except AecoreError as err:
-            st.error(f"Cannot use this image: {err}")
+            st.error(plain(f"Cannot use this image: {err}"))
 
 # --- the map -----------------------------------------------------------------------------------------
-bind("lm_index", 0, int)
-st.session_state["lm_index"] = min(max(int(st.session_state["lm_index"]), 0), n_images - 1)
+bind("lm_index", 0, int, lo=0, hi=n_images - 1)
 
 
 def _on_select() -> None:
@@ -207,7 +203,7 @@ with left:
     st.caption(f"{note} Hover shows an image's index, class and position (plotly's hover labels cannot hold "
                f"images, so the thumbnails appear on the right when you select). {how}")
     if colour == "error" and values is not None:
-        st.caption(f"Colour: per-image MSE of {entry.label}'s reconstruction (mean {float(values.mean()):.4f}); "
+        st.caption(f"Colour: per-image MSE of {plain(entry.label)}'s reconstruction (mean {float(values.mean()):.4f}); "
                    "bright points are the images it reconstructs worst.")
     st.download_button("Download map coordinates + codes (CSV)",
                        lambda: lt.coords_csv(proj, labels, data.classes, codes),
@@ -219,8 +215,7 @@ with right:
     with r1:
         st.number_input(f"Index (0 to {n_images - 1:,})", 0, n_images - 1, step=1, key="lm_index")
     with r2:
-        bind("lm_k", 8, int)
-        st.session_state["lm_k"] = min(max(int(st.session_state["lm_k"]), 1), 32)
+        bind("lm_k", 8, int, lo=1, hi=32)
         k = st.slider("Neighbours", 1, 32, key="lm_k")
     with r3:
         bind("lm_metric", "euclidean", choices=list(lt.METRICS))
@@ -234,7 +229,7 @@ with right:
     else:
         side = shape[-1] if len(shape) == 3 else 8
         scale = max(1, round(84 / side))
-        name = data.classes[int(labels[selected])] if 0 <= labels[selected] < len(data.classes) else "?"
+        name = plain(data.classes[int(labels[selected])]) if 0 <= labels[selected] < len(data.classes) else "?"
         pos = proj.position_of(selected)
         where = (f"at ({', '.join(f'{v:.2f}' for v in pos)})" if pos is not None
                  else "not on this map (outside the t-SNE subset)")
@@ -244,7 +239,7 @@ with right:
         st.caption(f"Test image #{selected} ({name}) {where}, ringed on the map.")
         thumbs = [image_grid(info.neighbour_images[i:i + 1], padding=0, scale=max(1, scale * 2 // 3))
                   for i in range(len(info.neighbours))]
-        st.image(thumbs, caption=[f"#{int(j)} · {data.classes[int(labels[j])]} · {d:.3f}"
+        st.image(thumbs, caption=[f"#{int(j)} · {plain(data.classes[int(labels[j])])} · {d:.3f}"
                                   for j, d in zip(info.neighbours, info.distances)], width=small)
         same = int(sum(labels[j] == labels[selected] for j in info.neighbours))
         st.caption(f"Its {len(info.neighbours)} nearest test images in the full {code_dim}-D code space "
@@ -260,7 +255,8 @@ if len(picked) > 1:
     shown = picked[:100]
     grid = image_grid(data.as_float(torch.as_tensor(shown)).view(-1, *shape), nrow=20, scale=2)
     counts = np.bincount(labels[picked].clip(min=0), minlength=len(data.classes))
-    mix = ", ".join(f"{data.classes[c]} × {int(n)}" for c, n in sorted(enumerate(counts), key=lambda t: -t[1]) if n)
+    mix = ", ".join(f"{plain(data.classes[c])} × {int(n)}"
+                    for c, n in sorted(enumerate(counts), key=lambda t: -t[1]) if n)
     st.image(grid, caption=f"{'The first 100' if len(picked) > 100 else 'All'} of the selected images. Classes: {mix}.")
     download_png(grid, f"{slug}-selection.png", label="Download selection (PNG)", key="lm_png_sel")
 
@@ -269,14 +265,14 @@ if own_detail is not None:
     with own_box:
         side = shape[-1] if len(shape) == 3 else 8
         scale = max(1, round(84 / side))
-        st.caption(f"Converted for the model: {own[1]}.")
+        st.caption(f"Converted for the model: {plain(own[1])}.")
         st.image([image_grid(own_detail.image, padding=0, scale=scale),
                   image_grid(own_detail.recon, padding=0, scale=scale)],
                  caption=["your image", f"reconstruction · MSE {own_detail.mse:.4f}"], width=scale * side)
         st.caption(f"On the map (★) at ({', '.join(f'{v:.2f}' for v in own_pos)}): placed {proj.placement}.")
         st.image([image_grid(own_detail.neighbour_images[i:i + 1], padding=0, scale=max(1, scale * 2 // 3))
                   for i in range(len(own_detail.neighbours))],
-                 caption=[f"#{int(j)} · {data.classes[int(labels[j])]} · {d:.3f}"
+                 caption=[f"#{int(j)} · {plain(data.classes[int(labels[j])])} · {d:.3f}"
                           for j, d in zip(own_detail.neighbours, own_detail.distances)],
                  width=max(1, scale * 2 // 3) * side)
         st.caption(f"Its {len(own_detail.neighbours)} nearest test images in code space ({metric}).")

@@ -9,7 +9,8 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import reconstruct as rc
 from aecore.pca import PCA
-from pages.common import as_bool, bind, download_png, own_image, require_fit, show_error, sidebar, sync_url, train_data
+from pages.common import (as_bool, bind, download_png, own_image, plain, require_fit, show_error, sidebar, sync_url,
+                          train_data)
 
 MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
 
@@ -26,7 +27,7 @@ require_fit(sel)
 slug = sel.slug
 
 # --- the model's measured test metrics ---------------------------------------------------------------
-st.subheader(f"Test metrics of {entry.label}")
+st.subheader(f"Test metrics of {plain(entry.label)}")
 cards = rc.metric_cards(sel.loaded.metrics)
 if cards:
     for start in range(0, len(cards), 4):
@@ -35,24 +36,19 @@ if cards:
             col.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,
                        help=card.help or None)
     scope = rc.metrics_scope(sel.loaded.metrics)
-    st.caption("From the model's metrics.json" + (f": {scope}." if scope else "."))
+    st.caption("From the model's metrics.json" + (f": {plain(scope)}." if scope else "."))
 else:
-    st.info(f"{entry.label} has no measured test metrics (no metrics.json). "
+    st.info(f"{plain(entry.label)} has no measured test metrics (no metrics.json). "
             f"`aecore eval` measures them; the per-image errors below are computed here.")
 
 # --- which images ------------------------------------------------------------------------------------
 n_images = len(data)
 bind("pick", "random", choices=list(rc.MODES))
-bind("count", 10, int)
-bind("seed", 0, int)
-bind("klass", 0, int)
-bind("start", 0, int)
+bind("count", 10, int, lo=1, hi=32)
+bind("seed", 0, int, lo=0, hi=10_000)
+bind("klass", 0, int, lo=0, hi=max(len(data.classes) - 1, 0))
+bind("start", 0, int, lo=0, hi=n_images - 1)
 bind("projector", False, as_bool)
-st.session_state["count"] = min(max(int(st.session_state["count"]), 1), 32)
-st.session_state["seed"] = min(max(int(st.session_state["seed"]), 0), 10_000)
-st.session_state["start"] = min(max(int(st.session_state["start"]), 0), n_images - 1)
-if st.session_state["klass"] not in range(len(data.classes)):
-    st.session_state["klass"] = 0
 
 st.subheader("Originals, reconstructions and PCA")
 c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
@@ -97,22 +93,22 @@ rows = [cmp.original, cmp.recon] + ([cmp.pca] if cmp.pca is not None else [])
 bands = math.ceil(len(index) / 6) if projector else 1                     # projector: even bands of <= 6
 per_band = math.ceil(len(index) / bands) if projector else 16
 grid = rc.comparison_grid(rows, per_band=per_band, scale=scale)
-row_names = "originals · " + entry.label + (f" · PCA with {k} components" if cmp.pca is not None else "")
+row_names = "originals · " + plain(entry.label) + (f" · PCA with {k} components" if cmp.pca is not None else "")
 what = {"random": f"{len(index)} random test images (seed {st.session_state['seed']})",
-        "class": f"{len(index)} random test images of class {data.classes[st.session_state['klass']]} "
+        "class": f"{len(index)} random test images of class {plain(data.classes[st.session_state['klass']])} "
                  f"(seed {st.session_state['seed']})",
         "index": f"test images {int(index[0])} to {int(index[-1])}"}[mode]
 st.image(grid, caption=f"Rows: {row_names}. {what}.", width="stretch" if projector else "content")
 download_png(grid, f"{slug}-reconstructions.png", key="png-grid")
 if cmp.pca is not None:
     offline = " (offline: the bundled test split)" if train.split == "test" else ""
-    st.caption(f"PCA is fitted on the training split{offline}; {pca_note}.")
+    st.caption(f"PCA is fitted on the training split{offline}; {plain(pca_note)}.")
 else:
-    st.caption(f"No PCA row: {pca_note}.")
+    st.caption(f"No PCA row: {plain(pca_note)}.")
 
 # --- per-image error ---------------------------------------------------------------------------------
 m1, m2, m3 = st.columns(3)
-m1.metric(f"MSE of {entry.label}", f"{float(cmp.mse.mean()):.5f}", help="mean over the images shown, per pixel")
+m1.metric(f"MSE of {plain(entry.label)}", f"{float(cmp.mse.mean()):.5f}", help="mean over the images shown, per pixel")
 if cmp.pca_mse is not None:
     m2.metric(f"MSE of PCA-{k}", f"{float(cmp.pca_mse.mean()):.5f}", help="same images, per pixel")
     wins = int((cmp.mse < cmp.pca_mse).sum())
@@ -131,7 +127,7 @@ if source == "draw":
 own = own_image(source, shape, key="rc")
 if own is not None:
     x_own, note = own
-    st.caption(f"Converted for the model: {note}.")
+    st.caption(f"Converted for the model: {plain(note)}.")
     try:
         mine = rc.compare(model, x_own, pca)
     except AecoreError as err:
@@ -144,7 +140,7 @@ if own is not None:
             st.image(own_grid, caption="Left to right: " + row_names)
             download_png(own_grid, f"{slug}-own-image.png", key="png-own")
         with right:
-            st.metric(f"MSE of {entry.label}", f"{float(mine.mse[0]):.5f}")
+            st.metric(f"MSE of {plain(entry.label)}", f"{float(mine.mse[0]):.5f}")
             if mine.pca_mse is not None:
                 st.metric(f"MSE of PCA-{k}", f"{float(mine.pca_mse[0]):.5f}")
             st.caption("An image unlike the training data reconstructs worse: the model maps it onto what it "

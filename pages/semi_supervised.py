@@ -10,7 +10,7 @@ from aecore.data import load_dataset
 from aecore.errors import AecoreError
 from aecore.lab import catalog, export, jobs, semi
 from aecore.zoo import codes_of
-from pages.common import DATASETS, bind, load_model, show_error, sidebar, sync_url
+from pages.common import DATASETS, bind, check_dataset, load_model, plain, show_error, sidebar, sync_url
 
 JOB_KEY = "semi_job"
 BUDGETS = ["10", "100", "1000", "all"]
@@ -43,7 +43,7 @@ if rows:
     for m in found:
         absent = [semi.METHODS[k] for k in semi.METHODS if not isinstance(m.metrics.get(k), (int, float))]
         if absent:
-            missing.append(f"**{m.label}**: {', '.join(absent)}")
+            missing.append(f"**{plain(m.label)}**: {', '.join(absent)}")
     if missing:
         st.caption("Not measured (so not drawn) — " + "; ".join(missing) + ". A fresh run below measures all three.")
     st.caption("Every point is a measured test accuracy; nothing is interpolated. The baselines get the same "
@@ -51,7 +51,7 @@ if rows:
                "the labelled images alone for 600 steps; PCA keeps 50 components fitted on the training images, "
                "and logistic regression learns from the labelled ones.")
 else:
-    st.info(f"No measured hyper-semi accuracy for {dataset} yet. Start a fresh run below.")
+    st.info(f"No measured hyper-semi accuracy for {plain(dataset)} yet. Start a fresh run below.")
 
 # --- the latent map with the labelled examples ------------------------------------------------------
 st.header("Where the labelled examples sit")
@@ -59,13 +59,13 @@ st.header("Where the labelled examples sit")
 
 @st.cache_data(max_entries=8, show_spinner="Encoding the test images…")
 def test_codes(ref: str, dataset: str) -> np.ndarray:
-    return codes_of(load_model(ref).model, load_dataset(dataset, "test")).numpy()
+    return codes_of(load_model(ref).model, load_dataset(check_dataset(dataset), "test")).numpy()
 
 
 @st.cache_data(max_entries=8, show_spinner="Finding the labelled training images…")
 def labelled(dataset: str, recipe_json: str):
     """The labelled training images of a run (replayed from its recipe), or why they cannot be found."""
-    return semi.labelled_examples(load_dataset(dataset, "train"), json.loads(recipe_json))
+    return semi.labelled_examples(load_dataset(check_dataset(dataset), "train"), json.loads(recipe_json))
 
 
 if sel.model is None:
@@ -77,7 +77,7 @@ else:
         found_labelled = labelled(dataset, json.dumps(recipe, sort_keys=True))
         lab_codes = None
         if isinstance(found_labelled, str):
-            st.info(f"Labelled examples not shown: {found_labelled}.")
+            st.info(f"Labelled examples not shown: {plain(found_labelled)}.")
         else:
             lab_codes = codes_of(sel.model, found_labelled)
         coords, lab_coords = semi.project_with_test_pca(codes, lab_codes)
@@ -97,8 +97,6 @@ else:
                            export.codes_csv(coords, sel.data.labels.numpy(), classes=sel.data.classes),
                            file_name=f"{sel.entry.ref.replace('/', '_').replace(':', '_')}-pca-map.csv",
                            mime="text/csv", key="semi_csv", on_click="ignore")
-    except AecoreError as err:
-        st.error(str(err))
     except Exception as err:  # noqa: BLE001
         show_error(err)
 
@@ -123,7 +121,7 @@ if st.button("Start the fresh run", type="primary", key="semi_start", disabled=b
     try:
         own = jobs.start(spec)
     except AecoreError as err:
-        st.error(str(err))
+        show_error(err)
     else:
         st.session_state[JOB_KEY] = own.id
         st.rerun()
@@ -135,9 +133,10 @@ def panel() -> None:
         return
     snap = job.snapshot()
     for notice in snap.notices:
-        st.info(notice)
+        st.info(plain(notice))
     if snap.active:
-        st.progress(min(max(snap.progress, 0.0), 1.0), text=f"{snap.name}: {snap.message} — {snap.elapsed:.0f} s")
+        st.progress(min(max(snap.progress, 0.0), 1.0),
+                    text=plain(f"{snap.name}: {snap.message} — {snap.elapsed:.0f} s"))
         if job.cancel.is_set():
             st.button("Stopping…", key="semi_stop", disabled=True)
         elif st.button("Stop", key="semi_stop"):
@@ -150,16 +149,16 @@ def panel() -> None:
             st.session_state["semi_select"] = (snap.spec["dataset"], snap.saved)
         st.rerun()
     if snap.status == "failed":
-        st.error(f"The fresh run failed: {snap.error}")
+        st.error(plain(f"The fresh run failed: {snap.error}"))
     elif snap.saved is None:
-        st.warning(snap.message)
+        st.warning(plain(snap.message))
     else:
         m = snap.metrics
         parts = [f"{label} {100 * m[key]:.1f} %" for key, label in (("accuracy", "hyper-semi"),
                                                                    ("scratch_cnn_accuracy", "CNN from scratch"),
                                                                    ("pca_logreg_accuracy", "PCA + logistic regression"))
                  if isinstance(m.get(key), (int, float))]
-        st.success(f"Fresh run **{snap.name}** done in {snap.elapsed:.0f} s — test accuracy: {', '.join(parts)}. "
+        st.success(f"Fresh run **{plain(snap.name)}** done in {snap.elapsed:.0f} s — test accuracy: {', '.join(parts)}. "
                    "It is on the chart above and selected in the sidebar.")
 
 

@@ -33,8 +33,7 @@ default = sp.default_threshold(model)
 if st.session_state.get("_threshold_model") not in (None, entry.ref):
     st.session_state["threshold"] = default               # another model: its own default
 st.session_state["_threshold_model"] = entry.ref
-bind("threshold", default, float)
-st.session_state["threshold"] = min(max(float(st.session_state["threshold"]), 0.0), 10.0)   # a URL may say anything
+bind("threshold", float(default), float, lo=0.0, hi=10.0)
 left, right = st.columns([1, 2])
 with left:
     threshold = st.number_input("Off threshold", min_value=0.0, max_value=10.0, step=0.005, format="%.3f",
@@ -78,9 +77,7 @@ if p is not None:
 
 # --- one unit: its top-activating images beside its filter -------------------------------------------
 st.header("One unit")
-bind("unit", 0, int)
-if not 0 <= st.session_state["unit"] < n_units:
-    st.session_state["unit"] = 0
+bind("unit", 0, int, lo=0, hi=n_units - 1)
 if n_units > 1:
     unit = st.slider("Unit", 0, n_units - 1, key="unit")
 else:
@@ -114,16 +111,14 @@ if entry.model == "rank-ordered-ae":
         return PCA.fit(train_data(dataset).as_float(), k)
 
     pca = _pca(sel.dataset, sp.pca_components_for(model))
-    bind("k", min(8, n_units), int)
-    if not 0 <= st.session_state["k"] <= n_units:
-        st.session_state["k"] = min(8, n_units)
+    bind("k", min(8, n_units), int, lo=0, hi=n_units)
     k = st.slider("k", 0, n_units, key="k", help="Each image keeps only its k most active units")
     sync_url("k")
     x = sel.data.as_float(slice(0, 8)).view(-1, *model.config.input_shape)
     try:
         out = sp.anytime_vs_pca(model, pca, x, k)
     except AecoreError as err:
-        st.error(str(err))
+        show_error(err)
     else:
         m1, m2 = st.columns(2)
         m1.metric(f"Rank-ordered, top {k} units", f"{float(out['ranked_mse'].mean()):.5f}", help="MSE per pixel")
@@ -151,8 +146,7 @@ if entry.model == "contractive-ae":
     st.write("The contractive penalty makes the code insensitive to small input changes: ‖∂h/∂x‖_F is small. "
              "Each dot is a test image on a 2-D map of the codes, coloured by that norm at the image.")
     hi = min(5000, n_images)
-    bind("jac_n", min(1000, hi), int)
-    st.session_state["jac_n"] = min(max(int(st.session_state["jac_n"]), min(100, hi)), hi)
+    bind("jac_n", min(1000, hi), int, lo=min(100, hi), hi=hi)
     n = st.slider("Images (random subsample)", min(100, hi), hi, step=100 if hi >= 200 else 1, key="jac_n")
     sync_url("jac_n")
 

@@ -9,8 +9,8 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab import vae as vl
 from aecore.viz import image_grid
-from pages.common import (bind, download_png, own_image, require_fit, show_error, sidebar, sync_url, test_codes,
-                          test_data)
+from pages.common import (bind, code, download_png, own_image, plain, require_fit, show_error, sidebar, sync_url,
+                          test_codes, test_data)
 
 
 SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
@@ -26,10 +26,10 @@ if sel is None or sel.model is None:
 model, entry, data = sel.model, sel.entry, sel.data
 if not vl.is_generative(model):
     fits = [e.label for e in catalog.entries(sel.dataset) if e.model in vl.FAMILIES]
-    where = (f"For {sel.dataset}, pick one of: {', '.join(fits)}." if fits
-             else f"No VAE is installed for {sel.dataset} yet: train one on the **Train** page.")
-    st.info(f"**{entry.label}** is a `{entry.model}`: it has no prior to sample from, so the VAE lab does not "
-            f"apply to it. The lab needs a variational autoencoder ({', '.join(f'`{f}`' for f in vl.FAMILIES)}). "
+    where = (plain(f"For {sel.dataset}, pick one of: {', '.join(fits)}.") if fits
+             else f"No VAE is installed for {plain(sel.dataset)} yet: train one on the **Train** page.")
+    st.info(f"**{plain(entry.label)}** is a {code(entry.model)}: it has no prior to sample from, so the VAE lab does "
+            f"not apply to it. The lab needs a variational autoencoder ({', '.join(f'`{f}`' for f in vl.FAMILIES)}). "
             f"{where}")
     st.stop()
 shape = tuple(model.config.input_shape)
@@ -49,7 +49,7 @@ def _kl(ref: str, version: str, dataset: str, _model) -> np.ndarray:
 
 def _class(i: int) -> str:
     c = int(labels[i])
-    return data.classes[c] if 0 <= c < len(data.classes) else "?"
+    return plain(data.classes[c]) if 0 <= c < len(data.classes) else "?"      # for captions
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -59,16 +59,11 @@ def _codes_figure(ref: str, version: str, dataset: str, axis: tuple, _codes: np.
     return vl.codes_figure(_codes, labels, data.classes, np.asarray(axis))
 
 
-def _clamp(key: str, lo, hi) -> None:
-    """URL values may say anything: keep the widget's value in its range."""
-    st.session_state[key] = min(max(type(lo)(st.session_state[key]), lo), hi)
-
-
 def _own_image(prefix: str):
     """An uploaded or drawn image as (1, *shape), or None; errors are shown, never raised."""
     own = own_image(st.session_state[f"{prefix}_src"], shape, key=prefix, size=196, stroke=18)
     if own is not None and st.session_state[f"{prefix}_src"] == "upload":
-        st.caption(f"Converted: {own[1]}.")
+        st.caption(f"Converted: {plain(own[1])}.")
     return None if own is None else own[0]
 
 
@@ -76,8 +71,7 @@ def _endpoint(prefix: str, label: str, default: int):
     """One end of the interpolation: a test image by index, or the user's own. (x (1, *shape), name) or None."""
     sources = list(SOURCES)
     bind(f"{prefix}_src", "test", choices=sources)
-    bind(f"{prefix}_index", default, int)
-    _clamp(f"{prefix}_index", 0, n_images - 1)
+    bind(f"{prefix}_index", default, int, lo=0, hi=n_images - 1)
     st.radio(f"Image {label}", sources, key=f"{prefix}_src", format_func=SOURCES.get, horizontal=True)
     if st.session_state[f"{prefix}_src"] == "test":
         i = int(st.number_input(f"Test index of {label}", 0, n_images - 1, step=1, key=f"{prefix}_index"))
@@ -97,8 +91,7 @@ tab_path, tab_prior, tab_trav, tab_grid = st.tabs(["Interpolation", "Samples fro
 # --- interpolation -------------------------------------------------------------------------------------
 with tab_path:
     bind("vl_mode", "slerp", choices=list(vl.MODES))
-    bind("vl_steps", 10, int)
-    _clamp("vl_steps", 3, 20)
+    bind("vl_steps", 10, int, lo=3, hi=20)
     a_col, b_col, opt_col = st.columns([2, 2, 2])
     with a_col:
         end_a = _endpoint("vl_a", "A", 0)
@@ -137,12 +130,9 @@ with tab_path:
 
 # --- samples from the prior ---------------------------------------------------------------------------
 with tab_prior:
-    bind("vl_seed", 0, int)
-    bind("vl_count", 32, int)
-    bind("vl_temp", 1.0, float)
-    _clamp("vl_seed", 0, 10_000)
-    _clamp("vl_count", 4, 64)
-    _clamp("vl_temp", 0.1, 2.0)
+    bind("vl_seed", 0, int, lo=0, hi=10_000)
+    bind("vl_count", 32, int, lo=4, hi=64)
+    bind("vl_temp", 1.0, float, lo=0.1, hi=2.0)
     p1, p2, p3 = st.columns(3)
     with p1:
         seed = st.number_input("Seed", 0, 10_000, step=1, key="vl_seed", help="Same seed, same samples")
@@ -170,13 +160,10 @@ with tab_trav:
         show_error(err)
         kl = np.zeros(latent_dim)
     dim_options = ["all"] + [str(j) for j in range(latent_dim)]
-    bind("vl_t_index", 0, int)
+    bind("vl_t_index", 0, int, lo=0, hi=n_images - 1)
     bind("vl_t_dim", "all", choices=dim_options)
-    bind("vl_span", 3.0, float)
-    bind("vl_t_steps", 9, int)
-    _clamp("vl_t_index", 0, n_images - 1)
-    _clamp("vl_span", 0.5, 5.0)
-    _clamp("vl_t_steps", 3, 15)
+    bind("vl_span", 3.0, float, lo=0.5, hi=5.0)
+    bind("vl_t_steps", 9, int, lo=3, hi=15)
     t1, t2, t3, t4 = st.columns(4)
     with t1:
         base = int(st.number_input("Around test image", 0, n_images - 1, step=1, key="vl_t_index"))
@@ -227,16 +214,14 @@ with tab_grid:
         codes = None
     if latent_dim != 2:
         fits = [e.label for e in catalog.entries(sel.dataset) if e.model in vl.FAMILIES and e.ref != entry.ref]
-        st.info(f"The manifold grid needs a 2-D latent space; {entry.label}'s has {latent_dim} dimensions "
+        st.info(f"The manifold grid needs a 2-D latent space; {plain(entry.label)}'s has {latent_dim} dimensions "
                 "(its traversals show one direction at a time). "
-                + (f"Models for {sel.dataset}: {', '.join(fits)} — pick one with a 2-D latent (e.g. vae-d2)."
-                   if fits else ""))
+                + (plain(f"Models for {sel.dataset}: {', '.join(fits)}")
+                   + " — pick one with a 2-D latent (e.g. vae-d2)." if fits else ""))
     else:
-        bind("vl_grid_n", 15, int)
+        bind("vl_grid_n", 15, int, lo=5, hi=30)
         bind("vl_spacing", "quantile", choices=list(vl.SPACINGS))
-        bind("vl_grid_span", 3.0, float)
-        _clamp("vl_grid_n", 5, 30)
-        _clamp("vl_grid_span", 1.0, 5.0)
+        bind("vl_grid_span", 3.0, float, lo=1.0, hi=5.0)
         g1, g2, g3 = st.columns(3)
         with g1:
             n = st.slider("Grid size", 5, 30, key="vl_grid_n")

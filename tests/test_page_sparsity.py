@@ -99,7 +99,7 @@ def test_contractive_map_coloured_by_jacobian(tiny_zoo):
 
 def test_bad_url_values_fall_back(tiny_zoo):
     at = open_page(None, model="mnist/sparse-ae-l1", unit="999", threshold="abc")
-    assert at.slider(key="unit").value == 0
+    assert at.slider(key="unit").value == at.slider(key="unit").proto.max    # clamped to the last unit
     assert at.number_input(key="threshold").value == 0.0
     at = open_page(None, model="mnist/sparse-ae-kl", threshold="-1")
     assert at.number_input(key="threshold").value == 0.0

@@ -1,5 +1,5 @@
 """A model the user trained on their own image folder shows up in the app: its `folder:` dataset is
-offered in the sidebar, and the pages open on it."""
+offered in the sidebar (the folder lies inside a root the operator allows), and the pages open on it."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def folder_with_images(root: Path) -> Path:
     return root
 
 
-def test_a_folder_model_is_offered_with_its_dataset(tiny_zoo, tmp_path):
+def test_a_folder_model_is_offered_with_its_dataset(tiny_zoo, tmp_path, monkeypatch):
+    monkeypatch.setenv("AECORE_FOLDER_ROOTS", str(tmp_path))         # the operator lets visitors read it
     dataset = f"folder:{folder_with_images(tmp_path / 'shapes')}"
     options = {"size": 8, "grayscale": True}           # not the folder defaults (32, colour)
     data = load_dataset(dataset, "train", **options)
