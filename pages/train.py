@@ -1,6 +1,8 @@
 """Train: any model on any dataset from the browser, in a background job with a live loss chart."""
 
 import math
+import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -8,9 +10,12 @@ from aecore.data import load_dataset
 from aecore.errors import AecoreError
 from aecore.lab import export, jobs
 from aecore.models import get_model_class, list_models
-from pages.common import DATASETS, bind, show_error, sidebar, sync_url
+from aecore.paths import FOLDER_ROOTS_ENV, allowed_folder_roots
+from pages.common import DATASETS, bind, plain, show_error, sidebar, sync_url
 
-FOLDER = "your folder…"
+FOLDER = "your images…"
+UPLOAD, SERVER = "an archive you upload", "a folder on this server"
+UPLOAD_MB = jobs.MAX_UPLOAD_BYTES // 2**20
 NOISES = ["none", "gaussian", "masking", "saltpepper"]
 NOISE_HELP = {"gaussian": "σ of x + N(0, σ²), clipped to [0, 1]", "masking": "fraction ν of pixels set to 0",
               "saltpepper": "fraction ν of pixels set to 0 or 1"}
@@ -44,12 +49,9 @@ def train_summary(dataset: str) -> tuple[int, str, str | None]:
 models = list_models()
 bind("tr_model", "ae", choices=models)
 bind("tr_data", dataset_default, choices=DATASETS + [FOLDER])
-bind("tr_latent", 32, int)
-bind("tr_epochs", 5, int)
+bind("tr_latent", 32, int, lo=1, hi=jobs.MAX_LATENT)
+bind("tr_epochs", 5, int, lo=1, hi=jobs.MAX_EPOCHS)
 bind("tr_noise", "none", choices=NOISES)
-for key, low, high in (("tr_latent", 1, jobs.MAX_LATENT), ("tr_epochs", 1, jobs.MAX_EPOCHS)):
-    if not low <= st.session_state[key] <= high:
-        st.session_state[key] = min(max(st.session_state[key], low), high)
 
 left, right = st.columns(2)
 with left:
@@ -58,11 +60,28 @@ with left:
     st.caption(get_model_class(model_name).description)
     data_choice = st.radio("Data", DATASETS + [FOLDER], key="tr_data", horizontal=True,
                            help="The training split (the bundled test split when that is all there is)")
-    folder_path, folder_size, folder_gray = "", 32, False
+    folder_path, folder_size, folder_gray, where, uploaded = "", 32, False, UPLOAD, None
     if data_choice == FOLDER:
-        folder_path = st.text_input("Folder on the server", key="tr_folder", placeholder="/home/me/pictures",
-                                    help="Laid out as PATH/<class>/<image>.png|jpg; with PATH/train and PATH/test "
-                                         "those are the splits, otherwise 10 % of each class is held out")
+        # a visitor reads only what the server's operator shares (AECORE_FOLDER_ROOTS), or uploads
+        roots = allowed_folder_roots()
+        if roots:
+            where = st.radio("Where are your images?", [UPLOAD, SERVER], key="tr_source", horizontal=True)
+        else:
+            st.info(f"Folders on this server are not open to visitors: its operator can share some with the "
+                    f"environment variable `{FOLDER_ROOTS_ENV}` (folders separated by `{os.pathsep}`). Until "
+                    "then, upload your images as an archive.")
+        if where == SERVER:
+            root = st.selectbox("Folder shared by the server's operator", [str(r) for r in roots], key="tr_root")
+            sub = st.text_input("Subfolder (inside it)", key="tr_sub", placeholder="my-pictures",
+                                help="Laid out as <class>/<image>.png|jpg below it; with train/ and test/ "
+                                     "those are the splits, otherwise 10 % of each class is held out. Empty: "
+                                     "the shared folder itself.")
+            folder_path = str(Path(root) / sub.strip()) if sub.strip() else root
+        else:
+            uploaded = st.file_uploader(
+                f"Your images: a .zip (or .tar.gz) laid out <class>/<image>.png, at most {UPLOAD_MB} MB",
+                type=["zip", "gz", "tgz", "tar"], key="tr_upload", max_upload_size=UPLOAD_MB,
+                help="Kept on the server for a day under a random name, for your training runs only")
         c1, c2 = st.columns(2)
         folder_size = c1.select_slider("Resize to (pixels)", [16, 28, 32, 48, 64], value=32, key="tr_fsize")
         folder_gray = c2.toggle("Grey-scale", key="tr_fgray")
@@ -117,7 +136,6 @@ with right:
         seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="tr_seed"))
 sync_url("tr_model", "tr_data", "tr_latent", "tr_epochs", "tr_noise")
 
-dataset = f"folder:{folder_path.strip()}" if data_choice == FOLDER else data_choice
 auto_name = f"{model_name}-{data_choice if data_choice != FOLDER else 'folder'}-d{latent}"
 name = st.text_input("Name of the new model", key="tr_name", placeholder=auto_name, max_chars=jobs.MAX_NAME,
                      help="Letters, digits, - and _. A name in use gets -2, -3, …: nothing is overwritten.")
@@ -127,36 +145,50 @@ if data_choice != FOLDER:
     try:
         n_train, source, notice = train_summary(data_choice)
     except AecoreError as err:
-        st.error(str(err))
+        show_error(err)
     else:
-        st.caption(f"Training data: {n_train:,} images ({source}); at most {max_images:,} are used.")
+        st.caption(f"Training data: {n_train:,} images ({plain(source)}); at most {max_images:,} are used.")
         if notice:
             st.info(notice)
 
-spec = jobs.JobSpec(name=name, model=model_name, dataset=dataset, latent_dim=int(latent), epochs=int(epochs),
-                    noise=noise, strength=strength, stage_epochs=stage_epochs, labels=labels, lr=float(lr),
-                    batch_size=int(batch_size), max_images=int(max_images), seed=seed, config=config,
-                    folder_size=int(folder_size), folder_grayscale=bool(folder_gray))
+
+def chosen_dataset() -> str:
+    """The dataset of the run: a registry name, a shared folder, or the upload (stored once per file)."""
+    if data_choice != FOLDER:
+        return data_choice
+    if where == SERVER:
+        return f"folder:{folder_path}"
+    if uploaded is None:
+        raise jobs.JobError("Upload your images first: a .zip laid out <class>/<image>.png.")
+    stored = st.session_state.get("tr_stored")
+    if stored and stored[0] == uploaded.file_id and Path(stored[1]).is_file():
+        return f"folder:{stored[1]}"
+    path = jobs.store_upload(uploaded.getvalue())
+    st.session_state["tr_stored"] = (uploaded.file_id, str(path))
+    return f"folder:{path}"
+
+
+def make_spec(dataset: str) -> jobs.JobSpec:
+    return jobs.JobSpec(name=name, model=model_name, dataset=dataset, latent_dim=int(latent), epochs=int(epochs),
+                        noise=noise, strength=strength, stage_epochs=stage_epochs, labels=labels, lr=float(lr),
+                        batch_size=int(batch_size), max_images=int(max_images), seed=seed, config=config,
+                        folder_size=int(folder_size), folder_grayscale=bool(folder_gray))
+
 
 own = jobs.get(st.session_state.get(JOB_KEY))
 busy = own is not None and own.active
-others = [j for j in jobs.active_jobs() if own is None or j.id != own.id]
+others = [j for j in jobs.slot_holders() if own is None or j.id != own.id]
 if others:
     st.caption(f"{len(others)} other training run(s) on this machine right now (at most {jobs.MAX_CONCURRENT} at once).")
 if st.button("Start training", type="primary", key="tr_start", disabled=busy,
              help="One run per browser tab at a time" if busy else None):
-    if data_choice == FOLDER and not folder_path.strip():
-        st.error("Type the path of your image folder first (laid out as PATH/<class>/<image>).")
+    try:
+        own = jobs.start(make_spec(chosen_dataset()))
+    except Exception as err:  # noqa: BLE001 - a message, never a traceback
+        show_error(err)
     else:
-        try:
-            own = jobs.start(spec)
-        except AecoreError as err:
-            st.error(str(err))
-        except Exception as err:  # noqa: BLE001
-            show_error(err)
-        else:
-            st.session_state[JOB_KEY] = own.id
-            st.rerun()          # redraw with the Start button disabled and the live panel polling
+        st.session_state[JOB_KEY] = own.id
+        st.rerun()          # redraw with the Start button disabled and the live panel polling
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -179,15 +211,15 @@ def panel() -> None:
                     "Models that finished are in the model picker.")
         return
     snap = job.snapshot()
-    st.subheader(f"Run: {snap.name}")
+    st.subheader(f"Run: {plain(snap.name)}")
     for notice in snap.notices:
-        st.info(notice)
+        st.info(plain(notice))
     if snap.active:
-        st.progress(min(max(snap.progress, 0.0), 1.0), text=f"{snap.message} — {snap.elapsed:.0f} s")
+        st.progress(min(max(snap.progress, 0.0), 1.0), text=f"{plain(snap.message)} — {snap.elapsed:.0f} s")
         c1, c2 = st.columns([1, 3])
         if job.cancel.is_set():
             c1.button("Stopping…", key="tr_stop", disabled=True)
-        elif c1.button("Stop", key="tr_stop", help="Stops after the current batch; saved if an epoch finished"):
+        elif c1.button("Stop", key="tr_stop", help="Frees the training slot at once; the run ends after the current batch and is saved if an epoch finished"):
             job.stop()
         c2.caption("Closing this tab does not stop the run: it continues on the server and saves the model "
                    "when it finishes (the save is atomic, so a model folder is never half-written). "
@@ -200,27 +232,28 @@ def panel() -> None:
                 st.session_state["train_select"] = (snap.spec["dataset"], snap.saved)
             st.rerun()
         if snap.status == "failed":
-            st.error(f"Training failed: {snap.error}")
+            st.error(f"Training failed: {plain(snap.error)}")
         elif snap.saved is None:
-            st.warning(snap.message)
+            st.warning(plain(snap.message))
         else:
             epochs_done = len(snap.epochs)
             if snap.status == "stopped":
-                st.warning(f"Stopped by you after {epochs_done} finished epoch(s): saved **{snap.name}** with the "
+                st.warning(f"Stopped by you after {epochs_done} finished epoch(s): saved **{plain(snap.name)}** with the "
                            "weights of the last finished epoch. It is now in the model picker.")
             else:
-                st.success(f"Saved **{snap.name}** ({epochs_done} epoch{'s' if epochs_done != 1 else ''}, {snap.elapsed:.0f} s). It is now in the "
+                st.success(f"Saved **{plain(snap.name)}** ({epochs_done} epoch{'s' if epochs_done != 1 else ''}, {snap.elapsed:.0f} s). It is now in the "
                            "model picker in the sidebar, on every page.")
             metric_line(snap.metrics)
             if snap.spec["dataset"] not in DATASETS:
-                st.caption(f"Trained on {snap.spec['dataset']}: the sidebar lists models of the bundled datasets "
-                           f"only; its folder is {snap.path}.")
+                what = "your uploaded images" if jobs.is_upload(snap.spec["dataset"]) else snap.spec["dataset"]
+                st.caption(f"Trained on {plain(what)}: the sidebar lists models of the bundled datasets only; "
+                           f"its folder is {plain(snap.path)}.")
             try:
                 st.download_button("Download the model (zip: safetensors + config + metrics)",
                                    export.model_zip(snap.path), file_name=f"{snap.name}.zip",
                                    mime="application/zip", key="tr_zip", on_click="ignore")
             except AecoreError as err:
-                st.error(str(err))
+                show_error(err)
     if snap.steps:
         log_y = st.toggle("Log scale", key="tr_logy")
         st.plotly_chart(jobs.loss_figure(snap, log_y=log_y), key="tr_loss")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
+import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from aecore.errors import ModelFileError
 from aecore.lab import catalog, export, jobs
-from aecore.paths import user_models_dir
+from aecore.paths import uploads_dir, user_models_dir
 from aecore.store import load_model, save_model
 from aecore.train import Callback
 from aecore.zoo import read_maps
@@ -216,7 +220,7 @@ def test_at_most_two_jobs_run_at_once():
     ({"noise": "gaussian:abc"}, "not a number"),
     ({"model": "ae", "config": {"hidden": [10_000, 10_000]}, "dataset": "mnist"}, "parameters"),
     ({"dataset": "folder:"}, "type the path"),
-    ({"dataset": "folder:/no/such/place"}, "does not exist"),
+    ({"dataset": "folder:/no/such/place"}, "outside the folders this server lets you read"),
 ])
 def test_limits_and_bad_settings_have_clear_messages(changes, message):
     with pytest.raises(jobs.JobError, match=message.replace("(", r"\(")):
@@ -224,7 +228,10 @@ def test_limits_and_bad_settings_have_clear_messages(changes, message):
     assert not jobs.active_jobs()
 
 
-def test_empty_folder_and_unsupported_shape(tmp_path):
+def test_empty_folder_and_unsupported_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("AECORE_FOLDER_ROOTS", str(tmp_path))
+    with pytest.raises(jobs.JobError, match="does not exist"):
+        jobs.start(spec("f", dataset=f"folder:{tmp_path / 'nothing-here'}"))
     with pytest.raises(jobs.JobError, match="is empty"):
         jobs.start(spec("f", dataset=f"folder:{tmp_path}"))
     (tmp_path / "cats").mkdir()
@@ -233,12 +240,183 @@ def test_empty_folder_and_unsupported_shape(tmp_path):
                         config={}))
 
 
-def test_folder_without_images_fails_in_the_thread_with_the_loaders_message(tmp_path):
+def test_folder_without_images_fails_in_the_thread_with_the_loaders_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("AECORE_FOLDER_ROOTS", str(tmp_path))
     (tmp_path / "cats").mkdir()
     (tmp_path / "cats" / "notes.txt").write_text("not an image")
     snap = finish(jobs.start(spec("folder-run", dataset=f"folder:{tmp_path}", folder_size=8,
                                   folder_grayscale=True)))
     assert snap.status == "failed" and "no image files" in snap.error
+
+
+# --- which folders an app visitor may train on ------------------------------------------------------
+def image_tree(root: Path, per_class: int = 10) -> Path:
+    """root/<class>/<image>.png: two classes of tiny grey squares."""
+    for c, colour in enumerate((30, 220)):
+        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.new("L", (10, 10), colour + i).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
+def image_zip(per_class: int = 10) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for c, colour in enumerate((30, 220)):
+            for i in range(per_class):
+                png = io.BytesIO()
+                Image.new("L", (10, 10), colour + i).save(png, format="PNG")
+                zf.writestr(f"pics/c{c}/{i}.png", png.getvalue())
+    return buffer.getvalue()
+
+
+FOLDER_SPEC = dict(folder_size=8, folder_grayscale=True, epochs=1, latent_dim=2, config={"hidden": [8]})
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """Every path the code under test lists, stats for existence or opens (resolving is not recorded)."""
+    seen: list[Path] = []
+    real_scandir, real_listdir, real_open = os.scandir, os.listdir, os.open
+    real_iterdir, real_exists, real_is_dir = Path.iterdir, Path.exists, Path.is_dir
+
+    def record(path) -> None:
+        seen.append(Path(os.fsdecode(path)) if not isinstance(path, int) else Path(f"/dev/fd/{path}"))
+
+    monkeypatch.setattr(os, "scandir", lambda path=".": (record(path), real_scandir(path))[1])
+    monkeypatch.setattr(os, "listdir", lambda path=".": (record(path), real_listdir(path))[1])
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: (record(path), real_open(path, *a, **k))[1])
+    monkeypatch.setattr(Path, "iterdir", lambda self: (record(self), real_iterdir(self))[1])
+    monkeypatch.setattr(Path, "exists", lambda self, **k: (record(self), real_exists(self, **k))[1])
+    monkeypatch.setattr(Path, "is_dir", lambda self, **k: (record(self), real_is_dir(self, **k))[1])
+    return seen
+
+
+def outside(seen: list[Path], *roots: Path) -> list[Path]:
+    return [p for p in seen if not any(str(p).startswith(str(r)) for r in roots)]
+
+
+@pytest.mark.parametrize("where", ["/etc", "etc-dotdot", "symlink-out", "home-tilde"])
+def test_folders_outside_the_allowed_roots_are_refused_unread(where, tmp_path, monkeypatch, reads):
+    root = tmp_path / "class-share"
+    image_tree(root / "mine")
+    secret = image_tree(tmp_path / "secret")
+    (root / "link").symlink_to(secret, target_is_directory=True)
+    monkeypatch.setenv("AECORE_FOLDER_ROOTS", str(root))
+    path = {"/etc": "/etc", "etc-dotdot": f"{root}/mine/../../secret", "symlink-out": f"{root}/link",
+            "home-tilde": "~"}[where]
+    reads.clear()
+    with pytest.raises(jobs.JobError) as err:
+        jobs.start(spec("outside", dataset=f"folder:{path}", **FOLDER_SPEC))
+    message = str(err.value)
+    assert "outside the folders this server lets you read" in message and str(root.resolve()) in message
+    assert "upload" in message
+    assert not jobs.active_jobs()
+    assert outside([p.resolve() for p in reads], root.resolve(), Path(os.environ["AECORE_HOME"]).resolve()) == []
+    assert not [p for p in reads if str(p).startswith(("/etc", str(secret)))]
+
+
+def test_no_roots_by_default_so_only_uploads(tmp_path, monkeypatch, reads):
+    monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
+    image_tree(tmp_path / "pics")
+    reads.clear()
+    with pytest.raises(jobs.JobError, match=r"allowed: none: the server's operator sets them with \$AECORE_FOLDER_ROOTS"):
+        jobs.start(spec("f", dataset=f"folder:{tmp_path / 'pics'}", **FOLDER_SPEC))
+    assert not [p for p in reads if str(p).startswith(str(tmp_path))]
+
+
+def test_a_folder_under_an_allowed_root_trains_on_its_resolved_path(tmp_path, monkeypatch):
+    root = tmp_path / "share"
+    image_tree(root / "mine")
+    other = tmp_path / "second"
+    other.mkdir()
+    monkeypatch.setenv("AECORE_FOLDER_ROOTS", os.pathsep.join([str(other), str(root)]))
+    job = jobs.start(spec("rooted", dataset=f"folder: {root}/mine/../mine/ ", **FOLDER_SPEC))
+    assert job.spec.dataset == f"folder:{(root / 'mine').resolve()}"
+    snap = finish(job)
+    assert snap.status == "done", snap.error
+    assert load_model(snap.path).info["dataset"] == f"folder:{(root / 'mine').resolve()}"
+    # a symlink that stays inside the root is fine: the job trains on its target
+    (root / "alias").symlink_to(root / "mine", target_is_directory=True)
+    assert jobs.app_folder(f"folder:{root}/alias") == (root / "mine").resolve()
+
+
+def test_uploads_are_stored_under_a_random_name_and_train(tmp_path):
+    data = image_zip()
+    path = jobs.store_upload(data)
+    assert path.parent == uploads_dir() and jobs.UPLOAD_NAME_RE.fullmatch(path.name)
+    assert path.suffix == ".zip" and path.read_bytes() == data
+    assert jobs.store_upload(data) != path                   # a new name each time
+    snap = finish(jobs.start(spec("uploaded", dataset=f"folder:{path}", **FOLDER_SPEC)))
+    assert snap.status == "done", snap.error
+    assert load_model(snap.path).info["classes"] == ["c0", "c1"]
+    # the uploads folder itself, or a file in it that is not an upload, is not a dataset
+    (uploads_dir() / "planted.zip").write_bytes(data)
+    for bad in (uploads_dir(), uploads_dir() / "planted.zip"):
+        with pytest.raises(jobs.JobError, match="one uploaded archive"):
+            jobs.start(spec("u", dataset=f"folder:{bad}", **FOLDER_SPEC))
+
+
+def test_tar_gz_uploads_are_kept_as_tar_gz(tmp_path):
+    import tarfile
+
+    tree = image_tree(tmp_path / "pics")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+        tf.add(tree, arcname="pics")
+    path = jobs.store_upload(buffer.getvalue())
+    assert path.name.endswith(".tar.gz")
+    snap = finish(jobs.start(spec("from-tar", dataset=f"folder:{path}", **FOLDER_SPEC)))
+    assert snap.status == "done", snap.error
+
+
+def test_bad_uploads_are_refused_with_a_message(monkeypatch):
+    with pytest.raises(jobs.JobError, match="empty"):
+        jobs.store_upload(b"")
+    with pytest.raises(jobs.JobError, match="not a .zip or .tar.gz"):
+        jobs.store_upload(b"#!/bin/sh\nrm -rf /\n" * 40)
+    with pytest.raises(jobs.JobError, match="cannot be read"):
+        jobs.store_upload(b"PK\x03\x04" + b"\0" * 100)
+    with pytest.raises(jobs.JobError, match="no image files"):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            zf.writestr("notes.txt", "hello")
+        jobs.store_upload(buffer.getvalue())
+    monkeypatch.setattr(jobs, "MAX_UPLOAD_BYTES", 1000)
+    with pytest.raises(jobs.JobError, match="at most 0 MB"):
+        jobs.store_upload(image_zip())
+    monkeypatch.setattr(jobs, "MAX_UPLOAD_BYTES", 200 << 20)
+    buffer = io.BytesIO()                                   # a small zip that unpacks to a lot
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("c/a.png", b"\0" * (3 << 20))
+    monkeypatch.setattr(jobs, "MAX_UPLOAD_UNPACKED", 1 << 20)
+    with pytest.raises(jobs.JobError, match="unpacks to more than"):
+        jobs.store_upload(buffer.getvalue())
+    assert not uploads_dir().exists() or not list(uploads_dir().iterdir())
+
+
+def test_the_uploads_folder_stays_bounded(monkeypatch):
+    data = image_zip()
+    old = jobs.store_upload(data)
+    day_ago = time.time() - jobs.UPLOAD_MAX_AGE - 60
+    os.utime(old, (day_ago, day_ago))
+    newer = [jobs.store_upload(data) for _ in range(2)]
+    assert not old.exists() and all(p.exists() for p in newer)          # older than a day: removed
+    # over the total cap: the oldest go first, but never one a running job reads
+    hold = Hold()
+    os.utime(newer[0], (time.time() - 100, time.time() - 100))
+    running = jobs.start(spec("reads-upload", dataset=f"folder:{newer[0]}", **FOLDER_SPEC), callbacks=[hold])
+    try:
+        assert hold.reached.wait(60)
+        monkeypatch.setattr(jobs, "UPLOADS_CAP", 2 * len(data) + 10)
+        third = jobs.store_upload(data)
+        assert newer[0].exists() and not newer[1].exists() and third.exists()
+        monkeypatch.setattr(jobs, "UPLOADS_CAP", len(data) + 10)
+        with pytest.raises(jobs.JobError, match="space for uploads"):
+            jobs.store_upload(data)
+    finally:
+        hold.release.set()
+        finish(running)
 
 
 def test_offline_training_data_notice_and_held_out_metrics():
@@ -285,3 +463,14 @@ def test_codes_csv_and_table_csv():
         export.codes_csv(torch.zeros(3, 2), [1, 2])
     table = export.table_csv([{"a": 1, "b": float("nan")}, {"a": None, "b": 0.25}])
     assert table.splitlines() == ["a,b", "1,", ",0.25"]
+
+
+def test_the_cli_is_the_operators_tool_and_reads_any_folder(tmp_path, monkeypatch):
+    """The restriction belongs to the app's jobs: `aecore train --dataset folder:...` is unrestricted."""
+    from aecore.cli import main
+
+    monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
+    tree = image_tree(tmp_path / "anywhere")
+    code = main(["train", "--model", "ae", "--epochs", "1", "--set", "hidden=[8]", "--latent-dim", "2", "--quiet",
+                 "--dataset", f"folder:{tree}", "--out", str(tmp_path / "out")])
+    assert code in (0, None) and (tmp_path / "out" / "model.safetensors").is_file()

@@ -9,7 +9,10 @@ from streamlit.testing.v1 import AppTest
 import pytest
 
 from aecore.lab import jobs
+from aecore.paths import uploads_dir, user_models_dir
+from aecore.store import load_model
 from tests.helpers import open_app
+from tests.test_lab_jobs import image_tree, image_zip
 
 pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py
 
@@ -61,20 +64,108 @@ def test_train_a_tiny_model_and_find_it_in_the_picker(no_zoo):
     assert not other.success and not other.get("plotly_chart")
 
 
-def test_bad_name_and_missing_folder_are_clear_errors(no_zoo):
+def test_bad_name_and_missing_upload_are_clear_errors(no_zoo, monkeypatch):
+    monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
     at = page()
     at.text_input(key="tr_name").set_value("no spaces please").run()
     at.button(key="tr_start").click().run()
     assert not at.exception
-    assert "letters, digits, - and _ only" in at.error[0].value
+    assert "letters, digits, - and \\_ only" in at.error[0].value   # shown as plain text: "_" escaped
     at.text_input(key="tr_name").set_value("ok-name").run()
-    at.radio(key="tr_data").set_value("your folder…").run()
+    at.radio(key="tr_data").set_value("your images…").run()
     at.button(key="tr_start").click().run()
-    assert "Type the path" in at.error[0].value
-    at.text_input(key="tr_folder").set_value("/no/such/folder").run()
+    assert not at.exception and "Upload your images first" in at.error[0].value
+    assert not jobs.active_jobs()
+
+
+def test_no_roots_means_upload_only_and_a_note_for_the_operator(no_zoo, monkeypatch):
+    monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
+    at = page()
+    at.radio(key="tr_data").set_value("your images…").run()
+    assert not at.exception and not at.error
+    assert any("AECORE_FOLDER_ROOTS" in i.value for i in at.info)
+    assert len(at.get("file_uploader")) == 1
+    assert "tr_source" not in [r.key for r in at.radio]                  # no server folder to choose
+    assert not {"tr_sub", "tr_folder"} & {t.key for t in at.text_input}
+    assert "tr_root" not in [b.key for b in at.selectbox]
+    uploader = at.get("file_uploader")[0]
+    assert "at most 200 MB" in uploader.label and set(uploader.proto.type) >= {".zip", ".gz"}
+    assert uploader.proto.max_upload_size_mb == 200
+
+
+def test_with_roots_the_page_offers_them_and_refuses_a_way_out(no_zoo, tmp_path, monkeypatch):
+    share = tmp_path / "share"
+    image_tree(share / "mine")
+    (tmp_path / "secret").mkdir()
+    monkeypatch.setenv("AECORE_FOLDER_ROOTS", str(share))
+    at = page()
+    at.radio(key="tr_data").set_value("your images…").run()
+    assert not any("AECORE_FOLDER_ROOTS" in i.value for i in at.info)
+    at.radio(key="tr_source").set_value("a folder on this server").run()
+    assert at.selectbox(key="tr_root").options == [str(share.resolve())]
+    at.text_input(key="tr_name").set_value("escape").run()
+    for sub in ("../secret", "/etc", "mine/../../secret"):
+        at.text_input(key="tr_sub").set_value(sub).run()
+        at.button(key="tr_start").click().run()
+        assert not at.exception
+        assert "outside the folders this server lets you read" in at.error[0].value, sub
+        assert "Traceback" not in at.error[0].value
+    at.text_input(key="tr_sub").set_value("nothing-here").run()
     at.button(key="tr_start").click().run()
     assert "does not exist" in at.error[0].value
     assert not jobs.active_jobs()
+    # a subfolder of the share trains
+    at.text_input(key="tr_sub").set_value("mine").run()
+    at.select_slider(key="tr_fsize").set_value(16).run()
+    at.toggle(key="tr_fgray").set_value(True).run()
+    at.slider(key="tr_epochs").set_value(1).run()
+    at.number_input(key="tr_latent").set_value(2).run()
+    at.text_input(key="tr_name").set_value("shared-folder").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at = wait_for(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    assert at.success and "Saved **shared-folder**" in at.success[0].value, [e.value for e in at.error]
+    from pages.common import plain
+    assert any(plain((share / "mine").resolve()) in c.value for c in at.caption)      # shown as plain text
+
+
+def test_a_zip_upload_trains(no_zoo, monkeypatch):
+    monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
+    at = page()
+    at.radio(key="tr_data").set_value("your images…").run()
+    at.get("file_uploader")[0].upload("my pics.zip", image_zip(), "application/zip").run()
+    assert not at.exception and not at.error
+    at.select_slider(key="tr_fsize").set_value(16).run()
+    at.toggle(key="tr_fgray").set_value(True).run()
+    at.slider(key="tr_epochs").set_value(1).run()
+    at.number_input(key="tr_latent").set_value(2).run()
+    at.text_input(key="tr_name").set_value("from-upload").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    stored = list(uploads_dir().iterdir())
+    assert len(stored) == 1 and jobs.UPLOAD_NAME_RE.fullmatch(stored[0].name)     # a random name, not 'my pics'
+    at = wait_for(at, lambda a: len(a.success) > 0 or len(a.error) > 0)
+    assert at.success and "Saved **from-upload**" in at.success[0].value, [e.value for e in at.error]
+    assert any("your uploaded images" in c.value for c in at.caption)
+    assert load_model(user_models_dir() / "from-upload").info["dataset"] == f"folder:{stored[0].resolve()}"
+    # a second run on the same upload does not store it again
+    at.button(key="tr_clear").click().run()
+    at.text_input(key="tr_name").set_value("from-upload-again").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(list(uploads_dir().iterdir())) == 1
+    wait_for(at, lambda a: len(a.success) > 0)
+
+
+def test_a_bad_upload_is_a_clear_error(no_zoo, monkeypatch):
+    monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
+    at = page()
+    at.radio(key="tr_data").set_value("your images…").run()
+    at.get("file_uploader")[0].upload("evil.zip", b"#!/bin/sh\n" * 100, "application/zip").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception
+    assert "not a .zip or .tar.gz" in at.error[0].value and "Traceback" not in at.error[0].value
+    assert not jobs.active_jobs() and (not uploads_dir().exists() or not list(uploads_dir().iterdir()))
 
 
 def test_model_options_follow_the_model(no_zoo):

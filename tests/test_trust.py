@@ -72,6 +72,51 @@ def test_a_tampered_pretrained_file_is_refused_with_its_name(pretrained, tamper,
         assert f"{MODEL_ID}/{named}: SHA-256 does not match the manifest" in str(info.value)
 
 
+def test_a_tampered_pretrained_config_is_left_out_of_the_list_with_its_reason(pretrained):
+    """Its notes are never shown: only text the manifest vouches for reaches a page."""
+    info = json.loads((pretrained / MODEL_ID / CONFIG).read_text())
+    info["notes"] = "[click me](http://e.vil)"
+    (pretrained / MODEL_ID / CONFIG).write_text(json.dumps(info))
+    assert MODEL_ID not in [e.ref for e in catalog.entries()]
+    (label, reason), = catalog.left_out()
+    assert label == MODEL_ID and "SHA-256 does not match the manifest" in reason and "e.vil" not in reason
+
+
+@pytest.mark.parametrize("content", [
+    '{"model": "ae", "config": {"latent_dim": 1' + "0" * 5000 + "}}",      # over Python's 4,300-digit limit
+    "[" * 100_000 + "]" * 100_000,
+    b"\xff\xfe not utf-8",
+    "",
+])
+def test_a_user_model_folder_that_cannot_be_read_is_left_out_not_raised(pretrained, content):
+    save_model(tiny(), user_model_path("good"), dataset="digits")
+    bad = user_model_path("broken")
+    save_model(tiny(), bad, dataset="digits")
+    (bad / CONFIG).write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert [e.ref for e in catalog.entries("digits")] == [MODEL_ID, "user:good"]
+    (label, reason), = catalog.left_out()
+    assert label == "broken (yours)" and "config.json" in reason and "\n" not in reason
+
+
+def test_any_surprise_in_a_folder_leaves_that_folder_out(pretrained, monkeypatch):
+    save_model(tiny(), user_model_path("odd"), dataset="digits")
+    real = catalog.read_config
+    monkeypatch.setattr(catalog, "read_config", lambda path: (_ for _ in ()).throw(MemoryError())
+                        if path.name == "odd" else real(path))
+    assert [e.ref for e in catalog.entries()] == [MODEL_ID]
+    assert catalog.left_out() == [("odd (yours)", f"{user_model_path('odd')}: cannot be read (MemoryError)")]
+
+
+def test_a_pretrained_id_wins_over_a_same_named_folder_in_the_working_directory(pretrained, tmp_path, monkeypatch):
+    """`aecore eval mnist/ae-d32` must not load an unchecked ./mnist/ae-d32; './mnist/ae-d32' means the folder."""
+    monkeypatch.chdir(tmp_path)
+    impostor = build_model("ae", {"input_shape": [1, 8, 8], "hidden": [16], "latent_dim": 5})
+    save_model(impostor, tmp_path / MODEL_ID, dataset="digits")
+    assert store.resolve(MODEL_ID).model.config.latent_dim == 3          # the verified one
+    assert store.resolve("./" + MODEL_ID).model.config.latent_dim == 5   # asked for by path
+    assert store.resolve(tmp_path / MODEL_ID).model.config.latent_dim == 5
+
+
 def rewrite_manifest(root: Path, change) -> None:
     data = json.loads((root / MANIFEST).read_text())
     change(data["files"])
@@ -253,13 +298,14 @@ def uploader_uses(tree: ast.AST) -> list[tuple[str, ast.AST]]:
 
 
 def test_pages_only_read_the_bytes_of_an_upload():
-    """An upload's name never reaches a path: the pages use `file.getvalue()` and `file is not None` only."""
+    """An upload's name never reaches a path: the pages use `file.getvalue()`, `file is not None` and
+    Streamlit's opaque `file.file_id` (to know the same file again) only."""
     pages = sorted((ROOT / "pages").glob("*.py"))
     seen = 0
     for page in pages:
         for name, parent in uploader_uses(ast.parse(page.read_text(), str(page))):
             seen += 1
-            ok = (isinstance(parent, ast.Attribute) and parent.attr == "getvalue") or (
+            ok = (isinstance(parent, ast.Attribute) and parent.attr in ("getvalue", "file_id")) or (
                 isinstance(parent, ast.Compare) and all(isinstance(op, (ast.IsNot, ast.Is)) for op in parent.ops))
             assert ok, f"{page.name}: the upload {name!r} is used as {ast.unparse(parent)!r}"
     assert seen >= 1                            # pages/common.py: own_image(), which every page uses

@@ -14,15 +14,41 @@ at once. A name that is already taken is never overwritten: the job takes `name-
 weights of the last finished epoch (read back from the trainer's per-epoch checkpoint).
 
 Limits keep one classroom machine usable: epochs, code size, images, parameters, concurrent jobs.
+
+What a visitor may train on (the app serves a whole class; the operator who starts it decides):
+the registry datasets, folders under the roots the operator allows ($AECORE_FOLDER_ROOTS, none by
+default; `aecore.paths.check_allowed_folder`), and archives they upload (`store_upload`: at most
+MAX_UPLOAD_BYTES, kept under `uploads_dir()` with a random name, for at most a day and UPLOADS_CAP
+bytes in all). The check runs before the path is even looked at, and the job trains on the resolved
+path. The `aecore train` command is the operator's own tool and is not restricted.
+
+Stopping, and the training slots. At most MAX_CONCURRENT jobs hold a *slot* at once; a job holds one
+while its status is queued, loading, training or measuring AND no Stop was asked for. So a Stop frees
+the slot at once, in every state, and a new run can start; what the stopped job still does is short
+and bounded:
+  - queued: nothing (it becomes "stopped" on the spot);
+  - loading: the load runs in a daemon worker thread that the job waits on with a short poll; on a
+    Stop the job leaves it behind ("stopped", nothing saved) -- a load stuck for good (a FIFO, a hung
+    network mount) can never pin the job. Past LOAD_TIMEOUT the job fails with a message naming it;
+  - training: the trainer checks the Stop every batch (one more batch at most), then saves the last
+    finished epoch as before (nothing when no epoch finished);
+  - measuring: also in a worker thread; after a Stop it gets STOP_GRACE seconds more, then the model
+    is saved without test metrics (the user's model is kept). Past MEASURE_TIMEOUT likewise;
+  - saving (a few atomic file writes) never holds a slot: a Stop there lets the save finish.
+A worker thread left behind only ever fills its own result box, which nothing reads any more: it
+never writes into the job's state and never saves a model (saving is the job thread's alone).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -38,7 +64,8 @@ from aecore.data.base import ImageData
 from aecore.errors import AecoreError, ConfigError, DataError
 from aecore.lab.serving import use_machine_threads
 from aecore.models import get_model_class, list_models, make_config
-from aecore.paths import user_model_path
+from aecore.models.registry import check_fits_memory
+from aecore.paths import allowed_folder_roots, check_allowed_folder, inside, uploads_dir, user_model_path
 from aecore.train import CHECKPOINT_NAME, Callback, TrainConfig, Trainer, TrainState
 
 log = logging.getLogger("aecore.app")
@@ -60,6 +87,21 @@ SEMI_LABELLED_PER_BATCH = 16     # as the zoo's hyper-semi recipes
 NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 LABEL_BUDGETS = (10, 100, 1000, None)   # None = every training label
 
+# stopping and time limits (see the module docstring: which statuses hold a slot)
+LOAD_TIMEOUT = 120.0             # s: loading a job's data (training and test split); past it the job fails
+MEASURE_TIMEOUT = 600.0          # s: measuring on the test split (+ the semi baselines); then saved unmeasured
+STOP_GRACE = 2.0                 # s: after a Stop, the test measurement may still finish within this
+POLL = 0.1                       # s: how often a job waiting on a worker thread looks at its Stop
+SLOT_STATUSES: tuple[str, ...] = ("queued", "loading", "training", "measuring")
+
+# archives visitors upload (pages/train.py)
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024       # one upload (.zip / .tar.gz / .tar)
+MAX_UPLOAD_UNPACKED = 1024 * 1024 * 1024   # the files inside one archive, unpacked
+MAX_UPLOAD_MEMBERS = 200_000               # files in one archive
+UPLOAD_MAX_AGE = 24 * 3600.0               # s: older uploads are removed when a new one is stored
+UPLOADS_CAP = 2 * 1024 * 1024 * 1024       # bytes of uploads kept in all (oldest removed first)
+UPLOAD_NAME_RE = re.compile(r"[0-9a-f]{32}\.(zip|tar\.gz|tar)")
+
 # model -> (config field that sets the regulariser's strength, what it is)
 REGULARIZERS: dict[str, tuple[str, str]] = {
     "sparse-ae": ("weight", "sparsity penalty weight: λ for L1, β for KL (0.1 / 3 by default)"),
@@ -76,6 +118,10 @@ ACTIVE: tuple[str, ...] = ("queued", "loading", "training", "measuring", "saving
 
 class JobError(ConfigError):
     """A job cannot start: bad settings, a limit, a name in use. The message is for the user."""
+
+
+class _Stopped(Exception):
+    """Raised in the job thread when a Stop (or a stop before it began) ends the run there."""
 
 
 # --- what to train ---------------------------------------------------------------------------------
@@ -167,6 +213,41 @@ def train_config(spec: JobSpec) -> TrainConfig:
                        labelled_per_batch=SEMI_LABELLED_PER_BATCH if spec.labels else 0)
 
 
+def app_folder(dataset: str) -> Path:
+    """The resolved path of a `folder:PATH` dataset that an app visitor may train on: inside a root the
+    operator allows ($AECORE_FOLDER_ROOTS), or one archive in the uploads folder; JobError otherwise.
+    Nothing is read at PATH before this passes (resolving follows links, it lists no folder)."""
+    raw = dataset[len("folder:"):].strip() if is_folder(dataset) else ""
+    if not raw or raw == ".":
+        raise JobError("type the path of your image folder (laid out as PATH/<class>/<image>), or upload "
+                       "your images as a .zip")
+    try:
+        real = check_allowed_folder(raw)
+    except ConfigError as err:
+        raise JobError(str(err)) from None
+    uploads = uploads_dir().resolve()
+    if inside(real, uploads) and not any(inside(real, root) for root in allowed_folder_roots()):
+        if real.parent != uploads or not UPLOAD_NAME_RE.fullmatch(real.name):
+            raise JobError("in the uploads folder, a job trains on one uploaded archive; upload yours on the "
+                           "Train page")
+    return real
+
+
+def is_upload(dataset: str) -> bool:
+    """The dataset is an archive a visitor uploaded (`store_upload`)."""
+    if not is_folder(dataset):
+        return False
+    path = Path(dataset[len("folder:"):].strip())
+    return path.parent == uploads_dir().resolve() and bool(UPLOAD_NAME_RE.fullmatch(path.name))
+
+
+def app_spec(spec: JobSpec) -> JobSpec:
+    """The spec a job runs: a `folder:` dataset by its checked, resolved path (see `app_folder`)."""
+    if is_folder(spec.dataset):
+        return dataclasses.replace(spec, dataset=f"folder:{app_folder(spec.dataset)}")
+    return spec
+
+
 def check_spec(spec: JobSpec) -> torch.nn.Module:
     """Refuse what would fail or swamp the machine, with a message naming the problem; returns the
     (untrained) model, so config errors show before any data is loaded."""
@@ -203,9 +284,7 @@ def check_spec(spec: JobSpec) -> torch.nn.Module:
         if not (math.isfinite(spec.strength) and 0 <= spec.strength <= MAX_STRENGTH):
             raise JobError(f"regulariser strength must be between 0 and {MAX_STRENGTH:g}, got {spec.strength}")
     if is_folder(spec.dataset):
-        path = Path(spec.dataset[len("folder:"):].strip()).expanduser()
-        if not str(path).strip() or str(path) == ".":
-            raise JobError("type the path of your image folder (laid out as PATH/<class>/<image>)")
+        path = app_folder(spec.dataset)          # before anything looks at the path
         if not path.exists():
             raise JobError(f"the folder {path} does not exist (on the machine running the app)")
         if path.is_dir() and not any(path.iterdir()):
@@ -228,6 +307,7 @@ def check_spec(spec: JobSpec) -> torch.nn.Module:
         if n_params > MAX_PARAMETERS:
             raise JobError(f"this model has {n_params:,} parameters; the app trains at most {MAX_PARAMETERS:,} "
                            "(make the code or the hidden layers smaller)")
+        check_fits_memory(spec.model, config, batch_size=spec.batch_size)   # weights, Adam, activations
         return cls(config=config)
     except JobError:
         raise
@@ -324,6 +404,57 @@ class _Recorder(Callback):
             self.job._epochs.append(row)
 
 
+def _load_data(spec: JobSpec, shape: tuple[int, ...], abandoned: threading.Event) -> dict[str, Any]:
+    """A job's training, validation and test images (see `TrainingJob._loader`)."""
+    options = dataset_options(spec)
+    full = load_dataset(spec.dataset, "train", **options)
+    if math.prod(full.input_shape) != math.prod(shape):
+        raise DataError(f"{spec.dataset} images have shape {list(full.input_shape)}, the model was built "
+                        f"for {list(shape)}")
+    notice = fallback_notice(full)
+    train, val = prepare_split(full, max_images=spec.max_images, seed=spec.seed)
+    if len(train) < 2:
+        raise DataError(f"{spec.dataset}: only {len(train)} training image(s); that is too few to train on")
+    if abandoned.is_set():
+        return {}
+    # without a training split, the held-out part of the test split is all this model has not seen
+    test = val if notice else load_dataset(spec.dataset, "test", **options)
+    return {"train": train, "val": val, "test": test, "notice": notice, "split": full.split,
+            "classes": full.classes}
+
+
+class _Worker:
+    """One blocking phase (loading, measuring) in a daemon thread. It only fills its own box (value or
+    error, then `done`); the job thread reads the box, or leaves it behind (`abandoned` set: the phase
+    may look at it to give up early between steps) -- then nothing reads it again."""
+
+    def __init__(self, name: str, work):
+        self.done = threading.Event()
+        self.abandoned = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
+
+    def _run(self, work) -> None:
+        try:
+            use_machine_threads()
+            self.value = work(self.abandoned)
+        except BaseException as err:  # noqa: BLE001 - handed to the job thread (if it still waits)
+            self.error = err
+        finally:
+            self.done.set()
+
+
+_LEFT_BEHIND: list[threading.Thread] = []      # workers abandoned while still running (for the log)
+
+
+def left_behind() -> int:
+    """How many abandoned worker threads (a stuck or slow load or measurement) are still running."""
+    with _REGISTRY_LOCK:
+        _LEFT_BEHIND[:] = [t for t in _LEFT_BEHIND if t.is_alive()]
+        return len(_LEFT_BEHIND)
+
+
 class TrainingJob:
     """One training run in a daemon thread. Construct through `start()` (it checks the limits)."""
 
@@ -355,8 +486,13 @@ class TrainingJob:
 
     # --- what the page uses -----------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the run to stop after the current batch (it then saves if an epoch finished)."""
-        self.cancel.set()
+        """Ask the run to stop. Its training slot is free at once (see the module docstring); a run
+        stopped after a finished epoch still saves that epoch's weights, and a save under way finishes."""
+        with self._lock:
+            self.cancel.set()
+            if self._status == "queued":          # its thread has not begun: it will do nothing
+                self._status, self._message = "stopped", "Stopped before it began: nothing was saved."
+                self._finished = time.monotonic()
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
@@ -364,8 +500,15 @@ class TrainingJob:
 
     @property
     def active(self) -> bool:
+        """Its thread still works (queued ... saving): the page keeps polling, its name stays taken."""
         with self._lock:
             return self._status in ACTIVE
+
+    @property
+    def holds_slot(self) -> bool:
+        """It counts against MAX_CONCURRENT: queued, loading, training or measuring, and not stopped."""
+        with self._lock:
+            return self._status in SLOT_STATUSES and not self.cancel.is_set()
 
     @property
     def status(self) -> str:
@@ -391,94 +534,181 @@ class TrainingJob:
             for key, value in values.items():
                 setattr(self, f"_{key}", value)
 
+    def _enter(self, status: str, message: str, *, stoppable: bool = True, **values: Any) -> None:
+        """Move to the next phase, unless a Stop came first (then _Stopped) or the run is over."""
+        with self._lock:
+            if self._status not in ACTIVE or (stoppable and self.cancel.is_set()):
+                raise _Stopped(message)
+            self._status, self._message = status, message
+            for key, value in values.items():
+                setattr(self, f"_{key}", value)
+
+    def _end(self, status: str, message: str, *, error: str | None = None) -> None:
+        """The final status, unless one is set already (a Stop while queued)."""
+        with self._lock:
+            if self._status in ACTIVE:
+                self._status, self._message, self._error = status, message, error
+
+    def _wait(self, what: str, work, *, timeout: float, grace: float | None) -> tuple[str, Any]:
+        """Run `work(abandoned)` in a worker thread and wait for it, looking at the Stop every POLL s.
+        ("done", value) -- its exception is raised here; ("stopped", None) on a Stop (when `grace` is
+        given: if it has not finished `grace` s after the Stop); ("timeout", None) past `timeout` s."""
+        worker = _Worker(f"aecore-{what}-{self.name}", work)
+        worker.thread.start()
+        deadline = time.monotonic() + timeout
+        stop_by: float | None = None
+        outcome = "done"
+        while not worker.done.wait(POLL):
+            now = time.monotonic()
+            if self.cancel.is_set():
+                if grace is None:
+                    outcome = "stopped"
+                    break
+                stop_by = now + grace if stop_by is None else stop_by
+                if now >= stop_by:
+                    outcome = "stopped"
+                    break
+            if now >= deadline:
+                outcome = "timeout"
+                break
+        if outcome != "done":
+            worker.abandoned.set()
+            log.warning("training job %s (%s): %s left behind (%s)", self.id, self.name, what, outcome)
+            with _REGISTRY_LOCK:
+                _LEFT_BEHIND[:] = [t for t in _LEFT_BEHIND if t.is_alive()] + [worker.thread]
+            return outcome, None
+        if worker.error is not None:
+            raise worker.error
+        return "done", worker.value
+
     def _run(self) -> None:
         work = None
         try:
             use_machine_threads()      # pages compute on one thread each (serving.py); training keeps the default
             work = Path(tempfile.mkdtemp(prefix=f"aecore-job-{self.id}-"))   # per-epoch checkpoints
             self._train_and_save(work)
+        except _Stopped:
+            self._end("stopped", "Stopped before the first epoch finished: nothing was saved.")
         except AecoreError as err:
-            self._set(status="failed", error=str(err), message="Failed")
+            self._end("failed", "Failed", error=str(err))
         except Exception as err:  # noqa: BLE001 - a thread must report, never die silently
             log.exception("training job %s (%s) failed", self.id, self.name)
-            self._set(status="failed", error=f"{type(err).__name__}: {err}", message="Failed")
+            self._end("failed", "Failed", error=f"{type(err).__name__}: {err}")
         finally:
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)
             with self._lock:
-                self._finished = time.monotonic()
+                if self._status in ACTIVE:        # cannot happen; never leave a job "running" for ever
+                    self._status, self._message = "failed", "Failed"
+                    self._error = self._error or "the training thread ended unexpectedly"
+                if self._finished is None:
+                    self._finished = time.monotonic()
                 self.model = None       # the saved folder is the result; free the memory
+
+    def _loader(self):
+        """The work of the loading phase: the run's data (in a worker thread; it keeps the spec and the
+        model's input shape, never the job)."""
+        spec, shape = self.spec, tuple(self.model.config.input_shape)
+        return functools.partial(_load_data, spec, shape)
+
+    def _measure(self, model: torch.nn.Module, train: ImageData, test: ImageData, *, notice: str | None,
+                 baselines: bool):
+        """(metrics, codes of the test images) -- in a worker thread; gives up between steps when left behind."""
+        from aecore.evaluate import evaluate
+        from aecore.zoo import codes_of
+
+        def work(abandoned: threading.Event):
+            metrics = evaluate(model, test, noise=self.spec.noise, seed=0, limit=MAX_EVAL_IMAGES)
+            if notice:
+                metrics["split"] = "held-out part of the bundled test split (the rest was trained on)"
+            if baselines and not abandoned.is_set():
+                from aecore.zoo import semi_baselines
+                spec = self.spec
+                metrics.update(semi_baselines(train, test, spec.labels or len(train), model.config.to_dict(),
+                                              seed=spec.seed, device=self.device))
+            codes = None if abandoned.is_set() else codes_of(model, test)
+            return metrics, codes
+        return work
 
     def _train_and_save(self, work: Path) -> None:
         from aecore.device import device_label
-        from aecore.evaluate import evaluate
 
         spec, model = self.spec, self.model
-        options = dataset_options(spec)
-        self._set(status="loading", message="Loading the training data…")
-        full = load_dataset(spec.dataset, "train", **options)
-        notice = fallback_notice(full)
+        self._enter("loading", "Loading the training data…")
+        outcome, data = self._wait("load", self._loader(), timeout=LOAD_TIMEOUT, grace=None)
+        if outcome == "stopped":
+            self._end("stopped", "Stopped while loading the data: the load was abandoned and nothing was saved.")
+            return
+        if outcome == "timeout":
+            raise DataError(f"loading the data took longer than {LOAD_TIMEOUT:g} s, this app's limit for one "
+                            "job: the load was abandoned and nothing was saved (use fewer or smaller images, "
+                            "or check that the folder holds only image files)")
+        train, val, test, notice = data["train"], data["val"], data["test"], data["notice"]
         if notice:
             with self._lock:
                 self._notices.append(notice)
-        shape = tuple(model.config.input_shape)
-        if math.prod(full.input_shape) != math.prod(shape):
-            raise DataError(f"{spec.dataset} images have shape {list(full.input_shape)}, the model was built "
-                            f"for {list(shape)}")
-        train, val = prepare_split(full, max_images=spec.max_images, seed=spec.seed)
-        if len(train) < 2:
-            raise DataError(f"{spec.dataset}: only {len(train)} training image(s); that is too few to train on")
-        if notice:
-            test = val                              # the only images this model has not seen
-        else:
-            test = load_dataset(spec.dataset, "test", **options)
         config = train_config(spec)
-        self._set(status="training", message="Training…")
+        self._enter("training", "Training…")
         trainer = Trainer(model, train, config=config, val=val, callbacks=[_Recorder(self), *self._callbacks],
                           device=self.device, checkpoint_dir=work, cancel=self.cancel)
         result = trainer.fit()
-        note = None
+        notes_cut: list[str] = []
         if result.cancelled:
             if not result.history:
-                self._set(status="stopped", message="Stopped before the first epoch finished: nothing was saved.")
+                self._end("stopped", "Stopped before the first epoch finished: nothing was saved.")
                 return
             _restore_last_epoch(model, work / CHECKPOINT_NAME)
-            note = f"stopped by the user after {len(result.history)} finished epoch(s)"
+            notes_cut.append(f"stopped by the user after {len(result.history)} finished epoch(s)")
 
-        self._set(status="measuring", progress=1.0, message="Measuring the model on the test split…")
+        stopped_before = self.cancel.is_set()
+        baselines = spec.semi_baselines and not stopped_before
+        self._enter("measuring", "Measuring the model on the test split…" + (
+            " Then training the contrast: the same CNN on the labelled images only, and PCA + logistic "
+            "regression…" if baselines else ""), stoppable=False, progress=1.0)
         model.eval()
-        metrics = evaluate(model, test, noise=spec.noise, seed=0, limit=MAX_EVAL_IMAGES)
-        if notice:
-            metrics["split"] = "held-out part of the bundled test split (the rest was trained on)"
-        if spec.semi_baselines:
-            from aecore.zoo import semi_baselines
-            self._set(message="Training the contrast: the same CNN on the labelled images only, and "
-                              "PCA + logistic regression…")
-            metrics.update(semi_baselines(train, test, spec.labels or len(train), model.config.to_dict(),
-                                          seed=spec.seed, device=self.device))
+        outcome, measured = self._wait("measure", self._measure(model, train, test, notice=notice,
+                                                                baselines=baselines),
+                                       timeout=MEASURE_TIMEOUT, grace=STOP_GRACE)
+        if outcome == "done":
+            metrics, codes = measured
+        else:
+            metrics, codes = {}, None
+            why = (f"it took longer than {MEASURE_TIMEOUT:g} s, this app's limit" if outcome == "timeout"
+                   else "the run was stopped")
+            with self._lock:
+                self._notices.append(f"Saved without test metrics: measuring the model on the test split was "
+                                     f"abandoned ({why}).")
+            if outcome == "stopped" and not result.cancelled:
+                notes_cut.append("stopped by the user while it was measured: no test metrics")
         metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 1),
                                "images_seen": result.images_seen, "device": result.device,
                                "stopped_early": result.cancelled}
-        self._set(status="saving", message="Saving…")
-        recipe = {**config.to_dict(), "app_job": self.id, "train_split": full.split, "train_images": len(train),
+        self._enter("saving", "Saving…", stoppable=False)
+        recipe = {**config.to_dict(), "app_job": self.id, "train_split": data["split"], "train_images": len(train),
                   "max_images": spec.max_images, "val_fraction": VAL_FRACTION,
                   "dataset_options": dataset_options(spec)}
         notes = (f"trained in the app: {spec.model} on {spec.dataset}, "
                  f"{len(result.history)} epoch(s) of {len(train):,} images")
-        if note:
-            notes += f" ({note})"
+        if notes_cut:
+            notes += f" ({'; '.join(notes_cut)})"
         path = _final_path(self)
         from aecore.store import save_model
-        from aecore.zoo import codes_of, write_maps
+        from aecore.zoo import write_maps
 
-        save_model(model, path, dataset=spec.dataset, classes=full.classes, recipe=recipe, metrics=metrics,
+        save_model(model, path, dataset=spec.dataset, classes=data["classes"], recipe=recipe, metrics=metrics,
                    trained_on=device_label(result.device), notes=notes)
-        write_maps(path, codes_of(model, test), test.labels, methods=("pca",))
+        if codes is not None:
+            write_maps(path, codes, test.labels, methods=("pca",))
         with self._lock:
             self._path, self._metrics = path, metrics
-            self._status = "stopped" if result.cancelled else "done"
-            self._message = f"Saved as {self.name}" + (f" ({note}; the weights of the last finished epoch)"
-                                                       if note else "")
+            self._status = "stopped" if notes_cut else "done"
+            self._message = f"Saved as {self.name}"
+            if result.cancelled:
+                self._message += f" ({notes_cut[0]}; the weights of the last finished epoch)"
+            elif notes_cut:
+                self._message += f" ({notes_cut[0]})"
+            elif self.cancel.is_set():
+                self._message += " (the Stop came while it was being saved: the finished model is kept)"
 
 
 def _restore_last_epoch(model: torch.nn.Module, checkpoint: Path) -> None:
@@ -545,11 +775,14 @@ def _warm_imports(spec: JobSpec) -> None:
 
 def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
           callbacks: Iterable[Callback] = (), device: str | None = None) -> TrainingJob:
-    """Check the spec and the limits, then start a job; JobError (a message for the user) if not."""
+    """Check the spec and the limits, then start a job; JobError (a message for the user) if not.
+    A `folder:` dataset must be one an app visitor may read (`app_folder`); the job trains on its
+    resolved path."""
     model = check_spec(spec)
+    spec = app_spec(spec)
     _warm_imports(spec)
     with _REGISTRY_LOCK:
-        running = [j for j in _JOBS.values() if j.active]
+        running = [j for j in _JOBS.values() if j.holds_slot]
         if len(running) >= MAX_CONCURRENT:
             names = ", ".join(j.name for j in running)
             raise JobError(f"{len(running)} models are training on this machine already ({names}); at most "
@@ -570,6 +803,12 @@ def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
     return job
 
 
+def slot_holders() -> list[TrainingJob]:
+    """The jobs that count against MAX_CONCURRENT now (see the module docstring)."""
+    with _REGISTRY_LOCK:
+        return [j for j in _JOBS.values() if j.holds_slot]
+
+
 def get(job_id: str | None) -> TrainingJob | None:
     """The job with this id (None when unknown, e.g. after a server restart)."""
     if not job_id:
@@ -587,6 +826,130 @@ def _prune() -> None:
     finished = [j for j in _JOBS.values() if not j.active]
     for job in finished[: max(0, len(finished) - MAX_KEPT_JOBS)]:
         del _JOBS[job.id]
+
+
+# --- archives visitors upload ----------------------------------------------------------------------
+_UPLOADS_LOCK = threading.Lock()
+
+
+def _archive_kind(data: bytes) -> str:
+    """'zip', 'tar.gz' or 'tar' from the bytes themselves (the visitor's file name is not trusted)."""
+    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if data[:2] == b"\x1f\x8b":
+        return "tar.gz"
+    if data[257:262] == b"ustar":
+        return "tar"
+    raise JobError("the upload is not a .zip or .tar.gz archive; pack your images as <class>/<image>.png "
+                   "in a .zip")
+
+
+def _check_archive(data: bytes, kind: str) -> None:
+    """Refuse an archive the folder loader could not read, or one that unpacks to too much."""
+    import gzip
+    import io
+    import zipfile
+    import zlib
+
+    from aecore.data.images import is_image_name
+
+    limit = f"{MAX_UPLOAD_UNPACKED // 2**20:,} MB unpacked"
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                members = [i for i in archive.infolist() if not i.is_dir()]
+        except (zipfile.BadZipFile, OSError, ValueError) as err:
+            raise JobError(f"the uploaded .zip cannot be read ({err})") from None
+        if len(members) > MAX_UPLOAD_MEMBERS:
+            raise JobError(f"the archive holds {len(members):,} files; at most {MAX_UPLOAD_MEMBERS:,}")
+        if sum(i.file_size for i in members) > MAX_UPLOAD_UNPACKED:
+            raise JobError(f"the archive unpacks to more than {limit}, this app's limit")
+        if not any(is_image_name(i.filename) for i in members):
+            raise JobError("the archive holds no image files (.png, .jpg, ...); lay them out as <class>/<image>.png")
+        return
+    head = data
+    if kind == "tar.gz":
+        size, chunks = 0, []
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                while chunk := gz.read(1 << 20):
+                    size += len(chunk)
+                    if not chunks:
+                        chunks.append(chunk)
+                    if size > MAX_UPLOAD_UNPACKED:
+                        raise JobError(f"the archive unpacks to more than {limit}, this app's limit")
+        except (EOFError, OSError, zlib.error) as err:
+            raise JobError(f"the uploaded .tar.gz cannot be read ({err})") from None
+        head = chunks[0] if chunks else b""
+    if head[257:262] != b"ustar":
+        raise JobError("the upload is not a tar archive inside; pack your images as <class>/<image>.png in a .zip")
+
+
+def _uploads_in_use() -> set[str]:
+    """Names of the uploads that jobs still working read (never removed)."""
+    with _REGISTRY_LOCK:
+        datasets = [j.spec.dataset for j in _JOBS.values() if j.active]
+    return {Path(d[len("folder:"):]).name for d in datasets if is_folder(d)}
+
+
+def prune_uploads(incoming: int = 0, *, now: float | None = None) -> None:
+    """Keep the uploads folder bounded: remove uploads older than UPLOAD_MAX_AGE, then the oldest
+    until `incoming` more bytes fit in UPLOADS_CAP (never one a running job reads; leftovers of an
+    interrupted write after an hour). JobError when there is no room even so."""
+    folder = uploads_dir()
+    now = time.time() if now is None else now
+    in_use = _uploads_in_use()
+    kept: list[tuple[float, int, Path]] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            continue
+        path = Path(entry.path)
+        if UPLOAD_NAME_RE.fullmatch(entry.name):
+            if entry.name not in in_use and now - info.st_mtime > UPLOAD_MAX_AGE:
+                path.unlink(missing_ok=True)
+            else:
+                kept.append((info.st_mtime, info.st_size, path))
+        elif entry.name.startswith(".") and entry.name.endswith(".tmp") and now - info.st_mtime > 3600:
+            path.unlink(missing_ok=True)
+    total = sum(size for _, size, _ in kept)
+    for _, size, path in sorted(kept):
+        if total + incoming <= UPLOADS_CAP:
+            break
+        if path.name not in in_use:
+            path.unlink(missing_ok=True)
+            total -= size
+    if total + incoming > UPLOADS_CAP:
+        raise JobError(f"the server's space for uploads ({UPLOADS_CAP // 2**20:,} MB) is taken by archives that "
+                       "runs are training on; try again when one has finished")
+
+
+def store_upload(data: bytes) -> Path:
+    """Keep an uploaded image archive (a .zip or .tar(.gz) laid out <class>/<image>) for training on
+    it: checked (at most MAX_UPLOAD_BYTES, unpacking to at most MAX_UPLOAD_UNPACKED), then written
+    atomically to `uploads_dir()/<random>.zip` (or .tar.gz, .tar by its contents), a name the
+    visitor cannot choose. Train on `folder:<the returned path>`. JobError for the user otherwise."""
+    if not data:
+        raise JobError("the uploaded file is empty")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise JobError(f"the upload is {len(data) / 2**20:,.0f} MB; at most {MAX_UPLOAD_BYTES // 2**20} MB "
+                       "(use fewer or smaller images)")
+    kind = _archive_kind(data)
+    _check_archive(data, kind)
+    from aecore.atomic import atomic_write
+
+    folder = uploads_dir()
+    with _UPLOADS_LOCK:
+        prune_uploads(len(data))
+        folder.mkdir(parents=True, exist_ok=True)
+        return atomic_write(folder / f"{uuid.uuid4().hex}.{kind}", data)
 
 
 # --- the live chart --------------------------------------------------------------------------------
