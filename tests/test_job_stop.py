@@ -176,7 +176,8 @@ def test_a_fifo_in_the_folder_never_pins_a_slot(one_slot, tmp_path, monkeypatch)
         time.sleep(1.0)
         stop_and_start_another(job)
         assert job.join(30)
-        assert job.status in ("stopped", "failed"), job.snapshot().message
+        # 24 tiny images: on a fast machine the run may even finish all its epochs before the Stop
+        assert job.status in ("stopped", "failed", "done"), job.snapshot().message
     finally:
         try:                                      # let a reader blocked in open() go (it reads EOF)
             fd = os.open(folder / "c0" / "pipe.png", os.O_WRONLY | os.O_NONBLOCK)
