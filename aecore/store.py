@@ -246,7 +246,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelFileError(f"{path}: no {CONFIG} (is this an aecore model folder?)")
     if file.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelFileError(f"{file}: too large for a config ({file.stat().st_size} bytes)")
-    info = _read_json(file)
+    info = read_json_file(file)
     if not isinstance(info, dict):
         raise ModelFileError(f"{file}: expected a JSON object")
     unknown = sorted(set(info) - CONFIG_KEYS)
@@ -272,7 +272,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _read_json(file: Path) -> Any:
+def read_json_file(file: Path) -> Any:
     """Parsed JSON; ModelFileError (naming the file) for bad bytes, bad syntax or absurd nesting."""
     try:
         return json.loads(file.read_text(encoding="utf-8"))
@@ -363,7 +363,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     metrics: dict[str, Any] = {}
     metrics_file = path / METRICS
     if metrics_file.is_file():
-        metrics = _read_json(metrics_file)
+        metrics = read_json_file(metrics_file)
         if not isinstance(metrics, dict):
             raise ModelFileError(f"{metrics_file}: expected a JSON object")
     return LoadedModel(model=model, path=path, info=info, metrics=metrics)
@@ -418,7 +418,7 @@ def read_manifest(root: str | os.PathLike | None = None) -> dict[str, str]:
     file = root / MANIFEST
     if not file.is_file():
         return {}
-    data = _read_json(file)
+    data = read_json_file(file)
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise ModelFileError(f"{file}: unreadable manifest ('files' must map paths to SHA-256 strings)")
