@@ -30,12 +30,12 @@ from aecore.data import (
     ImageData,
     cifar,
     dataset_info,
-    datasets,
     download,
     idx,
     images,
     list_datasets,
     load_dataset,
+    mnist,
     split_off,
 )
 from aecore.data import cache as data_cache
@@ -53,7 +53,7 @@ def _no_network(monkeypatch):
 
 @pytest.fixture
 def fresh_notices(monkeypatch):
-    monkeypatch.setattr(datasets, "_NOTICED", set())
+    monkeypatch.setattr(mnist, "_NOTICED", set())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ def test_digits_shapes_and_split():
     assert not torch.equal(other.images, test.images)
     rest, held = split_off(train, 0.1)
     assert len(rest) + len(held) == 1438
-    from aecore.data.datasets import _sklearn_digits
+    from aecore.data.digits import _sklearn_digits
     pixels, labels = _sklearn_digits()
     assert pixels.shape == (1797, 64) and pixels.max() == 16
     assert sorted(train.labels.tolist() + test.labels.tolist()) == sorted(labels.tolist())

@@ -8,6 +8,8 @@ fall back to their bundled 10,000-image test splits. Missing files give a DataEr
 files to put where. See ``dataset_info(name)`` for each dataset's source, licence and options.
 """
 
+# one module per dataset family; importing it registers its datasets (registry.py imports none of them)
+from . import celeba, cifar, digits, folder, lfw, mnist, stl10  # noqa: F401
 from .base import ImageData, split_off
 from .registry import DatasetSpec, dataset_info, list_datasets, load_dataset, register_dataset
 

@@ -1,4 +1,6 @@
-"""The one in-memory dataset type: uint8 images as one tensor, labels, class names.
+"""The one in-memory dataset type: uint8 images as one tensor, labels, class names; and the two
+seeded splits every family uses (`split_off` for validation, `stratified_test_mask` for data
+without an official test split).
 
 Training moves `images` to the device once; batches are index slices of a permutation and are
 converted to float in [0, 1] per batch (`as_float`). No per-item Python work on the hot path.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -55,3 +58,14 @@ def split_off(data: ImageData, fraction: float, *, seed: int = 0) -> tuple[Image
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=generator).to(data.images.device)
     return data.subset(order[n_held:]), data.subset(order[:n_held])
+
+
+def stratified_test_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a seeded, stratified test split: within each label, a permutation from
+    numpy's default_rng(seed) and its first round(fraction * count) members."""
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        is_test[rng.permutation(members)[: round(fraction * len(members))]] = True
+    return is_test

@@ -1,4 +1,5 @@
-"""CIFAR-10 (Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", tech report, 2009).
+"""CIFAR-10 (Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", tech report, 2009):
+the file forms below, and the datasets cifar10 and cifar10-patches (random 7x7 patches) on them.
 
 Accepted forms, in `<data-dir>/cifar10/` (first found wins):
 
@@ -34,7 +35,11 @@ from torch import Tensor
 from aecore.errors import DataError
 
 from . import cache
+from . import download as dl
+from .base import ImageData
 from .images import Decoded, class_items, decode_items, describe_skips, dir_files, is_image_name, tar_files
+from .options import int_option
+from .registry import register_dataset
 
 log = logging.getLogger("aecore.data")
 
@@ -130,6 +135,11 @@ def parse_bin_batch(data: bytes, source: str) -> tuple[np.ndarray, np.ndarray]:
     return records[:, 1:].reshape(-1, 3, 32, 32).copy(), y
 
 
+# The two official versions: folder name, batch files per split, parser, whether the official MD5s apply.
+_VERSIONS = (("cifar-10-batches-py", SPLIT_BATCHES, parse_python_batch, True),
+             ("cifar-10-batches-bin", SPLIT_BIN, parse_bin_batch, False))
+
+
 def _batches(read: dict[str, Callable[[], bytes]], names: list[str], parse, source: str, md5: bool):
     xs, ys = [], []
     for name in names:
@@ -209,18 +219,13 @@ def _from_cached_tree(key: str, build, split: str, source: str) -> tuple[Tensor,
 
 def load_from_dir(base: Path, split: str) -> tuple[Tensor, Tensor, str] | None:
     """(images, labels, source) from the first CIFAR-10 form found in `base`, else None."""
-    for folder in (base / "cifar-10-batches-py", base.parent / "cifar-10-batches-py"):
-        if (folder / SPLIT_BATCHES[split][0]).is_file():
+    python, binary = _VERSIONS
+    # (torchvision's CIFAR10(root=<data-dir>) puts the python version next to base, not in it)
+    for place, (name, split_files, parse, md5) in ((base, python), (base.parent, python), (base, binary)):
+        folder = place / name
+        if (folder / split_files[split][0]).is_file():
             files = {p.name: p.read_bytes for p in folder.iterdir() if p.is_file()}
-            _require(files, SPLIT_BATCHES[split], folder)
-            x, y = _batches(files, SPLIT_BATCHES[split], parse_python_batch, str(folder), md5=True)
-            return x, y, f"{folder} (MD5 verified)"
-    folder = base / "cifar-10-batches-bin"
-    if (folder / SPLIT_BIN[split][0]).is_file():
-        files = {p.name: p.read_bytes for p in folder.iterdir() if p.is_file()}
-        _require(files, SPLIT_BIN[split], folder)
-        x, y = _batches(files, SPLIT_BIN[split], parse_bin_batch, str(folder), md5=False)
-        return x, y, str(folder)
+            return _read_version(files, split_files[split], parse, md5, where=str(folder), shown=str(folder))
     if (base / split).is_dir():
         tree = base / split
         listing = dir_files(tree)
@@ -247,20 +252,12 @@ def load_from_archive(archive: Path, split: str) -> tuple[Tensor, Tensor, str] |
         x, y, note = _split_of(*hit, split)
         return x, y, f"{archive}" + (f"; {note}" if note else "")
     files = tar_files(archive)
-    prefix = _find_prefix(files, f"cifar-10-batches-py/{SPLIT_BATCHES[split][0]}")
-    if prefix is not None:
-        folder = f"{prefix}cifar-10-batches-py/"
-        sub = {n[len(folder):]: r for n, r in files.items() if n.startswith(folder)}
-        _require(sub, SPLIT_BATCHES[split], f"{archive}:{folder}")
-        x, y = _batches(sub, SPLIT_BATCHES[split], parse_python_batch, f"{archive}:{folder.rstrip('/')}", md5=True)
-        return x, y, f"{archive} (MD5 verified)"
-    prefix = _find_prefix(files, f"cifar-10-batches-bin/{SPLIT_BIN[split][0]}")
-    if prefix is not None:
-        folder = f"{prefix}cifar-10-batches-bin/"
-        sub = {n[len(folder):]: r for n, r in files.items() if n.startswith(folder)}
-        _require(sub, SPLIT_BIN[split], f"{archive}:{folder}")
-        x, y = _batches(sub, SPLIT_BIN[split], parse_bin_batch, f"{archive}:{folder.rstrip('/')}", md5=False)
-        return x, y, str(archive)
+    for name, split_files, parse, md5 in _VERSIONS:
+        prefix = _find_prefix(files, f"{name}/{split_files[split][0]}")
+        if prefix is not None:
+            folder = f"{prefix}{name}/"
+            sub = {n[len(folder):]: r for n, r in files.items() if n.startswith(folder)}
+            return _read_version(sub, split_files[split], parse, md5, where=f"{archive}:{folder}", shown=str(archive))
     if _has_tree(files):
         def build():
             log.info("decoding the CIFAR-10 images in %s once (cached afterwards)", archive)
@@ -273,10 +270,14 @@ def load_from_archive(archive: Path, split: str) -> tuple[Tensor, Tensor, str] |
     return None
 
 
-def _require(files: dict[str, Any], names: list[str], where: object) -> None:
+def _read_version(files: dict[str, Callable[[], bytes]], names: list[str], parse, md5: bool, *, where: str,
+                  shown: str) -> tuple[Tensor, Tensor, str]:
+    """(images, labels, source) of one split of an official version; `where` names its folder in errors."""
     missing = [n for n in names if n not in files]
     if missing:
         raise DataError(f"{where}: missing {', '.join(missing)} (the CIFAR-10 batches are incomplete)")
+    x, y = _batches(files, names, parse, where.rstrip("/"), md5=md5)
+    return x, y, f"{shown} (MD5 verified)" if md5 else shown
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,3 +305,57 @@ def extract_patches(images: Tensor, labels: Tensor, *, count: int, size: int = 7
         cols = (left[sl, None] + offsets)[:, None, None, :]    # (B,1,1,size)
         out[sl] = images[which[sl, None, None, None], channel, rows, cols]
     return out, labels[which]
+
+
+# ---------------------------------------------------------------------------------------------
+# the datasets: cifar10 and cifar10-patches
+
+
+def _load_cifar(split: str, root: Path, download: bool) -> tuple[Tensor, Tensor, str]:
+    base = root / "cifar10"
+    got = load_from_dir(base, split)
+    if got is not None:
+        return got
+    failure = dl.disabled_reason()
+    if download:
+        try:
+            dl.fetch([URL], base, filename="cifar-10-python.tar.gz", md5=TGZ_MD5, extract=True)
+            got = load_from_dir(base, split)
+            if got is not None:
+                return got
+            failure = "the download did not produce the expected files"
+        except DataError as e:
+            failure = str(e)
+    raise DataError(f"cifar10: no data found ({failure}); {FILES_HELP.format(dir=f'{base}/')}")
+
+
+@register_dataset(
+    "cifar10",
+    description="CIFAR-10 tiny colour photos, 32x32 RGB, 10 classes (50,000 train / 10,000 test)",
+    input_shape=(3, 32, 32), num_classes=10,
+    source="A. Krizhevsky, Learning Multiple Layers of Features from Tiny Images, tech. report, 2009",
+    files=FILES_HELP.format(dir="<data-dir>/cifar10/"),
+)
+def load_cifar10(*, split: str, root: Path, download: bool) -> ImageData:
+    x, y, source = _load_cifar(split, root, download)
+    return ImageData(x, y, list(CLASSES), "cifar10", split, source)
+
+
+@register_dataset(
+    "cifar10-patches",
+    description="random 7x7 RGB patches of CIFAR-10 images, labelled by their image's class",
+    input_shape=(3, 7, 7), num_classes=10,
+    source="cut from CIFAR-10 (Krizhevsky, 2009); a seeded uniform choice of image and position",
+    files=FILES_HELP.format(dir="<data-dir>/cifar10/"),
+    options={"count": None, "seed": 0},
+)
+def load_cifar10_patches(*, split: str, root: Path, download: bool, count: int | None, seed: int) -> ImageData:
+    """count defaults to 100,000 (train) / 20,000 (test); seed picks the patches reproducibly."""
+    if count is None:
+        count = 100_000 if split == "train" else 20_000
+    count = int_option("count", count, 1, 10_000_000, dataset="cifar10-patches")
+    seed = int_option("seed", seed, 0, 2**63 - 1, dataset="cifar10-patches")
+    x, y, source = _load_cifar(split, root, download)
+    px, py = extract_patches(x, y, count=count, size=7, seed=seed)
+    return ImageData(px, py, list(CLASSES), "cifar10-patches", split,
+                     f"{count} random 7x7 patches (seed {seed}) of {source}")

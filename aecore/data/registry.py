@@ -1,8 +1,10 @@
 """Datasets by name: ``load_dataset("mnist", "train")``, ``load_dataset("folder:~/pics", size=64)``.
 
-Each dataset registers a loader with `register_dataset`; `load_dataset` checks the name, split
-and options, resolves the data directory (explicit > $AECORE_DATA_DIR > aecore.paths default)
-and whether downloading is allowed (download=None: unless AECORE_OFFLINE=1), then calls it.
+Each dataset family's module (mnist, cifar, digits, stl10, folder, celeba, lfw) registers its
+loaders with `register_dataset` when imported; aecore.data's __init__ imports them all, so this
+module imports none of them (no import cycle). `load_dataset` checks the name, split and
+options, resolves the data directory (explicit > $AECORE_DATA_DIR > aecore.paths default) and
+whether downloading is allowed (download=None: unless AECORE_OFFLINE=1), then calls the loader.
 """
 
 from __future__ import annotations
@@ -52,19 +54,13 @@ def register_dataset(name: str, *, description: str, input_shape: tuple[int, ...
     return wrap
 
 
-def _ensure_loaded() -> None:
-    from . import datasets  # noqa: F401  (registers the built-in datasets on import)
-
-
 def list_datasets() -> list[str]:
     """Registered names (the folder loader is the 'folder:PATH' pattern, not listed)."""
-    _ensure_loaded()
     return sorted(n for n in _REGISTRY if n != "folder")
 
 
 def _lookup(name: str) -> tuple[DatasetSpec, str | None]:
     """(spec, folder path or None) for a name; DataError listing the known names."""
-    _ensure_loaded()
     if not isinstance(name, str):
         raise DataError(f"dataset name must be a string, got {type(name).__name__}")
     if name.startswith(FOLDER_PREFIX):
@@ -122,41 +118,3 @@ def load_dataset(name: str, split: str = "train", *, data_dir: str | os.PathLike
         data.name = name
     return data
 
-
-# ---------------------------------------------------------------------------------------------
-# option checks shared by the loaders
-
-
-def int_option(name: str, value: Any, low: int, high: int | None = None, *, dataset: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)
-            else:
-                raise TypeError
-        except TypeError:
-            raise DataError(f"{dataset}: option {name} must be an integer, got {value!r}") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise DataError(f"{dataset}: option {name}={value} must be {bound}")
-    return value
-
-
-def float_option(name: str, value: Any, low: float, high: float, *, dataset: str) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{dataset}: option {name} must be a number, got {value!r}") from None
-    if not (low < value <= high):
-        raise DataError(f"{dataset}: option {name}={value} must be in ({low}, {high}]")
-    return value
-
-
-def bool_option(name: str, value: Any, *, dataset: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise DataError(f"{dataset}: option {name} must be true or false, got {value!r}")
