@@ -38,8 +38,8 @@ def run_flushing_denormals(fn: Callable[[], T], *, on_interrupt: Callable[[], No
 
     Why: training drives some values into the denormal range (below 1.2e-38), where x86 arithmetic
     is many times slower: the MLP AE's output-layer gradients on MNIST's black background (sigmoid
-    outputs near 0) took the trainer from about 13,000 to 8,500 images/s within two epochs. The
-    flag (FTZ/DAZ) belongs to a thread, and OpenMP workers copy it from the thread that creates
+    outputs near 0) get there within two epochs, and the trainer slows as they do (bench/README.md).
+    The flag (FTZ/DAZ) belongs to a thread, and OpenMP workers copy it from the thread that creates
     them, once; so it is set in a fresh thread before its first parallel operation. The caller's
     threads keep their own setting. On an interrupt in the caller (Ctrl-C), `on_interrupt` asks fn
     to stop (the trainer's cancel flag), the thread finishes its batch, and the interrupt is re-raised.

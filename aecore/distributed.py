@@ -27,6 +27,17 @@ def launched() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started (WORLD_SIZE), known before `init` joins their group: 1
+    without torchrun, or when WORLD_SIZE is not a count (`init` then fails on the launch itself)."""
+    if not launched():
+        return 1
+    try:
+        return max(1, int(os.environ["WORLD_SIZE"]))
+    except ValueError:
+        return 1
+
+
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 

@@ -2,16 +2,16 @@
 
 The split lives on the device as one uint8 tensor; each batch is an index slice of a seeded
 permutation, converted to float on the fly. Progress goes to callbacks (CLI progress bar, the app's
-live loss chart); a cancel event is checked every batch; a checkpoint is written atomically at the
-end of every epoch, so a killed run resumes from the last completed epoch.
+live loss chart); a cancel event is checked every batch; a checkpoint (`aecore.checkpoint`) is
+written atomically at the end of every epoch, so a killed run resumes from the last completed epoch.
 
 Reproducibility: every epoch re-seeds the permutation, the corruption generator and torch's global
 RNG (dropout, VAE sampling) from (seed, stage, epoch), so a resumed run continues exactly as an
 uninterrupted one would.
 
-On the CPU, training runs in a thread of its own that flushes denormal floats to zero: values below
-float32's smallest normal (an output layer's gradients near a saturated sigmoid) cost the bench's
-MLP AE about a third of its speed. See `aecore.device.run_flushing_denormals`.
+On the CPU, training runs in a thread of its own that flushes denormal floats to zero: arithmetic on
+values below float32's smallest normal (an output layer's gradients near a saturated sigmoid) is
+many times slower on x86 (bench/README.md). See `aecore.device.run_flushing_denormals`.
 
 DDP (a process group joined by `aecore.distributed.init`, e.g. under torchrun): every process holds
 the whole split on its device and draws the same permutation; each global batch of `batch_size`
@@ -32,7 +32,6 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
-import json
 import math
 import threading
 import time
@@ -43,15 +42,14 @@ from typing import Any, Iterable, Literal
 import torch
 from torch import Tensor
 
-from aecore import distributed
-from aecore.atomic import atomic_write
+from aecore import checkpoint, distributed
+from aecore.checkpoint import CHECKPOINT_NAME
 from aecore.config import StrictConfig, check_range
 from aecore.data.base import ImageData
 from aecore.device import pick_device, run_flushing_denormals
-from aecore.errors import ConfigError, ModelFileError, TrainingError
+from aecore.errors import ConfigError, TrainingError
 from aecore.noise import make_generator, parse_noise
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 20
 PRECISIONS = ("fp32", "bf16")
@@ -166,6 +164,19 @@ def mask_labels(labels: Tensor, keep: int | None, *, seed: int) -> Tensor:
     return masked.to(labels.device)
 
 
+def check_batch_split(batch_size: int, world: int, *, labelled_per_batch: int = 0) -> None:
+    """Refuse batches that do not split evenly over `world` DDP processes. It needs no process group,
+    so the CLI calls it before joining one: a refused recipe then ends every process alike, with no
+    group to tear down mid-flight. Sizes below 1 are left to TrainConfig.validate to refuse."""
+    if world > 1 and batch_size > 0 and batch_size % world:
+        raise ConfigError(f"batch_size {batch_size} does not split evenly over {world} processes (DDP keeps "
+                          f"the global batch: each process takes batch_size / {world} rows); "
+                          f"use a multiple of {world}")
+    if world > 1 and labelled_per_batch > 0 and labelled_per_batch % world:
+        raise ConfigError(f"labelled_per_batch {labelled_per_batch} does not split evenly over {world} "
+                          f"processes; use a multiple of {world}")
+
+
 def _epoch_seed(seed: int, stage_index: int, epoch: int) -> int:
     return (seed * 1_000_003 + stage_index * 10_007 + epoch) % (2**63 - 1)
 
@@ -177,6 +188,23 @@ def _rank_seed(seed: int, rank: int) -> int:
         return seed
     digest = hashlib.blake2b(f"{seed}:{rank}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % (2**63 - 1)
+
+
+@dataclass
+class _LossSums:
+    """Loss parts of the batches since the last read-out, summed on the device (adding costs no sync),
+    and the epoch's sums of read-out means, weighted by their batches."""
+
+    parts: dict[str, Tensor] = field(default_factory=dict)
+    batches: int = 0
+    epoch: dict[str, float] = field(default_factory=dict)
+    epoch_batches: int = 0
+
+    @torch.no_grad()
+    def add(self, parts: dict[str, Tensor]) -> None:
+        for name, value in parts.items():
+            self.parts[name] = self.parts[name] + value if name in self.parts else value.clone()
+        self.batches += 1
 
 
 class Trainer:
@@ -288,13 +316,7 @@ class Trainer:
                               "every process must run the same command")
         if world == 1:
             return
-        if cfg.batch_size % world:
-            raise ConfigError(f"batch_size {cfg.batch_size} does not split evenly over {world} processes (DDP keeps "
-                              f"the global batch: each process takes batch_size / {world} rows); "
-                              f"use a multiple of {world}")
-        if cfg.labelled_per_batch % world:
-            raise ConfigError(f"labelled_per_batch {cfg.labelled_per_batch} does not split evenly over {world} "
-                              f"processes; use a multiple of {world}")
+        check_batch_split(cfg.batch_size, world, labelled_per_batch=cfg.labelled_per_batch)
         example_mean = getattr(self.model, "loss_is_example_mean", None)
         if example_mean is not None and not example_mean():
             name = getattr(self.model, "registry_name", "") or type(self.model).__name__
@@ -327,7 +349,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_adam(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
         if restoring and self._pending_optimizer is not None:
-            self._restore_optimizer(self._pending_optimizer)
+            checkpoint.restore_optimizer(self.optimizer, self._pending_optimizer, self.checkpoint_path)
             self._pending_optimizer = None
 
     def _run_epoch(self, stage_index: int, epoch: int) -> bool:
@@ -344,13 +366,11 @@ class Trainer:
         extra = self._labelled_draws(order_gen, n_batches)        # (n_batches, k) or None
         binary_gen = make_generator(seed + 2, self.device) if cfg.binarize else None
         state.batch, state.batches_per_epoch = 0, n_batches
-        sums: dict[str, Tensor] = {}
-        epoch_sums: dict[str, float] = {}
-        since_read, epoch_count = 0, 0
+        sums = _LossSums()
         t0 = time.perf_counter()
         self.model.train()
         for b in range(n_batches):
-            if not self.ddp and self.cancel.is_set():  # DDP: agreed at read-outs, below
+            if not self.ddp and self.cancel.is_set():  # DDP: agreed at read-outs, see _read_out
                 return False
             index = order[b * batch_size:(b + 1) * batch_size]     # (m,) the global batch, as in one process
             n_shuffled = len(index)
@@ -358,49 +378,12 @@ class Trainer:
                 index = torch.cat([index, extra[b]])                # (m + k,)
             if cfg.lr_schedule == "cosine":
                 self._set_lr(epoch * n_batches + b, state.epochs * n_batches)
-            x, clean, y, mine = self._local_batch(self.train, index, n_shuffled, binary_gen, noise_gen)
-            share = mine / len(index)                               # this process's part of the global batch
-            with self._autocast():
-                out = self._net(x, target=clean, y=y)
-            loss = out.loss
-            if self.world > 1 and mine * self.world != len(index):
-                # Uneven shards (the last batch of an epoch): DDP averages gradients with equal weights,
-                # so weight this process's mean loss by its share; the average is then the gradient of
-                # the mean over the global batch, as in one process.
-                loss = loss * (share * self.world)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            with torch.no_grad():
-                for name, value in {"loss": out.loss, **out.parts}.items():
-                    value = value.detach().float()
-                    if self.world > 1:
-                        value = value * share                       # this process's part of the global mean
-                    sums[name] = sums[name] + value if name in sums else value.clone()
-            since_read += 1
+            sums.add(self._step(index, n_shuffled, binary_gen, noise_gen))
             state.batch, state.step = b + 1, state.step + 1
             state.images_seen += len(index)
             stop = False
-            if since_read == cfg.log_every or b == n_batches - 1:
-                names = list(sums)
-                totals = torch.stack([sums[k] for k in names])
-                if self.ddp:  # sum the processes' parts; the last entry counts processes asked to cancel
-                    flag = torch.tensor([float(self.cancel.is_set())], device=totals.device)
-                    totals = distributed.all_reduce_sum(torch.cat([totals, flag]))
-                values = totals.tolist()                                 # one device sync
-                stop = self.ddp and values[len(names)] > 0
-                read = {k: values[i] / since_read for i, k in enumerate(names)}
-                for k, v in read.items():
-                    epoch_sums[k] = epoch_sums.get(k, 0.0) + v * since_read
-                epoch_count += since_read
-                state.parts = read
-                state.epoch_parts = {k: v / epoch_count for k, v in epoch_sums.items()}
-                sums, since_read = {}, 0
-                if not all(math.isfinite(v) for v in read.values()):
-                    raise TrainingError(f"loss became {read.get('loss')} at step {state.step}; "
-                                             f"try a smaller learning rate (lr={cfg.lr:g})")
+            if sums.batches == cfg.log_every or b == n_batches - 1:
+                stop = self._read_out(sums)
             self._emit("on_batch_end")
             if stop:
                 return False
@@ -410,6 +393,55 @@ class Trainer:
             "val": state.val_parts, "seconds": round(time.perf_counter() - t0, 3),
         })
         return True
+
+    def _step(self, index: Tensor, n_shuffled: int, binary_gen: torch.Generator | None,
+              noise_gen: torch.Generator | None) -> dict[str, Tensor]:
+        """One optimiser step on the global batch `index`; returns the loss parts (0-d, on the device,
+        this process's share of the global batch's mean), left unread: reading syncs the device."""
+        cfg = self.config
+        x, clean, y, mine = self._local_batch(self.train, index, n_shuffled, binary_gen, noise_gen)
+        share = mine / len(index)                               # this process's part of the global batch
+        with self._autocast():
+            out = self._net(x, target=clean, y=y)
+        loss = out.loss
+        if self.world > 1 and mine * self.world != len(index):
+            # Uneven shards (the last batch of an epoch): DDP averages gradients with equal weights,
+            # so weight this process's mean loss by its share; the average is then the gradient of
+            # the mean over the global batch, as in one process.
+            loss = loss * (share * self.world)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        parts: dict[str, Tensor] = {}
+        for name, value in {"loss": out.loss, **out.parts}.items():
+            value = value.detach().float()
+            parts[name] = value * share if self.world > 1 else value   # summed over processes at read-outs
+        return parts
+
+    def _read_out(self, sums: _LossSums) -> bool:
+        """Publish the loss parts' means since the last read-out (state.parts) and over the epoch so far
+        (state.epoch_parts): one device sync. Under DDP the same all-reduce sums the processes' parts
+        and counts those asked to cancel, so all stop after the same batch; returns whether to stop."""
+        state, since = self.state, sums.batches
+        names = list(sums.parts)
+        totals = torch.stack([sums.parts[k] for k in names])
+        if self.ddp:  # sum the processes' parts; the last entry counts processes asked to cancel
+            flag = torch.tensor([float(self.cancel.is_set())], device=totals.device)
+            totals = distributed.all_reduce_sum(torch.cat([totals, flag]))
+        values = totals.tolist()                                 # one device sync
+        read = {k: values[i] / since for i, k in enumerate(names)}
+        for k, v in read.items():
+            sums.epoch[k] = sums.epoch.get(k, 0.0) + v * since
+        sums.epoch_batches += since
+        state.parts = read
+        state.epoch_parts = {k: v / sums.epoch_batches for k, v in sums.epoch.items()}
+        sums.parts, sums.batches = {}, 0
+        if not all(math.isfinite(v) for v in read.values()):
+            raise TrainingError(f"loss became {read.get('loss')} at step {state.step}; "
+                                f"try a smaller learning rate (lr={self.config.lr:g})")
+        return self.ddp and values[len(names)] > 0
 
     def _local_batch(self, data: ImageData, index: Tensor | slice, n_shuffled: int, binary_gen: torch.Generator | None,
                      noise_gen: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -508,106 +540,25 @@ class Trainer:
             if method is not None:
                 method(self.state)
 
-    # --- checkpoints: one safetensors file = model + optimiser + trainer state ------------
+    # --- checkpoints (aecore.checkpoint): the file's format and checks live there ------------
     def _save_checkpoint(self, stages: list[str]) -> None:
         if self.checkpoint_path is None or not distributed.is_main():
             return
-        from safetensors.torch import save
-
-        tensors: dict[str, Tensor] = {}
-        for name, value in self.model.state_dict().items():
-            tensors[f"model/{name}"] = value.detach().contiguous().cpu()
-        opt_state = self.optimizer.state_dict()
-        scalars: dict[str, dict[str, Any]] = {}
-        for pid, pstate in opt_state["state"].items():
-            for key, value in pstate.items():
-                if isinstance(value, Tensor):
-                    tensors[f"optim/{pid}/{key}"] = value.detach().contiguous().cpu()
-                else:
-                    scalars.setdefault(str(pid), {})[key] = value
-        trainer_state = {
-            "stages": stages, "stage_index": self.state.stage_index, "epoch": self.state.epoch,
-            "step": self.state.step, "images_seen": self.state.images_seen, "history": self.state.history,
+        state = self.state
+        checkpoint.save(self.checkpoint_path, self.model, self.optimizer, {
+            "stages": stages, "stage_index": state.stage_index, "epoch": state.epoch,
+            "step": state.step, "images_seen": state.images_seen, "history": state.history,
             "train_config": self.config.to_dict(), "model": getattr(self.model, "registry_name", ""),
-        }
-        metadata = {
-            "aecore_checkpoint": "1",
-            "trainer": json.dumps(trainer_state),
-            "optim_groups": json.dumps(opt_state["param_groups"]),
-            "optim_scalars": json.dumps(scalars),
-        }
-        atomic_write(self.checkpoint_path, save(tensors, metadata=metadata))
-
-    def _checkpoint_bytes(self) -> bytes:
-        """The checkpoint file; under DDP rank 0 reads it and sends it to all (other nodes may not see
-        rank 0's disk), so every process resumes from the same bytes or fails with the same error."""
-        path = self.checkpoint_path
-        data: bytes | None = None
-        if distributed.is_main() and path is not None and path.is_file():
-            try:
-                data = path.read_bytes()
-            except OSError as err:
-                if not self.ddp:
-                    raise ModelFileError(f"checkpoint {path} is unreadable ({err}); delete it to start over") from err
-                data = b""  # parsed below as unreadable, on every process
-        if self.ddp:
-            data = distributed.broadcast_bytes(data, self.device)
-        if data is None:
-            raise ModelFileError(f"nothing to resume: no {CHECKPOINT_NAME} in {path.parent if path else '(no dir)'}")
-        return data
-
-    def _bad_checkpoint(self, problem: str, hint: str = "delete it to start over") -> ModelFileError:
-        """The one error of a checkpoint that cannot be resumed: one line naming the file and problem."""
-        return ModelFileError(f"checkpoint {self.checkpoint_path}: {problem}; {hint}")
+        })
 
     def _load_checkpoint(self, stages: list[str]) -> tuple[int, int]:
-        """Read and check the checkpoint (every field's type and range, the model's tensors against
-        this model); the optimiser state is checked against the optimiser when its stage begins."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load
-
-        path = self.checkpoint_path
-        data = self._checkpoint_bytes()
-        try:
-            tensors = load(data)
-            header_size = int.from_bytes(data[:8], "little")         # safetensors: u64 size, JSON header
-            metadata = json.loads(data[8:8 + header_size]).get("__metadata__") or {}
-        except (SafetensorError, OSError, KeyError, ValueError, AttributeError, RecursionError) as err:
-            raise ModelFileError(f"checkpoint {path} is unreadable ({_first_line(err)}); "
-                                 "delete it to start over") from err
-        if not isinstance(metadata, dict) or metadata.get("aecore_checkpoint") != "1":
-            raise self._bad_checkpoint("not an aecore training checkpoint (no 'aecore_checkpoint' mark)")
-        trainer_state = _check_trainer_state(self._metadata_json(metadata, "trainer"), self._bad_checkpoint)
-        groups = _check_groups(self._metadata_json(metadata, "optim_groups"), self._bad_checkpoint)
-        scalars = _check_scalars(self._metadata_json(metadata, "optim_scalars"), self._bad_checkpoint)
-        if trainer_state["stages"] != stages or trainer_state["model"] != getattr(self.model, "registry_name", ""):
-            raise ModelFileError(f"checkpoint {path} was made for another model; use another --out or delete it")
-        if trainer_state["stage_index"] >= len(stages):
-            raise self._bad_checkpoint(f"stage_index {trainer_state['stage_index']} but the model has "
-                                       f"{len(stages)} stage(s)")
-        model_state: dict[str, Tensor] = {}
-        optim_state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("model/"):
-                model_state[key[len("model/"):]] = value
-                continue
-            parts = key.split("/")
-            if len(parts) != 3 or parts[0] != "optim" or not parts[1].isdigit() or not parts[2] or len(parts[1]) > 9:
-                raise self._bad_checkpoint(f"unexpected tensor {_short(key)} (expected model/NAME or optim/ID/NAME)")
-            optim_state.setdefault(int(parts[1]), {})[parts[2]] = value.to(self.device)
-        self._check_model_state(model_state)
-        try:
-            self.model.load_state_dict(model_state, strict=True)
-        except RuntimeError as err:     # checked above; a last guard, its many-line message summarised
-            raise ModelFileError(f"checkpoint {path} does not fit this model's configuration "
-                                 f"({_first_line(err)}); use another --out or delete it") from None
-        for pid, values in scalars.items():
-            optim_state.setdefault(int(pid), {}).update(values)
-        self._pending_optimizer = {"state": optim_state, "param_groups": groups}
+        """Load the checked checkpoint's model and counters; returns the (stage, epoch) to start at."""
+        saved = checkpoint.load(self.checkpoint_path, self.model, stages, device=self.device, ddp=self.ddp,
+                                max_epochs=MAX_EPOCHS)
+        self._pending_optimizer = saved.optimizer
         state = self.state
-        state.history = trainer_state["history"]
-        state.step, state.images_seen = trainer_state["step"], trainer_state["images_seen"]
-        stage_index, epoch = trainer_state["stage_index"], trainer_state["epoch"]
+        state.history, state.step, state.images_seen = saved.history, saved.step, saved.images_seen
+        stage_index, epoch = saved.stage_index, saved.epoch
         # Stages finished before the checkpoint's stage need no replay: their end_stage effects (e.g.
         # filter snapshots) live in the model's buffers, restored above. Only a checkpoint taken at the
         # last epoch of a stage still owes that stage's end_stage.
@@ -618,103 +569,10 @@ class Trainer:
             self._pending_optimizer = None
         return stage_index, epoch
 
-    def _metadata_json(self, metadata: dict[str, Any], key: str) -> Any:
-        if key not in metadata:
-            raise self._bad_checkpoint(f"its metadata lacks {key!r}")
-        try:
-            return json.loads(metadata[key])
-        except (TypeError, ValueError, RecursionError) as err:   # ValueError: bad JSON, or a 5000-digit integer
-            raise self._bad_checkpoint(f"metadata {key!r} is not readable JSON ({_first_line(err).split(';')[0]})") \
-                from None
-
-    def _check_model_state(self, saved: dict[str, Tensor]) -> None:
-        """The model's tensors: the same names, shapes and dtypes as this model's, all finite."""
-        expected = self.model.state_dict()
-        missing = sorted(set(expected) - set(saved))
-        unexpected = sorted(set(saved) - set(expected))
-        mismatched = [k for k in expected if k in saved and (saved[k].shape != expected[k].shape
-                                                              or saved[k].dtype != expected[k].dtype)]
-        if missing or unexpected or mismatched:
-            parts = []
-            if mismatched:
-                k = mismatched[0]
-                parts.append(f"{len(mismatched)} tensor(s) differ, e.g. {k}: {list(saved[k].shape)} "
-                             f"{str(saved[k].dtype).replace('torch.', '')} in the file, {list(expected[k].shape)} "
-                             f"{str(expected[k].dtype).replace('torch.', '')} in the model")
-            if missing:
-                parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected, e.g. {_short(unexpected[0])}")
-            raise ModelFileError(f"checkpoint {self.checkpoint_path} does not fit this model's configuration "
-                                 f"({'; '.join(parts)}); use another --out or delete it")
-        for name, value in saved.items():
-            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-                raise self._bad_checkpoint(f"tensor {name!r} holds NaN or infinite values")
-
-    def _restore_optimizer(self, saved: dict[str, Any]) -> None:
-        """Load the checkpoint's Adam state into the fresh optimiser, after checking it fits: the same
-        groups of the same sizes, known settings of the right types, and per parameter the state Adam
-        keeps (step, exp_avg, exp_avg_sq) in the parameter's shape. Flags (fused, foreach, ...) stay
-        the fresh optimiser's: they belong to this device, not to the one that wrote the file."""
-        fresh = self.optimizer.state_dict()
-        fresh_groups, groups = fresh["param_groups"], saved["param_groups"]
-        sizes = [len(g["params"]) for g in groups]
-        here = [len(g["params"]) for g in fresh_groups]
-        if sizes != here:
-            raise self._bad_checkpoint(f"optimiser state does not fit this model (parameter groups of sizes {sizes} "
-                                       f"in the file, {here} here)")
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        by_id = {pid: params[i] for i, pid in enumerate(pid for g in groups for pid in g["params"])}
-        loaded_groups = []
-        for g, f in zip(groups, fresh_groups):
-            unknown = sorted(set(g) - set(f))
-            if unknown:
-                raise self._bad_checkpoint(f"optimiser state does not fit this model (unknown setting(s) "
-                                           f"{', '.join(_short(k, 40) for k in unknown[:5])})")
-            group = dict(f, params=g["params"])
-            for key, value in f.items():
-                if key == "params" or key not in g or isinstance(value, bool) or value is None:
-                    continue                                     # flags: this optimiser's
-                group[key] = _check_setting(key, g[key], value, self._bad_checkpoint)
-            loaded_groups.append(group)
-        amsgrad = {pid: bool(g.get("amsgrad")) for g in loaded_groups for pid in g["params"]}
-        state: dict[int, dict[str, Any]] = {}
-        for pid, values in saved["state"].items():
-            if pid not in by_id:
-                raise self._bad_checkpoint(f"optimiser state does not fit this model (it names parameter {pid}; "
-                                           f"this model's optimiser has {len(params)})")
-            want = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if amsgrad[pid] else set())
-            if set(values) != want:
-                raise self._bad_checkpoint(f"optimiser state of parameter {pid} holds {_short(sorted(values))}, "
-                                           f"expected {sorted(want)}")
-            param = by_id[pid]
-            for name, value in values.items():
-                if name == "step":
-                    step = float(value) if _is_number(value) else None
-                    if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex:
-                        step = float(value.reshape(()).double())
-                    if step is None or not math.isfinite(step) or step < 0:
-                        raise self._bad_checkpoint(f"optimiser step of parameter {pid} is {_short(value)}, "
-                                                   "not a count")
-                    continue
-                if not isinstance(value, Tensor) or not value.is_floating_point() or value.shape != param.shape:
-                    shown = (f"{list(value.shape)} {str(value.dtype).replace('torch.', '')}"
-                             if isinstance(value, Tensor) else _short(value))
-                    raise self._bad_checkpoint(f"optimiser state does not fit this model ({name} of parameter {pid} "
-                                               f"is {shown}, the parameter is {list(param.shape)} float)")
-                if not bool(torch.isfinite(value).all()) or (name != "exp_avg" and bool((value < 0).any())):
-                    raise self._bad_checkpoint(f"optimiser {name} of parameter {pid} holds NaN, infinite or "
-                                               "negative values")
-            # Adam keeps step as a float32 tensor (it moves it to the device where fused needs it there)
-            state[pid] = dict(values, step=torch.tensor(step, dtype=torch.float32))
-        try:
-            self.optimizer.load_state_dict({"state": state, "param_groups": loaded_groups})
-        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as err:   # checked above; a last guard
-            raise self._bad_checkpoint(f"optimiser state does not fit this model ({_first_line(err)})") from None
 
 def make_adam(params: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """The trainer's optimiser: fused Adam, one kernel for all parameters (~25 % faster per step than
-    foreach on this project's CPU), or the default where the device or dtype has no fused kernel."""
+    """The trainer's optimiser: fused Adam, one kernel for all parameters (faster per step than
+    foreach on the CPU: bench/README.md), or the default where the device or dtype has no fused kernel."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
@@ -726,101 +584,3 @@ def fit(model: torch.nn.Module, train: ImageData, *, config: TrainConfig | None 
     """Convenience: `Trainer(model, train, config=config, **kwargs).fit()`."""
     resume = kwargs.pop("resume", False)
     return Trainer(model, train, config=config, **kwargs).fit(resume=resume)
-
-
-# --- checkpoint checks: the metadata is JSON from a file, so every field's type is checked ------------
-def _short(value: Any, limit: int = 60) -> str:
-    from aecore.config import short_repr
-
-    return short_repr(value, limit)
-
-
-def _first_line(err: BaseException) -> str:
-    """An exception's message as one short line (torch's load_state_dict errors span many)."""
-    text = " ".join(str(err).split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_trainer_state(trainer: Any, bad) -> dict[str, Any]:
-    """The 'trainer' metadata: stages, counters, history, recipe and model name, each of its type."""
-    if not isinstance(trainer, dict):
-        raise bad(f"metadata 'trainer' must be a JSON object, got {_short(trainer)}")
-    checks = {
-        "stages": ("a list of stage names", lambda v: isinstance(v, list) and v and all(isinstance(s, str) for s in v)),
-        "stage_index": ("a count", lambda v: _is_int(v) and v >= 0),
-        "epoch": (f"a count of at most {MAX_EPOCHS}", lambda v: _is_int(v) and 0 <= v <= MAX_EPOCHS),
-        "step": ("a count", lambda v: _is_int(v) and v >= 0),
-        "images_seen": ("a count", lambda v: _is_int(v) and v >= 0),
-        "history": ("a list of epoch records", lambda v: isinstance(v, list) and len(v) <= 10 * MAX_EPOCHS),
-        "train_config": ("a JSON object", lambda v: isinstance(v, dict)),
-        "model": ("a model name", lambda v: isinstance(v, str)),
-    }
-    for key, (want, ok) in checks.items():
-        if key not in trainer:
-            raise bad(f"metadata 'trainer' lacks {key!r}")
-        if not ok(trainer[key]):
-            raise bad(f"metadata 'trainer' field {key!r} must be {want}, got {_short(trainer[key])}")
-    for i, row in enumerate(trainer["history"]):
-        if not _history_row_ok(row):
-            raise bad(f"metadata 'trainer' history[{i}] is not an epoch record "
-                      f"(stage, epoch, train and val losses, seconds): {_short(row)}")
-    return trainer
-
-
-def _history_row_ok(row: Any) -> bool:
-    def losses(v: Any) -> bool:
-        return isinstance(v, dict) and all(isinstance(k, str) and _is_number(x) for k, x in v.items())
-
-    return (isinstance(row, dict) and {"stage", "epoch", "train", "val", "seconds"} <= set(row)
-            and isinstance(row["stage"], str) and _is_int(row["epoch"]) and row["epoch"] >= 1
-            and losses(row["train"]) and (row["val"] is None or losses(row["val"]))
-            and _is_number(row["seconds"]) and row["seconds"] >= 0)
-
-
-def _check_groups(groups: Any, bad) -> list[dict[str, Any]]:
-    """The 'optim_groups' metadata: a non-empty list of groups, each naming distinct parameter ids."""
-    if not isinstance(groups, list) or not groups:
-        raise bad(f"metadata 'optim_groups' must be a non-empty list of parameter groups, got {_short(groups)}")
-    seen: set[int] = set()
-    for i, group in enumerate(groups):
-        if not isinstance(group, dict) or not isinstance(group.get("params"), list):
-            raise bad(f"optimiser group {i} must be a JSON object with a list 'params', got {_short(group)}")
-        ids = group["params"]
-        if not all(_is_int(p) and 0 <= p < 10**9 for p in ids) or len(set(ids)) != len(ids) or seen & set(ids):
-            raise bad(f"optimiser group {i}: 'params' must be distinct parameter ids, got {_short(ids)}")
-        seen |= set(ids)
-    if not seen:
-        raise bad("the optimiser groups name no parameters")
-    return groups
-
-
-def _check_scalars(scalars: Any, bad) -> dict[str, dict[str, Any]]:
-    """The 'optim_scalars' metadata: {parameter id: {name: number}} (state Adam keeps as plain numbers)."""
-    if not isinstance(scalars, dict) or not all(
-            isinstance(k, str) and k.isdigit() and len(k) <= 9 and isinstance(v, dict)
-            and all(isinstance(n, str) and _is_number(x) for n, x in v.items()) for k, v in scalars.items()):
-        raise bad(f"metadata 'optim_scalars' must map parameter ids to numbers, got {_short(scalars)}")
-    return scalars
-
-
-def _check_setting(key: str, value: Any, fresh: Any, bad) -> Any:
-    """An Adam setting from the file: a number of the fresh one's kind, in its range (betas: 2 in [0, 1))."""
-    if isinstance(fresh, (tuple, list)):
-        ok = (isinstance(value, list) and len(value) == len(fresh) and all(_is_number(v) and 0 <= v < 1 for v in value))
-        if ok:
-            return tuple(value) if isinstance(fresh, tuple) else list(value)
-    elif isinstance(fresh, (int, float)) or isinstance(fresh, Tensor):
-        limits = {"lr": (0.0, 10.0), "eps": (0.0, 1.0), "weight_decay": (0.0, 1.0)}.get(key, (-1e12, 1e12))
-        if _is_number(value) and limits[0] <= value <= limits[1] and not (key in ("lr", "eps") and value == 0):
-            return type(fresh)(value) if isinstance(fresh, (int, float)) else value
-    elif isinstance(fresh, str) and isinstance(value, str) and len(value) <= 100:
-        return value
-    raise bad(f"optimiser setting {key!r} is {_short(value)}, not a valid value")

@@ -256,3 +256,20 @@ def test_ctrl_c_in_the_caller_stops_training_after_its_batch_and_is_re_raised():
     finally:
         signal.signal(signal.SIGINT, previous)
     assert trainer.cancel.is_set() and trainer.state.cancelled and trainer.state.step <= 3
+
+
+def test_cli_refuses_a_batch_that_does_not_split_before_joining_the_group(tmp_path, monkeypatch, capsys):
+    """The CLI refuses it from torchrun's WORLD_SIZE alone: joining a group here would fail on the
+    missing MASTER_ADDR, and an error raised inside a live gloo group can abort a process instead of
+    exiting with 2 (tests/test_distributed.py runs it under torchrun)."""
+    from aecore.cli import main
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["train", "--model", "ae", "--dataset", "digits", "--epochs", "1", "--batch-size", "63",
+                 "--quiet", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "batch_size 63 does not split evenly over 2 processes" in err and "MASTER_ADDR" not in err
+    assert not (tmp_path / "x").exists()

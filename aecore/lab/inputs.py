@@ -6,8 +6,8 @@ MAX_PIXELS (MAX_WEBP_PIXELS for WebP) and MAX_ASPECT, all checked on the declare
 pixel is decoded (a few hundred bytes can declare a 1×200000 image). Once decoded, the image is
 shrunk in PIL, band by band in its own 8-bit mode (JPEG already while decoding), to a working size
 of about WORK times the model's input, and only then made a float array; it is resized before it is
-padded. So an upload costs its decoded pixels plus the decoder's buffers (a peak rise of ≤ 125 MB
-measured, tests/test_bad_uploads.py), never a float array of the full size.
+padded. So an upload costs its decoded pixels plus the decoder's buffers (tests/test_bad_uploads.py
+bounds its peak rise; figures in bench/README.md), never a float array of the full size.
 What is done to the image is returned as a one-line note for the user, because a model only sees
 (C, H, W) in [0, 1]: colour -> grey (or grey -> colour), transparency filled, fitted into the model's
 frame (never stretched) and padded with the border's colour, and inverted when the background is

@@ -3,18 +3,17 @@
 Streamlit runs each session's script in a thread of its own, and torch gives every thread that
 computes an OpenMP team as wide as the machine. With two or more sessions busy (or a browser, or a
 training job) the cores are oversubscribed, and each small operation then waits at OpenMP barriers
-for team-mates the kernel has descheduled. Measured on this project's 2-core machine with other
-processes busy, the Corrupt & denoise sweep (100 images, 11 levels, 2 models) took 1.6-3.7 s on
-2 threads and 0.14-0.18 s on 1; encoding the 10,000-image test split 0.8-0.9 s against 0.2 s. So a
-page's torch work runs on one thread, and sessions run side by side instead.
+for team-mates the kernel has descheduled: a page's torch work then runs many times slower on all
+the cores than on one (bench/README.md, `load_sessions.py`). So a page's torch work runs on one
+thread, and sessions run side by side instead.
 
 `AECORE_SESSION_THREADS` sets another number (e.g. on a big machine serving one user).
 
 Streamlit also runs a full garbage collection (`gc.collect(2)`) after every script run, holding the
 GIL: every other session waits meanwhile. With torch, plotly, numba and UMAP imported, that scans
-~880,000 long-lived objects, measured at 0.5-0.7 s after the imports and 1.7 s after UMAP's
-compilation. `freeze_long_lived()` moves what exists at that point (modules, compiled code) out of
-the collector's sight, so the collection only looks at what sessions made since.
+hundreds of thousands of long-lived objects every time (bench/README.md). `freeze_long_lived()`
+moves what exists at that point (modules, compiled code) out of the collector's sight, so the
+collection only looks at what sessions made since.
 """
 
 from __future__ import annotations
