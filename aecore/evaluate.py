@@ -52,18 +52,22 @@ def evaluate(model: torch.nn.Module, data: ImageData, *, noise: str | Noise | No
         sums[name] = sums.get(name, 0.0) + float(known.sum())
         counts[name] = counts.get(name, 0) + int(known.numel())
 
-    for start in range(0, n, batch_size):
-        index = slice(start, min(start + batch_size, n))
-        clean = data.as_float(index).to(device).view(-1, *shape)
-        labels = data.labels[index].to(device)
-        x = noise(clean, generator=generator) if noise else clean
-        recon = model.reconstruct(x).view_as(clean)
-        add("mse", per_image_mse(recon, clean))
-        add("psnr", psnr(recon, clean))
-        if noise:
-            add("noisy_psnr", psnr(x, clean))
-        for name, values in model.eval_metrics(x, labels).items():
-            add(name, values.reshape(-1))
+    # a model's own metrics may sample (a VAE's one-sample ELBO): seeded, so `aecore eval` gives the
+    # figures metrics.json holds, without touching the caller's random state
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            index = slice(start, min(start + batch_size, n))
+            clean = data.as_float(index).to(device).view(-1, *shape)
+            labels = data.labels[index].to(device)
+            x = noise(clean, generator=generator) if noise else clean
+            recon = model.reconstruct(x).view_as(clean)
+            add("mse", per_image_mse(recon, clean))
+            add("psnr", psnr(recon, clean))
+            if noise:
+                add("noisy_psnr", psnr(x, clean))
+            for name, values in model.eval_metrics(x, labels).items():
+                add(name, values.reshape(-1))
     metrics: dict[str, Any] = {k: (v / counts[k] if counts[k] else float("nan")) for k, v in sums.items()}
     if noise:
         metrics["psnr_gain"] = metrics["psnr"] - metrics["noisy_psnr"]
