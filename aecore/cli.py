@@ -5,7 +5,8 @@ refuses, a model too large for the memory) is one line on stderr and exit code 2
 is guarded where it enters (`_parse_set`, the argparse types, the NUL check in `main`, the store's and
 the trainer's file readers); `one_line` in `main` is the last guard: whitespace and newlines collapse
 to one space, and a line over MAX_MESSAGE characters loses its middle. `aecore train` also runs under torchrun
-(DDP): every process trains, rank 0 alone prints progress, evaluates and saves.
+(DDP): every process trains, rank 0 alone prints progress, evaluates and saves (`aecore.pipeline`, as
+the zoo build and the app's training jobs save theirs).
 """
 
 from __future__ import annotations
@@ -203,7 +204,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from aecore import distributed
+    from aecore.train import check_batch_split
 
+    # before the group exists: an error raised inside one can abort a process while gloo tears down
+    check_batch_split(args.batch_size, distributed.launched_world_size())
     device = distributed.init(args.device)  # under torchrun: join the group, this process's device
     try:
         return _train(args, device)
@@ -212,15 +216,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, device: str | None) -> int:
-    import torch
-
     import aecore.data as data_mod
-    from aecore import distributed
-    from aecore.evaluate import evaluate
-    from aecore.device import device_label
-    from aecore.models import build_model, get_model_class, make_config
+    from aecore import distributed, pipeline
+    from aecore.models import get_model_class, make_config
     from aecore.models.registry import check_fits_memory
-    from aecore.store import check_replaceable, save_model
+    from aecore.store import check_replaceable
     from aecore.train import TrainConfig, Trainer
 
     get_model_class(args.model)  # an unknown name fails before any data is loaded
@@ -244,11 +244,10 @@ def _train(args: argparse.Namespace, device: str | None) -> int:
     model_config = make_config(args.model, overrides)
     # Refuse a model this machine cannot train before allocating it (the kernel would kill the process).
     check_fits_memory(args.model, model_config, batch_size=min(config.batch_size, max(len(train), 1)), device=on)
-    torch.manual_seed(args.seed)  # initial weights: the same command gives the same model
-    model = build_model(args.model, model_config)
+    model = pipeline.initial_model(args.model, model_config, seed=args.seed)  # the same command, the same model
     if args.stage_epochs is not None and len(model.stages() if hasattr(model, "stages") else ["train"]) < 2:
         raise ConfigError(f"--stage-epochs: model {args.model!r} trains in one stage (no greedy pretraining)")
-    main_process, world = distributed.is_main(), distributed.world_size()
+    main_process = distributed.is_main()
     callbacks = [ProgressBar()] if main_process and not args.quiet else []
     trainer = Trainer(model, train, config=config, val=val, callbacks=callbacks, device=device,
                       checkpoint_dir=args.out, precision=args.precision)
@@ -259,12 +258,11 @@ def _train(args: argparse.Namespace, device: str | None) -> int:
             callback._close()
     if not main_process:  # rank 0 evaluates and writes; the others are done
         return 0
-    metrics = evaluate(model, test, noise=config.noise, seed=args.seed)
-    metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 2),
-                           "images_seen": result.images_seen, "precision": args.precision, "processes": world}
-    trained_on = device_label(result.device) + (f", {world} processes (DDP, {distributed.backend()})" if world > 1 else "")
-    save_model(model, args.out, dataset=args.dataset, classes=train.classes, recipe=config.to_dict(),
-               metrics=metrics, trained_on=trained_on, half=args.half)
+    pipeline.round_to_stored(model, half=args.half)
+    metrics, _ = pipeline.measure(model, test, noise=config.noise, codes=False)
+    metrics = pipeline.save_trained(model, args.out, result=result, metrics=metrics, dataset=args.dataset,
+                                    classes=train.classes, half=args.half, precision=args.precision,
+                                    recipe=pipeline.recipe_record(config, val_fraction=args.val_fraction))
     print(f"saved {args.out}  test mse {metrics['mse']:.5f}  psnr {metrics['psnr']:.2f} dB")
     return 0
 

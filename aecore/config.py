@@ -3,6 +3,8 @@
 Every model config subclasses `ModelConfig`. `from_dict` refuses unknown, missing-but-required
 and ill-typed fields; `validate` refuses absurd values. Configs arrive from users (CLI flags,
 the app, `config.json` files on disk), so the messages must say exactly what is wrong.
+A field that was renamed still loads under its old name (`renamed`): config.json files written
+before the rename, the shipped pretrained models' among them, keep working unedited.
 """
 
 from __future__ import annotations
@@ -127,6 +129,22 @@ def check_widths(hidden: tuple[int, ...], *, max_depth: int = MAX_DEPTH) -> None
 class StrictConfig:
     """A dataclass that can be built from an untrusted dict and validated."""
 
+    # Old field name -> its current name, for each field renamed since files were first written.
+    # `from_dict` reads the old name as the new one (where the class has the new field) and refuses
+    # a dict that gives both, since silently preferring one would hide which value applies.
+    renamed: ClassVar[dict[str, str]] = {}
+    # Field added since files were first written -> the value a file without it meant, where that
+    # differs from the default a new config gets: `from_saved` fills it in, so an old file keeps its
+    # meaning (rank-ordered-ae's `rule`: "gradient" in files, "reference" for new models).
+    saved_defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def from_saved(cls, data: Any, *, where: str | None = None):
+        """`from_dict` for a config read back from a file (a model folder's config.json)."""
+        if isinstance(data, dict):
+            data = {**{k: v for k, v in cls.saved_defaults.items() if k not in data}, **data}
+        return cls.from_dict(data, where=where)
+
     @classmethod
     def from_dict(cls, data: Any, *, where: str | None = None):
         where = where or cls.__name__
@@ -134,6 +152,7 @@ class StrictConfig:
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        data, spelled = cls._current_names(data, fields, where)
         unknown = sorted(set(data) - set(fields), key=str)
         if unknown:
             names = [n if isinstance(n, str) and len(n) <= 40 else short_repr(n, 40) for n in unknown[:5]]
@@ -145,10 +164,26 @@ class StrictConfig:
                 if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                     raise ConfigError(f"{where}: missing required field {name!r}")
                 continue
-            kwargs[name] = coerce(data[name], hints[name], f"{where}.{name}")
+            kwargs[name] = coerce(data[name], hints[name], f"{where}.{spelled.get(name, name)}")
         config = cls(**kwargs)
         config.validate()
         return config
+
+    @classmethod
+    def _current_names(cls, data: dict, fields: dict[str, Any], where: str) -> tuple[dict, dict[str, str]]:
+        """`data` with old field names replaced by current ones, and {current name: name as given} for
+        those, so a type error names the key the file actually has. Old names of fields this class
+        lacks stay, to be reported as unknown."""
+        data, spelled = dict(data), {}
+        for old, new in cls.renamed.items():
+            if old not in data or new not in fields:
+                continue
+            if new in data:
+                raise ConfigError(f"{where}: sets both {old!r} and {new!r}; {old!r} is the old name of "
+                                  f"{new!r}, keep only {new!r}")
+            data[new] = data.pop(old)
+            spelled[new] = old
+        return data, spelled
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
@@ -172,6 +207,9 @@ class ModelConfig(StrictConfig):
 
     # Models whose code is not a flat vector of `latent_dim` set this False.
     flat_code: ClassVar[bool] = True
+    # One name per concept across models: the sparse, contractive and variational models once said
+    # `act` and `recon_loss` where the others said `activation` and `loss`.
+    renamed: ClassVar[dict[str, str]] = {"act": "activation", "recon_loss": "loss"}
 
     @property
     def input_numel(self) -> int:

@@ -40,7 +40,7 @@ CONFIG_KEYS = {"format", "aecore_version", "model", "config", "dataset", "input_
                "trained_on", "weights_sha256", "weights_dtype", "created", "description", "notes"}
 TEXT_KEYS = ("aecore_version", "dataset", "trained_on", "created", "description", "notes")
 # What a model folder may hold besides hidden temp files: save_model replaces the folder as a whole,
-# so it refuses a folder holding anything else (train.CHECKPOINT_NAME and zoo.MAPS; a test checks).
+# so it refuses a folder holding anything else (train.CHECKPOINT_NAME and maps.MAPS; a test checks).
 OWN_FILES = {WEIGHTS, CONFIG, METRICS, "maps.npz", "checkpoint.safetensors"}
 
 
@@ -238,7 +238,7 @@ def check_listed(folder: Path, expected_sha256: dict[str, str]) -> None:
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a model folder's config.json (model name known, config fields valid)."""
-    from aecore.models import make_config
+    from aecore.models import get_config_class
 
     path = Path(path)
     file = path / CONFIG
@@ -260,7 +260,8 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(info["config"], dict):
         raise ModelFileError(f"{file}: field 'config' must be a JSON object, got {_short(info['config'])}")
     try:
-        info["config_object"] = make_config(info["model"], info["config"])
+        info["config_object"] = get_config_class(info["model"]).from_saved(info["config"],
+                                                                           where=f"{info['model']} config")
     except ConfigError as err:
         raise ModelFileError(f"{file}: {err}") from None
     _check_fields(file, info)

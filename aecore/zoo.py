@@ -2,14 +2,14 @@
 
 `aecore zoo build --data-dir DIR` trains every recipe below on every dataset it lists and writes
 `pretrained/<dataset>/<id>/` (model.safetensors, config.json, metrics.json, maps.npz) and
-`pretrained/manifest.json`. Metrics are measured on the saved (reloaded) weights with the same
-`evaluate()` that `aecore eval` runs, so the two agree. A killed build resumes from the last
-finished epoch of the model it was training (its checkpoint lives in `pretrained/.build/`).
+`pretrained/manifest.json` through `aecore.pipeline`, as the CLI and the app save their models.
+Metrics are measured on the float16-rounded weights that ship, with the same `evaluate()` that
+`aecore eval` runs, so the two agree. A killed build resumes from the last finished epoch of the
+model it was training (its checkpoint lives in `pretrained/.build/`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import shutil
@@ -18,26 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 
-from aecore.atomic import atomic_write
 from aecore.data import load_dataset
 from aecore.data.base import ImageData, split_off
-from aecore.device import device_label
 from aecore.errors import ConfigError
 from aecore.evaluate import evaluate, per_image_mse
-from aecore.models import build_model
+from aecore.maps import MAPS, write_maps
+from aecore.models import SEMI_SUPERVISED, build_model, get_model_class, has_role, models_with
 from aecore.noise import make_generator
 from aecore.pca import PCA
 from aecore.paths import pretrained_dir
-from aecore.store import load_model, save_model, write_manifest, write_metrics
+from aecore.pipeline import initial_model, measure, recipe_record, round_to_stored, save_trained
+from aecore.store import write_manifest
 from aecore.train import TrainConfig, Trainer, mask_labels
 
 log = logging.getLogger("aecore")
 
 MNIST_LIKE = ("mnist", "fashion-mnist")
-MAPS = "maps.npz"
 VAL_FRACTION = 0.05
 
 
@@ -155,7 +153,7 @@ def semi_baselines(train: ImageData, test: ImageData, labels: int, config: dict,
     labelled = train.subset(torch.nonzero(kept >= 0).flatten())
     supervised = dict(config, input_shape=list(train.input_shape), recon_weight=0.0, vat_weight=0.0,
                       entropy_weight=0.0, marginal_weight=0.0)
-    model = build_model("hyper-semi", supervised)
+    model = build_model(models_with(SEMI_SUPERVISED)[0], supervised)
     batch = min(100, len(labelled))
     steps = 600
     epochs = math.ceil(steps / math.ceil(len(labelled) / batch))
@@ -187,62 +185,11 @@ def train_test_gap(model: torch.nn.Module, train: ImageData, test: ImageData) ->
             "generalisation_gap": round(test_loss - train_loss, 6)}
 
 
-# --- latent maps -----------------------------------------------------------------------------------
-@torch.no_grad()
-def codes_of(model: torch.nn.Module, data: ImageData, batch_size: int = 1000) -> torch.Tensor:
-    """(N, d) codes of every image (VAEs: the posterior mean)."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(data), batch_size):
-        x = data.as_float(slice(start, min(start + batch_size, len(data)))).to(device)
-        out.append(model.encode(x.view(-1, *model.config.input_shape)).reshape(x.shape[0], -1).float().cpu())
-    return torch.cat(out)
-
-
-def project(codes: np.ndarray, method: str, *, dims: int = 2, seed: int = 0) -> np.ndarray:
-    """(N, d) -> (N, dims) with 'pca', 'umap' or 'tsne' (seeded)."""
-    codes = np.asarray(codes, dtype=np.float32)
-    if codes.shape[1] <= dims and method != "umap":
-        return np.pad(codes, ((0, 0), (0, dims - codes.shape[1])))
-    if method == "pca":
-        from sklearn.decomposition import PCA as SkPCA
-        return SkPCA(n_components=dims, random_state=seed).fit_transform(codes).astype(np.float32)
-    if method == "umap":
-        import umap
-        return umap.UMAP(n_components=dims, random_state=seed, n_jobs=1).fit_transform(codes).astype(np.float32)
-    if method == "tsne":
-        from sklearn.manifold import TSNE
-        return TSNE(n_components=dims, random_state=seed, init="pca").fit_transform(codes).astype(np.float32)
-    raise ConfigError(f"unknown projection {method!r}; choose pca, umap or tsne")
-
-
-def write_maps(path: Path, codes: torch.Tensor, labels: torch.Tensor,
-               methods: tuple[str, ...] = ("pca", "umap")) -> dict[str, np.ndarray]:
-    """maps.npz: one (N, 2) array per method (pca, umap), 'labels' (N,) int16; atomic. Coordinates are
-    stored as float16 (plenty for a scatter plot; half the size of the zoo's maps) and read as float32."""
-    maps = {m: project(codes.numpy(), m) for m in methods}
-    maps["labels"] = labels.numpy().astype(np.int16)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in maps.items()})
-    atomic_write(path / MAPS, buffer.getvalue())
-    return maps
-
-
-def read_maps(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a model folder's maps.npz ({} when it has none); never unpickles."""
-    file = Path(path) / MAPS
-    if not file.is_file():
-        return {}
-    with np.load(file, allow_pickle=False) as npz:
-        return {k: npz[k].astype(np.float32) if npz[k].dtype.kind == "f" else npz[k] for k in npz.files}
-
-
 # --- build ------------------------------------------------------------------------------------------
 def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None = None,
               device: str | None = None, callbacks: Iterable[Any] = (),
               map_methods: tuple[str, ...] = ("pca", "umap")) -> dict[str, Any]:
-    """Train, save, reload, measure and map one pretrained model; returns its metrics."""
+    """Train, measure, save and map one pretrained model; returns its metrics."""
     t0 = time.perf_counter()
     full = load_dataset(dataset, "train", data_dir=data_dir)
     test = load_dataset(dataset, "test", data_dir=data_dir)
@@ -250,7 +197,8 @@ def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None 
         raise ConfigError(f"{dataset}: only the bundled test split was found; the zoo trains on the "
                           "full training split (pass --data-dir)")
     train, val = split_off(full, VAL_FRACTION, seed=recipe.train["seed"])
-    model = build_model(recipe.model, dict(recipe.config, input_shape=list(train.input_shape)))
+    model = initial_model(recipe.model, dict(recipe.config, input_shape=list(train.input_shape)),
+                          seed=recipe.train["seed"])
     config = TrainConfig.from_dict(recipe.train, where=f"recipe {recipe.id}")
     work = root / ".build" / dataset / recipe.id
     work.mkdir(parents=True, exist_ok=True)
@@ -260,20 +208,18 @@ def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None 
     result = trainer.fit(resume=resume)
     if result.cancelled:
         raise KeyboardInterrupt
-    out = root / dataset / recipe.id
-    save_model(model, out, dataset=dataset, classes=train.classes, half=recipe.half,
-               recipe={**config.to_dict(), "zoo_id": recipe.id, "val_fraction": VAL_FRACTION},
-               trained_on=device_label(result.device), notes=recipe.about)
-    loaded = load_model(out, device=device)           # measure what ships (float16-rounded weights)
-    metrics = evaluate(loaded.model, test, noise=recipe.noise, seed=0)
-    k = getattr(loaded.model.config, "latent_dim", None)
-    if k and k < math.prod(train.input_shape) and recipe.model not in ("hyper-semi", "unet"):  # PCA needs k < D
+    round_to_stored(model, half=recipe.half)          # measure what ships (float16-rounded weights)
+    metrics, codes = measure(model, test, noise=recipe.noise)
+    k = getattr(model.config, "latent_dim", None)
+    # PCA needs k < D; a semi-supervised model is measured by its accuracy instead
+    pca_fair = not get_model_class(recipe.model).no_pca_baseline and not has_role(recipe.model, SEMI_SUPERVISED)
+    if k and k < math.prod(train.input_shape) and pca_fair:
         metrics.update(pca_baseline(full, test, k))
     if "nll" in recipe.extras:
-        metrics.update(binarized_nll(loaded.model, test))
+        metrics.update(binarized_nll(model, test))
     if "pca_angles" in recipe.extras:
         from aecore.models.linear_ae import principal_angles_to_pca
-        angles = principal_angles_to_pca(loaded.model, full.as_float().to(loaded.model.decoder.weight.device))  # noqa: E501
+        angles = principal_angles_to_pca(model, full.as_float().to(model.decoder.weight.device))
         metrics["max_principal_angle_deg"] = round(float(angles.max()), 3)
         metrics["mean_principal_angle_deg"] = round(float(angles.mean()), 3)
     if "semi" in recipe.extras:
@@ -281,13 +227,12 @@ def build_one(recipe: Recipe, dataset: str, *, root: Path, data_dir: str | None 
         metrics.update(semi_baselines(train, test, recipe.train["labels"], recipe.config,
                                       seed=recipe.train["seed"], device=device))
     if "gap" in recipe.extras:
-        metrics.update(train_test_gap(loaded.model, train, test))
-    # the epochs' own wall times: a build resumed from its checkpoint still counts the epochs run before
-    seconds = sum(epoch["seconds"] for epoch in result.history)
-    metrics["training"] = {"history": result.history, "seconds": round(seconds, 1),
-                           "images_seen": result.images_seen, "device": result.device}
-    write_metrics(out, metrics)
-    write_maps(out, codes_of(loaded.model, test), test.labels, methods=map_methods)
+        metrics.update(train_test_gap(model, train, test))
+    out = root / dataset / recipe.id
+    metrics = save_trained(model, out, result=result, metrics=metrics, dataset=dataset, classes=train.classes,
+                           recipe=recipe_record(config, val_fraction=VAL_FRACTION, zoo_id=recipe.id),
+                           notes=recipe.about, half=recipe.half)
+    write_maps(out, codes, test.labels, methods=map_methods)
     shutil.rmtree(work, ignore_errors=True)
     log.info("%s/%s: mse %.5f (%.0f s)", dataset, recipe.id, metrics["mse"], time.perf_counter() - t0)
     return metrics

@@ -64,7 +64,7 @@ def compute_timings(dataset: str, repeats: int) -> dict[str, dict]:
     from aecore.lab import vae as vl
     from aecore.lab.reconstruct import comparison_grid, select_indices
     from aecore.viz import image_grid, png_bytes
-    from aecore.zoo import codes_of, read_maps
+    from aecore.maps import codes_of, read_maps
 
     data = load_dataset(dataset, split="test")
     shape = tuple(data.input_shape)

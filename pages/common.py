@@ -26,7 +26,7 @@ from aecore.lab.serving import freeze_long_lived, use_session_threads
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.paths import check_allowed_folder
 from aecore.store import LoadedModel
-from aecore.zoo import codes_of
+from aecore.maps import codes_of
 
 log = logging.getLogger("aecore.app")
 
@@ -267,6 +267,11 @@ class Selection:
         return self.loaded.model if self.loaded else None
 
     @property
+    def shape(self) -> tuple[int, ...]:
+        """The model's input shape."""
+        return tuple(self.model.config.input_shape)
+
+    @property
     def version(self) -> str:
         """Changes when the weights do: part of every cache key computed from the model."""
         return self.loaded.info.get("weights_sha256") or self.loaded.info.get("created", "")
@@ -355,6 +360,28 @@ def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
     return Selection(dataset, entry, loaded, data)
 
 
+def model_page(title: str, intro: str, *, fit: bool = False, **sidebar_options: Any) -> Selection:
+    """Title, introduction and sidebar (`sidebar`'s options) of a page that shows a loaded model; the
+    page stops here, after the sidebar's message, when there is none, and with `fit` also when the
+    model does not take the dataset's images (`require_fit`)."""
+    st.title(title)
+    st.write(intro)
+    sel = sidebar(**sidebar_options)
+    if sel is None or sel.model is None:
+        st.stop()
+    if fit:
+        require_fit(sel)
+    return sel
+
+
+def select_finished_run(key: str) -> None:
+    """Select in the sidebar the model a finished run left under `key` as (dataset, ref). Widget keys
+    may only be set before their widgets are drawn: call this before `sidebar()`."""
+    pending = st.session_state.pop(key, None)
+    if pending and pending[0] in DATASETS:
+        st.session_state["dataset"], st.session_state["model"] = pending
+
+
 def left_out_note() -> None:
     """One short note (in the sidebar) naming the model folders the list leaves out because they
     cannot be read; nothing when there are none."""
@@ -390,6 +417,22 @@ def download_png(image, name: str, *, label: str = "Download PNG", key: str | No
     from aecore.viz import png_bytes
     st.download_button(label, lambda: png_bytes(image), file_name=name, mime="image/png",
                        key=key or f"png-{name}")
+
+
+OWN_SOURCES = {"upload": "Upload a file", "draw": "Draw"}
+
+
+def own_image_section(shape, *, key: str, first: str, draw_hint: str):
+    """The "Your own image" section: a source choice (`first` listed first and the default; in the link
+    as own=), a hint when drawing, then `own_image`'s result."""
+    st.subheader("Your own image")
+    sources = [first, *(s for s in OWN_SOURCES if s != first)]
+    bind("own", first, choices=sources)
+    source = st.radio("Source", sources, key="own", horizontal=True, format_func=OWN_SOURCES.get)
+    sync_url("own")
+    if source == "draw":
+        st.caption(draw_hint)
+    return own_image(source, shape, key=key)
 
 
 def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22):

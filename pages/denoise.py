@@ -11,7 +11,7 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (DATASETS, MAX_REF, bind, dataset_choices, download_png, load_model, own_image,
+from pages.common import (DATASETS, MAX_REF, bind, dataset_choices, download_png, load_model, own_image_section,
                           require_fit, show_error, sidebar, sync_url, test_data)
 from pages.common import plain as plain_text    # `plain` here is the plain AE
 
@@ -200,15 +200,9 @@ else:
                    "does above and below that level.")
 
 # --- your own image ----------------------------------------------------------------------------------
-st.subheader("Your own image")
-bind("own", "draw", choices=["upload", "draw"])
-source = st.radio("Source", ["draw", "upload"], key="own", horizontal=True,
-                  format_func={"upload": "Upload a file", "draw": "Draw"}.get)
-sync_url("own")
-if source == "draw":
-    st.caption("Draw a digit in white on the black square: it is corrupted with the noise above and "
-               "denoised below.")
-own = own_image(source, shape, key="dn")
+own = own_image_section(shape, key="dn", first="draw",
+                        draw_hint="Draw a digit in white on the black square: it is corrupted with the noise "
+                                  "above and denoised below.")
 if own is not None:
     x_own, note = own
     st.caption(f"Converted for the model: {plain_text(note)}.")

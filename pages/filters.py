@@ -4,16 +4,13 @@ import streamlit as st
 
 from aecore.errors import AecoreError
 from aecore.lab import inside
-from pages.common import as_bool, bind, download_png, plain, show_error, sidebar, sync_url
+from aecore.models import GREEDY_STAGES, has_role, models_with
+from pages.common import as_bool, bind, code, download_png, model_page, plain, show_error, sync_url
 
-st.title("Filters")
-st.write("Each unit of a fully connected first layer has one weight per input pixel: laid out as an image, "
-         "they show the pattern the unit responds to. A decoder's last layer adds one template per unit "
-         "to the output. Convolutional models show their kernels.")
-
-sel = sidebar()
-if sel is None or sel.model is None:
-    st.stop()
+sel = model_page("Filters",
+                 "Each unit of a fully connected first layer has one weight per input pixel: laid out as an image, "
+                 "they show the pattern the unit responds to. A decoder's last layer adds one template per unit "
+                 "to the output. Convolutional models show their kernels.")
 
 model, ref = sel.model, sel.entry.ref
 
@@ -58,12 +55,12 @@ else:
         st.image(grid, caption=f"{n} of {f.shape[0]} ({shape} each)")
         download_png(grid, f"{ref.replace('/', '_').replace(':', '_')}-{name.split()[0]}-{name.split()[1]}.png",
                      key=f"png-{name}")
-    if sel.entry.model == "stacked-ae":
+    if inside.TIED in found:
         st.info("Tied weights: the decoder uses the encoder's matrices transposed (W′ = Wᵀ), so each "
                 "first-layer filter is also the template that unit adds to the reconstruction.")
 
-# --- stacked-ae: the greedy layer-wise stages ----------------------------------------------------
-if sel.entry.model == "stacked-ae":
+# --- greedy layer-wise models (stacked-ae): the stages ---------------------------------------------
+if has_role(sel.entry.model, GREEDY_STAGES):
     st.header("Greedy layer-wise training, stage by stage")
     stages = inside.stage_playback(model, sel.loaded.metrics)
     if not stages:
@@ -91,4 +88,5 @@ if sel.entry.model == "stacked-ae":
             st.metric("Change since the previous stage", f"{100 * stage.change:.1f} %",
                       help="‖W₁ after − W₁ before‖ / ‖W₁ before‖ for the first-layer weights")
 elif not isinstance(found, str):
-    st.caption("Stage play-back is for `stacked-ae` models (greedy layer-wise pretraining).")
+    greedy = ", ".join(code(name) for name in models_with(GREEDY_STAGES))
+    st.caption(f"Stage play-back is for {greedy} models (greedy layer-wise pretraining).")

@@ -5,37 +5,39 @@ import torch
 
 from aecore.errors import AecoreError
 from aecore.lab import catalog, hyper, inside
+from aecore.models import HYPERNETWORK, get_model_class, has_role, models_with
 from aecore.viz import image_grid
-from pages.common import bind, code, download_png, load_model, plain, show_error, sidebar, sync_url
+from pages.common import bind, code, download_png, load_model, model_page, plain, show_error, sync_url
 
-st.title("Hypernetwork")
-st.write("In `hyper-ae` and `hyper-semi` no primary weight is trained directly: a learned embedding "
-         "(one short code per chunk of weights) goes through **one shared linear layer**, and every "
-         "weight of the autoencoder is cut out of its output. Here you see the embedding, the weights it "
-         "generates next to an ordinary twin's, and what happens when you move the embedding.")
-
-sel = sidebar(model_filter=lambda e: e.model in hyper.HYPER_MODELS,
-              model_help="Only hypernetwork models (hyper-ae, hyper-semi) are listed on this page")
-if sel is None or sel.model is None:
-    st.stop()
+HYPER_MODELS = models_with(HYPERNETWORK)
+sel = model_page("Hypernetwork",
+                 f"In {' and '.join(code(name) for name in HYPER_MODELS)} no primary weight is trained directly: "
+                 "a learned embedding (one short code per chunk of weights) goes through **one shared linear "
+                 "layer**, and every weight of the autoencoder is cut out of its output. Here you see the "
+                 "embedding, the weights it generates next to an ordinary twin's, and what happens when you move "
+                 "the embedding.",
+                 model_filter=lambda e: has_role(e.model, HYPERNETWORK),
+                 model_help=f"Only hypernetwork models ({', '.join(HYPER_MODELS)}) are listed on this page")
 model, entry = sel.model, sel.entry
 if not hyper.is_hyper(model):
-    st.info(f"{plain(entry.label)} ({plain(entry.model)}) has no hypernetwork; pick a hyper-ae or hyper-semi model.")
+    st.info(f"{plain(entry.label)} ({plain(entry.model)}) has no hypernetwork; pick a {' or '.join(HYPER_MODELS)} "
+            "model.")
     st.stop()
 
 slug = sel.slug
+twin_model = get_model_class(entry.model).twin      # the registered model with ordinary weights, if any
 
 
 def twin_entry():
-    """The pretrained vanilla twin for this dataset (same id in the tiny and the real zoo), if any."""
-    return next((e for e in catalog.entries(sel.dataset) if e.ref == f"{sel.dataset}/{hyper.TWIN_ID}"), None)
+    """The pretrained twin for this dataset, if any: the zoo (tiny and real) ships it under its model's name."""
+    return next((e for e in catalog.entries(sel.dataset) if e.ref == f"{sel.dataset}/{twin_model}"), None)
 
 
 twin, twin_note = None, None
-if entry.model == "hyper-ae":
+if twin_model is not None:
     found = twin_entry()
     if found is None:
-        twin_note = (f"No vanilla twin ({code(f'{sel.dataset}/{hyper.TWIN_ID}')}) is installed for "
+        twin_note = (f"No vanilla twin ({code(f'{sel.dataset}/{twin_model}')}) is installed for "
                      f"{plain(sel.dataset)}.")
     else:
         try:
@@ -49,8 +51,8 @@ if entry.model == "hyper-ae":
                              f"{model.primary_parameter_count():,}), so it is not compared here.")
                 twin = None
 else:
-    twin_note = ("hyper-semi generates a convolutional autoencoder; the zoo's vanilla twin is an MLP, so there "
-                 "is no like-for-like twin to compare with.")
+    twin_note = (f"{code(entry.model)} declares no ordinary-weights twin (its generated autoencoder is not the zoo's "
+                 "vanilla MLP), so there is no like-for-like twin to compare with.")
 
 # --- parameter counts ---------------------------------------------------------------------------
 st.header("Trained numbers vs generated numbers")

@@ -9,26 +9,20 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import latent as lt
 from aecore.viz import image_grid
-from aecore.zoo import read_maps
-from pages.common import (bind, download_png, own_image, plain, require_fit, show_error, sidebar, sync_url,
-                          test_codes, test_data)
+from aecore.maps import read_maps
+from pages.common import (bind, download_png, model_page, own_image, plain, show_error, sync_url, test_codes,
+                          test_data)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
 
 lt.start_umap_warmup()   # app.py starts it too; this covers a server whose first visitor lands here directly
 
-st.title("Latent map")
-st.write("Every test image's **code**, projected to a plane (or space) you can look at. Images the model "
-         "considers alike sit together: see which classes it separates without ever being told the labels, "
-         "and which images it confuses.")
-
-sel = sidebar()
-if sel is None or sel.model is None:
-    st.stop()
-model, entry, data = sel.model, sel.entry, sel.data
-shape = tuple(model.config.input_shape)
-require_fit(sel)
+sel = model_page("Latent map",
+                 "Every test image's **code**, projected to a plane (or space) you can look at. Images the model "
+                 "considers alike sit together: see which classes it separates without ever being told the "
+                 "labels, and which images it confuses.", fit=True)
+model, entry, data, shape = sel.model, sel.entry, sel.data, sel.shape
 version, slug = sel.version, sel.slug
 
 

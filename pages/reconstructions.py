@@ -9,21 +9,16 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import reconstruct as rc
 from aecore.pca import PCA
-from pages.common import (as_bool, bind, download_png, own_image, plain, require_fit, show_error, sidebar, sync_url,
+from pages.common import (as_bool, bind, download_png, model_page, own_image_section, plain, show_error, sync_url,
                           train_data)
 
 MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
 
-st.title("Reconstructions")
-st.write("What comes back out of the autoencoder, beside **PCA with as many components as the model's "
-         "code**: the best a linear code of that size can do. Where the model beats PCA, its nonlinearity pays.")
-
-sel = sidebar()
-if sel is None or sel.model is None:
-    st.stop()
-model, entry, data = sel.model, sel.entry, sel.data
-shape = tuple(model.config.input_shape)
-require_fit(sel)
+sel = model_page("Reconstructions",
+                 "What comes back out of the autoencoder, beside **PCA with as many components as the model's "
+                 "code**: the best a linear code of that size can do. Where the model beats PCA, its nonlinearity "
+                 "pays.", fit=True)
+model, entry, data, shape = sel.model, sel.entry, sel.data, sel.shape
 slug = sel.slug
 
 # --- the model's measured test metrics ---------------------------------------------------------------
@@ -117,14 +112,8 @@ names = [f"#{int(i)}" for i in index]
 st.plotly_chart(rc.error_figure(cmp, names, model_name=entry.label, pca_name=f"PCA-{k}"), key="errors")
 
 # --- your own image ----------------------------------------------------------------------------------
-st.subheader("Your own image")
-bind("own", "upload", choices=["upload", "draw"])
-source = st.radio("Source", ["upload", "draw"], key="own", horizontal=True,
-                  format_func={"upload": "Upload a file", "draw": "Draw"}.get)
-sync_url("own")
-if source == "draw":
-    st.caption("Draw in white on the black square; the reconstruction appears below.")
-own = own_image(source, shape, key="rc")
+own = own_image_section(shape, key="rc", first="upload",
+                        draw_hint="Draw in white on the black square; the reconstruction appears below.")
 if own is not None:
     x_own, note = own
     st.caption(f"Converted for the model: {plain(note)}.")

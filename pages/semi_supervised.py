@@ -9,30 +9,28 @@ import streamlit as st
 from aecore.data import load_dataset
 from aecore.errors import AecoreError
 from aecore.lab import catalog, export, jobs, semi
-from aecore.zoo import codes_of
-from pages.common import DATASETS, bind, check_dataset, load_model, plain, show_error, sidebar, sync_url
+from aecore.maps import codes_of
+from aecore.models import SEMI_SUPERVISED, has_role
+from pages.common import bind, check_dataset, load_model, plain, select_finished_run, show_error, sidebar, sync_url
 
 JOB_KEY = "semi_job"
 BUDGETS = ["10", "100", "1000", "all"]
 
 st.title("Semi-supervised: learning from few labels")
-st.write("`hyper-semi` trains a CNN classifier on a few labelled images and, at the same time, an autoencoder "
-         "(whose weights a hypernetwork generates) and consistency terms on all the unlabelled ones. Does that "
-         "beat the same CNN trained on the labelled images alone, or PCA + logistic regression?")
+st.write(f"`{semi.SEMI_MODEL}` trains a CNN classifier on a few labelled images and, at the same time, an "
+         "autoencoder (whose weights a hypernetwork generates) and consistency terms on all the unlabelled ones. "
+         "Does that beat the same CNN trained on the labelled images alone, or PCA + logistic regression?")
 
-pending = st.session_state.pop("semi_select", None)
-if pending and pending[0] in DATASETS:
-    st.session_state["dataset"], st.session_state["model"] = pending
-
-sel = sidebar(model_filter=lambda e: e.model == "hyper-semi",
-              model_help="hyper-semi models of this dataset: the pretrained ones and those you trained")
+select_finished_run("semi_select")
+sel = sidebar(model_filter=lambda e: has_role(e.model, SEMI_SUPERVISED),
+              model_help="Semi-supervised models of this dataset: the pretrained ones and those you trained")
 if sel is None:
     st.stop()
 dataset = sel.dataset
 
 # --- accuracy against the label budget --------------------------------------------------------------
 st.header("Test accuracy against the number of labels")
-found = [semi.read_semi_model(e.ref, e.label) for e in catalog.entries(dataset) if e.model == "hyper-semi"]
+found = [semi.read_semi_model(e.ref, e.label) for e in catalog.entries(dataset) if has_role(e.model, SEMI_SUPERVISED)]
 found = [m for m in found if m is not None]
 rows = semi.accuracy_rows(found)
 if rows:
@@ -51,7 +49,7 @@ if rows:
                "the labelled images alone for 600 steps; PCA keeps 50 components fitted on the training images, "
                "and logistic regression learns from the labelled ones.")
 else:
-    st.info(f"No measured hyper-semi accuracy for {plain(dataset)} yet. Start a fresh run below.")
+    st.info(f"No measured {semi.SEMI_MODEL} accuracy for {plain(dataset)} yet. Start a fresh run below.")
 
 # --- the latent map with the labelled examples ------------------------------------------------------
 st.header("Where the labelled examples sit")
@@ -69,7 +67,7 @@ def labelled(dataset: str, recipe_json: str):
 
 
 if sel.model is None:
-    st.info("Pick a hyper-semi model in the sidebar (or train one below) to see its map.")
+    st.info(f"Pick a {semi.SEMI_MODEL} model in the sidebar (or train one below) to see its map.")
 else:
     try:
         codes = test_codes(sel.entry.ref, dataset)
@@ -102,8 +100,9 @@ else:
 
 # --- a fresh run ----------------------------------------------------------------------------------------
 st.header("A fresh run")
-st.write("Train a small hyper-semi model here with the label budget you choose, then the two baselines on the "
-         "same labelled images. Its point joins the chart above when it is done, and it is saved to your models.")
+st.write(f"Train a small {semi.SEMI_MODEL} model here with the label budget you choose, then the two baselines on "
+         "the same labelled images. Its point joins the chart above when it is done, and it is saved to your "
+         "models.")
 bind("semi_budget", "100", choices=BUDGETS)
 c1, c2, c3 = st.columns(3)
 budget = c1.segmented_control("Labels", BUDGETS, key="semi_budget", help="Class-balanced, seeded") or "100"
@@ -115,7 +114,7 @@ labels = None if budget == "all" else int(budget)
 own = jobs.get(st.session_state.get(JOB_KEY))
 busy = own is not None and own.active
 if st.button("Start the fresh run", type="primary", key="semi_start", disabled=busy):
-    spec = jobs.JobSpec(name=f"hyper-semi-{budget}-{dataset}", model="hyper-semi", dataset=dataset,
+    spec = jobs.JobSpec(name=f"{semi.SEMI_MODEL}-{budget}-{dataset}", model=semi.SEMI_MODEL, dataset=dataset,
                         latent_dim=semi.FRESH_LATENT, epochs=int(epochs), labels=labels, lr=1e-3, batch_size=128,
                         max_images=int(images), config=dict(semi.FRESH_CONFIG), semi_baselines=True)
     try:
@@ -154,7 +153,7 @@ def panel() -> None:
         st.warning(plain(snap.message))
     else:
         m = snap.metrics
-        parts = [f"{label} {100 * m[key]:.1f} %" for key, label in (("accuracy", "hyper-semi"),
+        parts = [f"{label} {100 * m[key]:.1f} %" for key, label in (("accuracy", semi.SEMI_MODEL),
                                                                    ("scratch_cnn_accuracy", "CNN from scratch"),
                                                                    ("pca_logreg_accuracy", "PCA + logistic regression"))
                  if isinstance(m.get(key), (int, float))]

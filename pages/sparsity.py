@@ -8,18 +8,16 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import inside
 from aecore.lab import sparsity as sp
+from aecore.models import CONTRACTIVE, RANKED_CODE, SPARSE_CODE, has_role
 from aecore.pca import PCA
 from aecore.viz import image_grid
-from aecore.zoo import read_maps
-from pages.common import bind, download_png, show_error, sidebar, sync_url, test_codes, test_data, train_data
+from aecore.maps import read_maps
+from pages.common import bind, download_png, model_page, show_error, sync_url, test_codes, test_data, train_data
 
-st.title("Sparsity")
-st.write("A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
-         "images (**lifetime sparsity**). Units that never fire on the test split are **dead**.")
-
-sel = sidebar(prefer=lambda e: e.model == "sparse-ae")
-if sel is None or sel.model is None:
-    st.stop()
+sel = model_page("Sparsity",
+                 "A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
+                 "images (**lifetime sparsity**). Units that never fire on the test split are **dead**.",
+                 prefer=lambda e: has_role(e.model, SPARSE_CODE))
 model, entry = sel.model, sel.entry
 version, slug = sel.version, sel.slug
 
@@ -102,8 +100,8 @@ with right:
         st.caption("This code is more than one layer from the input, so its units have no single filter "
                    "(the Filters page shows the first layer's).")
 
-# --- rank-ordered AE: anytime reconstruction vs PCA ------------------------------------------------
-if entry.model == "rank-ordered-ae":
+# --- a ranked code (rank-ordered AE): anytime reconstruction vs PCA ---------------------------------
+if has_role(entry.model, RANKED_CODE):
     st.header("Anytime reconstruction: top-k units vs PCA with k components")
 
     @st.cache_resource(max_entries=4, show_spinner="Fitting PCA on the training split…")
@@ -140,8 +138,8 @@ if entry.model == "rank-ordered-ae":
     st.plotly_chart(sp.error_curve_figure(ranked, pca_err, k), key="curves")
     st.caption(f"Mean over the first {n_curve} test images.")
 
-# --- contractive AE: Jacobian norm over the latent map -----------------------------------------------
-if entry.model == "contractive-ae":
+# --- a contractive AE: Jacobian norm over the latent map ---------------------------------------------
+if has_role(entry.model, CONTRACTIVE):
     st.header("Where the encoder contracts")
     st.write("The contractive penalty makes the code insensitive to small input changes: ‖∂h/∂x‖_F is small. "
              "Each dot is a test image on a 2-D map of the codes, coloured by that norm at the image.")

@@ -9,9 +9,9 @@ import streamlit as st
 from aecore.data import load_dataset
 from aecore.errors import AecoreError
 from aecore.lab import export, jobs
-from aecore.models import get_model_class, list_models
+from aecore.models import BASELINE, GREEDY_STAGES, SEMI_SUPERVISED, get_model_class, list_models, models_with
 from aecore.paths import FOLDER_ROOTS_ENV, allowed_folder_roots
-from pages.common import DATASETS, bind, plain, show_error, sidebar, sync_url
+from pages.common import DATASETS, bind, plain, select_finished_run, show_error, sidebar, sync_url
 
 FOLDER = "your images…"
 UPLOAD, SERVER = "an archive you upload", "a folder on this server"
@@ -29,11 +29,7 @@ st.write("Pick a model and its data, start, and watch the loss fall. Training ru
          "background; the finished model is saved to your models folder and appears in every page's model "
          "picker, marked *(yours)*.")
 
-# a model that just finished: select it in the sidebar (widget keys may only be set before the widgets)
-pending = st.session_state.pop("train_select", None)
-if pending and pending[0] in DATASETS:
-    st.session_state["dataset"], st.session_state["model"] = pending
-
+select_finished_run("train_select")       # a model that just finished
 sel = sidebar()
 dataset_default = sel.dataset if sel is not None else DATASETS[0]
 
@@ -47,7 +43,7 @@ def train_summary(dataset: str) -> tuple[int, str, str | None]:
 
 # --- the settings ---------------------------------------------------------------------------------
 models = list_models()
-bind("tr_model", "ae", choices=models)
+bind("tr_model", models_with(BASELINE)[0], choices=models)
 bind("tr_data", dataset_default, choices=DATASETS + [FOLDER])
 bind("tr_latent", 32, int, lo=1, hi=jobs.MAX_LATENT)
 bind("tr_epochs", 5, int, lo=1, hi=jobs.MAX_EPOCHS)
@@ -98,22 +94,20 @@ with right:
                           0.5 if noise_kind != "saltpepper" else 0.2, 0.05, key=f"tr_level_{noise_kind}")
         noise = f"{noise_kind}:{level:g}"
     config: dict = {}
-    strength = None
-    if model_name == "sparse-ae":
-        penalty = st.radio("Sparsity penalty", ["l1", "kl"], horizontal=True, key="tr_penalty",
-                           help="L1 on ReLU codes, or KL(p ‖ mean activation) on sigmoid codes")
-        config["penalty"] = penalty
-    reg = jobs.regularizer(model_name)
+    strength, kind = None, ""
+    model_class = get_model_class(model_name)
+    weight = model_class.regularizer_weight
+    if weight is not None and weight.kind_field:          # several penalties (sparse-ae: L1 or KL)
+        kind = st.radio(weight.kind_label, [k for k, _ in weight.kinds], horizontal=True, key="tr_penalty",
+                        help=weight.kind_help)
+        config[weight.kind_field] = kind
+    reg = jobs.regularizer(model_name, kind or None)
     if reg is not None:
         field, default, about = reg
-        if model_name == "sparse-ae" and config.get("penalty") == "kl":
-            from aecore.models.sparse_ae import DEFAULT_WEIGHTS
-            default = DEFAULT_WEIGHTS["kl"]
         strength = st.number_input(f"Regulariser strength ({field})", 0.0, jobs.MAX_STRENGTH, float(default),
-                                   format="%.4g", key=f"tr_strength_{model_name}_{config.get('penalty', '')}",
-                                   help=about)
+                                   format="%.4g", key=f"tr_strength_{model_name}_{kind}", help=about)
     stage_epochs = None
-    if model_name == "stacked-ae":
+    if GREEDY_STAGES in model_class.roles:
         greedy = st.toggle("Greedy layer-wise pretraining", value=True, key="tr_greedy",
                            help="Train each layer on its own first (frozen below), then fine-tune the whole stack")
         if greedy:
@@ -122,7 +116,7 @@ with right:
             stage_epochs = 0
         st.caption("The epochs above are the final fine-tuning; the Filters page replays the stages.")
     labels = None
-    if model_name == "hyper-semi":
+    if SEMI_SUPERVISED in model_class.roles:
         budget = st.select_slider("Labelled training images", BUDGETS, value="100", key="tr_labels",
                                   help="Class-balanced, seeded; the rest of the images are used without labels")
         labels = None if budget == "all" else int(budget)

@@ -8,29 +8,27 @@ import streamlit as st
 from aecore.errors import AecoreError
 from aecore.lab import catalog
 from aecore.lab import vae as vl
+from aecore.models import GENERATIVE, has_role, models_with
 from aecore.viz import image_grid
-from pages.common import (bind, code, download_png, own_image, plain, require_fit, show_error, sidebar, sync_url,
+from pages.common import (bind, code, download_png, model_page, own_image, plain, require_fit, show_error, sync_url,
                           test_codes, test_data)
 
 
 SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
 
-st.title("VAE lab")
-st.write("A variational autoencoder's decoder is a **generator**: every point of its latent space decodes to "
-         "an image. Walk between two images, sample from the prior, sweep one dimension at a time, and for a "
-         "2-D latent see the whole manifold at once.")
-
-sel = sidebar(prefer=lambda e: e.model in vl.FAMILIES)
-if sel is None or sel.model is None:
-    st.stop()
+sel = model_page("VAE lab",
+                 "A variational autoencoder's decoder is a **generator**: every point of its latent space decodes "
+                 "to an image. Walk between two images, sample from the prior, sweep one dimension at a time, and "
+                 "for a 2-D latent see the whole manifold at once.",
+                 prefer=lambda e: has_role(e.model, GENERATIVE))
 model, entry, data = sel.model, sel.entry, sel.data
 if not vl.is_generative(model):
-    fits = [e.label for e in catalog.entries(sel.dataset) if e.model in vl.FAMILIES]
+    fits = [e.label for e in catalog.entries(sel.dataset) if has_role(e.model, GENERATIVE)]
     where = (plain(f"For {sel.dataset}, pick one of: {', '.join(fits)}.") if fits
              else f"No VAE is installed for {plain(sel.dataset)} yet: train one on the **Train** page.")
+    generative = ", ".join(code(name) for name in models_with(GENERATIVE))
     st.info(f"**{plain(entry.label)}** is a {code(entry.model)}: it has no prior to sample from, so the VAE lab does "
-            f"not apply to it. The lab needs a variational autoencoder ({', '.join(f'`{f}`' for f in vl.FAMILIES)}). "
-            f"{where}")
+            f"not apply to it. The lab needs a variational autoencoder ({generative}). {where}")
     st.stop()
 shape = tuple(model.config.input_shape)
 require_fit(sel)
@@ -213,7 +211,7 @@ with tab_grid:
         show_error(err)
         codes = None
     if latent_dim != 2:
-        fits = [e.label for e in catalog.entries(sel.dataset) if e.model in vl.FAMILIES and e.ref != entry.ref]
+        fits = [e.label for e in catalog.entries(sel.dataset) if has_role(e.model, GENERATIVE) and e.ref != entry.ref]
         st.info(f"The manifold grid needs a 2-D latent space; {plain(entry.label)}'s has {latent_dim} dimensions "
                 "(its traversals show one direction at a time). "
                 + (plain(f"Models for {sel.dataset}: {', '.join(fits)}")

@@ -17,7 +17,7 @@ import aecore.store
 from aecore.lab import jobs
 from aecore.paths import user_models_dir
 from aecore.train import Callback
-from aecore.zoo import read_maps
+from aecore.maps import read_maps
 
 pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py
 

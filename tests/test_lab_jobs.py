@@ -20,7 +20,7 @@ from aecore.lab import catalog, export, jobs
 from aecore.paths import uploads_dir, user_models_dir
 from aecore.store import load_model, save_model
 from aecore.train import Callback
-from aecore.zoo import read_maps
+from aecore.maps import read_maps
 
 TINY = {"hidden": [16]}
 pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py: stops jobs left running

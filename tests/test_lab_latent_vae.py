@@ -1,4 +1,4 @@
-"""aecore.lab.latent and aecore.lab.vae: projections, neighbours, placement on a map, selections,
+"""aecore.maps, aecore.lab.latent and aecore.lab.vae: projections, neighbours, placement on a map, selections,
 background jobs, the UMAP warm-up switch; interpolation paths, prior samples, traversals, manifold grid."""
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from aecore.errors import ConfigError, DataError
 from aecore.evaluate import per_image_mse
 from aecore.lab import latent as lt
 from aecore.lab import vae as vl
+from aecore.maps import (_TqdmProgress, attach_placement, codes_of, fit_projection, from_maps, nearest, project,
+                         subsample)
 from aecore.models import build_model
-from aecore.zoo import codes_of, project
 
 MNIST = (1, 28, 28)
 
@@ -45,31 +46,31 @@ def tiny_model(name: str = "ae", **config):
 @pytest.mark.parametrize("dims", [2, 3])
 def test_pca_projection_shapes_and_exact_placement(dims):
     codes, _ = clustered_codes()
-    proj = lt.fit_projection(codes, "pca", dims)
+    proj = fit_projection(codes, "pca", dims)
     assert proj.coords.shape == (300, dims) and proj.coords.dtype == np.float32
     assert (proj.index == np.arange(300)).all() and proj.source == "computed"
     np.testing.assert_allclose(proj.place(codes[[7, 42]], codes), proj.coords[[7, 42]], atol=1e-4)
-    # the same numbers as the zoo's maps.npz (aecore.zoo.project) for the same codes
+    # the same numbers as a model's maps.npz (aecore.maps.project) for the same codes
     np.testing.assert_allclose(np.abs(proj.coords), np.abs(project(codes, "pca", dims=dims)), atol=1e-4)
 
 
 def test_code_axes_and_small_codes_are_their_own_map():
     codes, _ = clustered_codes(d=2)
     for method in ("code", "pca"):
-        proj = lt.fit_projection(codes, method, 3)
+        proj = fit_projection(codes, method, 3)
         np.testing.assert_array_equal(proj.coords, np.pad(codes, ((0, 0), (0, 1))))
         np.testing.assert_array_equal(proj.place(codes[:1], codes), proj.coords[:1])
     with pytest.raises(ConfigError, match="only up to 2"):
-        lt.fit_projection(clustered_codes(d=3)[0], "code", 2)
+        fit_projection(clustered_codes(d=3)[0], "code", 2)
 
 
 def test_tsne_on_a_subset_places_by_neighbours():
     codes, _ = clustered_codes(n=200)
-    index = lt.subsample(200, 80, seed=1)
+    index = subsample(200, 80, seed=1)
     assert len(index) == 80 and (np.diff(index) > 0).all()
-    np.testing.assert_array_equal(index, lt.subsample(200, 80, seed=1))             # seeded
+    np.testing.assert_array_equal(index, subsample(200, 80, seed=1))             # seeded
     reports = []
-    proj = lt.fit_projection(codes, "tsne", 2, index=index, seed=0, progress=lambda f, t: reports.append((f, t)))
+    proj = fit_projection(codes, "tsne", 2, index=index, seed=0, progress=lambda f, t: reports.append((f, t)))
     assert proj.coords.shape == (80, 2) and (proj.index == index).all()
     assert reports[0][0] is None and reports[-1][0] == 1.0
     # a code equal to a mapped test code lands on that code's map point
@@ -83,35 +84,35 @@ def test_tsne_on_a_subset_places_by_neighbours():
 def test_projection_refuses_bad_requests():
     codes, _ = clustered_codes(n=50)
     with pytest.raises(ConfigError, match="unknown projection"):
-        lt.fit_projection(codes, "mds", 2)
+        fit_projection(codes, "mds", 2)
     with pytest.raises(ConfigError, match="2-D or 3-D"):
-        lt.fit_projection(codes, "pca", 4)
+        fit_projection(codes, "pca", 4)
     bad = codes.copy()
     bad[3, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        lt.fit_projection(bad, "pca", 2)
+        fit_projection(bad, "pca", 2)
     with pytest.raises(DataError, match="at least 5"):
-        lt.fit_projection(codes[:3], "pca", 2)
+        fit_projection(codes[:3], "pca", 2)
 
 
 # --- precomputed maps -------------------------------------------------------------------------------
 def test_precomputed_maps_are_used_only_for_the_same_split():
     codes, labels = clustered_codes()
     maps = {"pca": project(codes, "pca"), "labels": labels.astype(np.int16)}
-    proj, why = lt.from_maps(maps, "pca", 2, labels)
+    proj, why = from_maps(maps, "pca", 2, labels)
     assert proj is not None and why == "" and proj.source == "precomputed"
-    assert lt.from_maps(maps, "umap", 2, labels) == (None, "maps.npz has no UMAP map")
-    assert lt.from_maps(maps, "pca", 3, labels)[1] == "maps.npz holds 2-D maps only"
-    assert "300 points, this test split 299" in lt.from_maps(maps, "pca", 2, labels[:-1])[1]
+    assert from_maps(maps, "umap", 2, labels) == (None, "maps.npz has no UMAP map")
+    assert from_maps(maps, "pca", 3, labels)[1] == "maps.npz holds 2-D maps only"
+    assert "300 points, this test split 299" in from_maps(maps, "pca", 2, labels[:-1])[1]
     shuffled = labels.copy()
     shuffled[[0, 1]] = (labels[0] + 1) % 3, (labels[1] + 1) % 3
-    assert "labels differ" in lt.from_maps(maps, "pca", 2, shuffled)[1]
+    assert "labels differ" in from_maps(maps, "pca", 2, shuffled)[1]
 
 
 def test_placement_on_a_precomputed_pca_map_is_the_pca_projection():
     codes, labels = clustered_codes()
-    proj, _ = lt.from_maps({"pca": project(codes, "pca"), "labels": labels}, "pca", 2, labels)
-    proj = lt.attach_placement(proj, codes)
+    proj, _ = from_maps({"pca": project(codes, "pca"), "labels": labels}, "pca", 2, labels)
+    proj = attach_placement(proj, codes)
     assert "affine" in proj.placement
     for i in (0, 17, 299):
         np.testing.assert_allclose(proj.place(codes[i], codes)[0], proj.coords[i], atol=1e-4)
@@ -120,13 +121,13 @@ def test_placement_on_a_precomputed_pca_map_is_the_pca_projection():
 def test_placement_on_a_precomputed_nonlinear_map_uses_neighbours():
     codes, labels = clustered_codes()
     coords = np.random.default_rng(3).normal(size=(300, 2)).astype(np.float32)   # any map: no formula from codes
-    proj, _ = lt.from_maps({"umap": coords, "labels": labels}, "umap", 2, labels)
-    proj = lt.attach_placement(proj, codes)
+    proj, _ = from_maps({"umap": coords, "labels": labels}, "umap", 2, labels)
+    proj = attach_placement(proj, codes)
     assert "10 nearest test codes" in proj.placement
     np.testing.assert_array_equal(proj.place(codes[12], codes)[0], coords[12])         # exactly on its point
     # between two codes: a weighted mean, inside the box of the neighbours' positions
     mid = (codes[0] + codes[1]) / 2
-    idx, _ = lt.nearest(codes, mid, 10)
+    idx, _ = nearest(codes, mid, 10)
     pos = proj.place(mid, codes)[0]
     assert (pos >= coords[idx[0]].min(0) - 1e-6).all() and (pos <= coords[idx[0]].max(0) + 1e-6).all()
 
@@ -134,18 +135,18 @@ def test_placement_on_a_precomputed_nonlinear_map_uses_neighbours():
 # --- neighbours ---------------------------------------------------------------------------------------
 def test_nearest_neighbours_by_hand():
     codes = np.array([[0, 0], [1, 0], [0, 2], [5, 5], [-3, 0]], dtype=np.float32)
-    idx, dist = lt.nearest(codes, np.array([0.9, 0.0]), 3)
+    idx, dist = nearest(codes, np.array([0.9, 0.0]), 3)
     assert idx.tolist() == [[1, 0, 2]]
     np.testing.assert_allclose(dist[0], [0.1, 0.9, math.hypot(0.9, 2)], rtol=1e-6)
-    idx, _ = lt.nearest(codes, codes[[1]], 2, exclude=[1])                              # itself left out
+    idx, _ = nearest(codes, codes[[1]], 2, exclude=[1])                              # itself left out
     assert idx.tolist() == [[0, 2]]
     # cosine looks at directions only: [5, 5] is closest to [1, 1]; [-3, 0] is farthest from [1, 0]
-    idx, dist = lt.nearest(codes[1:], np.array([[1.0, 1.0], [1.0, 0.0]]), 4, metric="cosine")
+    idx, dist = nearest(codes[1:], np.array([[1.0, 1.0], [1.0, 0.0]]), 4, metric="cosine")
     assert idx[0, 0] == 2 and idx[1, -1] == 3 and dist[1, -1] == pytest.approx(2.0)
     with pytest.raises(ConfigError, match="unknown distance"):
-        lt.nearest(codes, codes[:1], 2, metric="manhattan")
+        nearest(codes, codes[:1], 2, metric="manhattan")
     with pytest.raises(DataError, match="3 dimensions"):
-        lt.nearest(codes, np.zeros((1, 3)), 2)
+        nearest(codes, np.zeros((1, 3)), 2)
 
 
 def test_detail_of_a_test_image_and_of_an_own_image():
@@ -155,7 +156,7 @@ def test_detail_of_a_test_image_and_of_an_own_image():
     assert info.index == 4 and info.image.shape == (1, *MNIST) and info.recon.shape == (1, *MNIST)
     assert 4 not in info.neighbours.tolist() and len(info.neighbours) == 5
     assert (np.diff(info.distances) >= 0).all()
-    expected, _ = lt.nearest(codes, codes[4], 5, exclude=[4])
+    expected, _ = nearest(codes, codes[4], 5, exclude=[4])
     assert info.neighbours.tolist() == expected[0].tolist()
     torch.testing.assert_close(info.neighbour_images, data.as_float(torch.as_tensor(info.neighbours)).view(-1, *MNIST))
     assert info.mse == pytest.approx(float(per_image_mse(model.reconstruct(info.image), info.image)[0]))
@@ -185,7 +186,7 @@ def test_selection_indices_read_the_test_index_from_customdata():
 
 def test_map_figure_traces():
     codes, labels = clustered_codes(n=90)
-    proj = lt.fit_projection(codes, "pca", 2)
+    proj = fit_projection(codes, "pca", 2)
     fig = lt.map_figure(proj, labels, ["a", "b", "c"], highlight=[4], own=np.array([0.5, 0.5]))
     names = [t.name for t in fig.data]
     assert names == ["a", "b", "c", "selected", "your image"]
@@ -195,14 +196,14 @@ def test_map_figure_traces():
         assert (t.x[0], t.y[0]) == (proj.coords[i, 0], proj.coords[i, 1]) and labels[i] == names.index(t.name)
     assert list(fig.data[3].customdata) == [4] and fig.data[4].customdata[0] == -1
     values = np.arange(90, dtype=np.float32)
-    fig = lt.map_figure(lt.fit_projection(codes, "pca", 3), labels, ["a", "b", "c"], values=values, value_name="MSE")
+    fig = lt.map_figure(fit_projection(codes, "pca", 3), labels, ["a", "b", "c"], values=values, value_name="MSE")
     assert len(fig.data) == 1 and fig.data[0].type == "scatter3d"
     np.testing.assert_array_equal(fig.data[0].marker.color, values)
 
 
 def test_coords_csv():
     codes, labels = clustered_codes(n=20, d=3)
-    proj = lt.fit_projection(codes, "pca", 2)
+    proj = fit_projection(codes, "pca", 2)
     lines = lt.coords_csv(proj, labels, ["a", "b", "c"], codes).decode().splitlines()
     assert lines[0] == "index,label,class,pca_x,pca_y,z0,z1,z2" and len(lines) == 21
     first = lines[1].split(",")
@@ -246,7 +247,7 @@ def test_failed_jobs_are_retried():
 
 def test_umap_progress_is_read_from_its_epoch_bar():
     seen = []
-    writer = lt._TqdmProgress(lambda f, t: seen.append((f, t)), "UMAP")
+    writer = _TqdmProgress(lambda f, t: seen.append((f, t)), "UMAP")
     writer.write("\r")
     writer.write("\r50/200")
     assert seen == [(0.25, "UMAP (epoch 50 of 200)")]

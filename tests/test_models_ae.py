@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy.linalg import subspace_angles as scipy_angles
 
+from aecore.config import StrictConfig
 from aecore.errors import ConfigError
 from aecore.models import build_model, get_model_class
 from aecore.models.ae import AEConfig
+from aecore.models.layers import mirrored_mlps
 from aecore.models.linear_ae import pca_subspace_angles, principal_angles_to_pca, subspace_angles
 
 
@@ -65,6 +70,42 @@ def test_ae_bce_needs_sigmoid_output():
     with pytest.raises(ConfigError, match="hidden"):
         build_model("ae", input_shape=[64], hidden=[0])
     build_model("ae", input_shape=[64], loss="mse", output="linear")  # fine
+
+
+def test_ae_layers_come_from_the_shared_builder():
+    model = build_model("ae", input_shape=[64], hidden=[32], latent_dim=4, activation="tanh", code_activation="relu")
+    encoder, decoder = mirrored_mlps(input_dim=64, hidden=[32], latent_dim=4, activation="tanh",
+                                     code_activation="relu")
+    assert repr(model.encoder) == repr(encoder) and repr(model.decoder) == repr(decoder)
+    assert list(model.state_dict()) == [f"{part}.{i}.{p}" for part in ("encoder", "decoder") for i in (0, 2)
+                                        for p in ("weight", "bias")]
+    vae_encoder, _ = mirrored_mlps(input_dim=64, hidden=[32], latent_dim=4, activation="relu", encoder_outputs=8)
+    assert vae_encoder[-1].out_features == 8                           # mu and log sigma^2
+
+
+@dataclass
+class Renamed(StrictConfig):
+    renamed: ClassVar[dict[str, str]] = {"colour": "color"}
+    color: str = "red"
+    size: int = 1
+
+
+def test_renamed_fields_load_under_their_old_names():
+    data = {"colour": "blue"}
+    assert Renamed.from_dict(data).color == "blue" and data == {"colour": "blue"}   # the caller's dict untouched
+    assert Renamed.from_dict({"color": "green"}).color == "green"
+    assert Renamed().to_dict() == {"color": "red", "size": 1}                       # written under the new name
+    with pytest.raises(ConfigError, match="Renamed: sets both 'colour' and 'color'; 'colour' is the old name"):
+        Renamed.from_dict({"colour": "blue", "color": "green"})
+    with pytest.raises(ConfigError, match=r"Renamed\.colour: expected a string"):
+        Renamed.from_dict({"colour": 3})
+
+
+def test_model_configs_share_the_renames_where_the_new_field_exists():
+    config = AEConfig.from_dict({"input_shape": [64], "act": "tanh", "recon_loss": "bce"})
+    assert (config.activation, config.loss) == ("tanh", "bce")
+    with pytest.raises(ConfigError, match="unknown field.*act"):                    # linear-ae has no activation
+        build_model("linear-ae", input_shape=[64], act="relu")
 
 
 @pytest.mark.parametrize("loss", ["mse", "bce"])

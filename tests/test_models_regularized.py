@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from aecore.errors import ConfigError
-from aecore.models import build_model
+from aecore.models import build_model, make_config
+from aecore.models.ae import MLPAutoEncoder
 from aecore.models.contractive_ae import jacobian_frobenius_sq
 from aecore.models.sparse_ae import SIGMOID_OFF_THRESHOLD, kl_sparsity_penalty, l1_penalty
+from aecore.store import load_pretrained
+
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"
 
 
 def structured(n: int, d: int, *, seed: int = 0) -> torch.Tensor:
@@ -138,7 +145,8 @@ def test_contractive_closed_form_equals_torch_func_and_brute_force():
 
 
 def test_contractive_torch_func_equals_brute_force_on_two_layer_encoder():
-    model = build_model("contractive-ae", input_shape=(10,), latent_dim=4, hidden=[6], act="tanh").double()
+    model = build_model("contractive-ae", input_shape=(10,), latent_dim=4, hidden=[6],
+                        activation="tanh").double()
     assert not model.uses_closed_form
     x = torch.rand(5, 10, dtype=torch.float64)
     brute = brute_frobenius_sq(model.encode, x)
@@ -186,3 +194,51 @@ def test_contractive_penalty_shrinks_the_jacobian():
 def test_contractive_config_validation_names_the_field(bad, field):
     with pytest.raises(ConfigError, match=field):
         build_model("contractive-ae", input_shape=(4,), **bad)
+
+
+# --- built on the MLP autoencoder -----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sparse-ae", "contractive-ae"])
+def test_regularized_models_are_mlp_autoencoders_with_the_shipped_layout(name):
+    """Same layers and state_dict keys as before they shared MLPAutoEncoder: saved models still load."""
+    model = build_model(name, input_shape=(10,), latent_dim=4, hidden=[6])
+    assert isinstance(model, MLPAutoEncoder)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        "encoder.0.weight": (6, 10), "encoder.0.bias": (6,), "encoder.2.weight": (4, 6), "encoder.2.bias": (4,),
+        "decoder.0.weight": (6, 4), "decoder.0.bias": (6,), "decoder.2.weight": (10, 6), "decoder.2.bias": (10,)}
+    code = {"sparse-ae": torch.nn.ReLU, "contractive-ae": torch.nn.Sigmoid}[name]
+    assert isinstance(model.encoder[-1], code) and isinstance(model.decoder[-1], torch.nn.Linear)
+
+
+@pytest.mark.parametrize("name", ["sparse-ae", "contractive-ae"])
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_regularized_reconstruction_loss_is_the_autoencoders(name, loss):
+    model = build_model(name, input_shape=(6,), latent_dim=3, loss=loss)
+    x = torch.rand(5, 6)
+    out = model(x)
+    per_example = (F.binary_cross_entropy(out.recon, x, reduction="none") if loss == "bce"
+                   else (out.recon - x) ** 2).sum(1)
+    torch.testing.assert_close(out.parts["recon"], per_example.mean(), rtol=1e-5, atol=0)
+    assert len(out.parts) == 2 and torch.isclose(out.loss, sum(out.parts.values()))
+
+
+@pytest.mark.parametrize("name", ["sparse-ae", "contractive-ae"])
+def test_old_field_names_load_into_the_new_ones(name):
+    config = make_config(name, {"input_shape": [4], "act": "tanh", "recon_loss": "mse"})
+    assert (config.activation, config.loss) == ("tanh", "mse")
+    assert {"activation", "loss"} <= set(config.to_dict()) and not {"act", "recon_loss"} & set(config.to_dict())
+    with pytest.raises(ConfigError, match="sets both 'act' and 'activation'.*keep only 'activation'"):
+        make_config(name, {"act": "tanh", "activation": "relu"})
+    with pytest.raises(ConfigError, match="sets both 'recon_loss' and 'loss'"):
+        make_config(name, {"recon_loss": "mse", "loss": "mse"})       # even when they agree
+    with pytest.raises(ConfigError, match=r"config\.act: 'swish' is not one of"):   # the key the file has
+        make_config(name, {"act": "swish"})
+
+
+@pytest.mark.parametrize("model_id", sorted(f"{p.parent.name}/{p.name}" for kind in ("sparse-ae-*", "contractive-ae")
+                                            for p in SHIPPED.glob(f"*/{kind}")))
+def test_shipped_models_written_with_old_field_names_still_load(model_id):
+    written = json.loads((SHIPPED / model_id / "config.json").read_text())["config"]
+    assert {"act", "recon_loss"} <= set(written)                      # files from before the rename, unedited
+    model = load_pretrained(model_id, root=SHIPPED, device="cpu").model   # manifest hashes and strict keys
+    assert (model.config.activation, model.config.loss) == (written["act"], written["recon_loss"])

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from aecore.data import load_dataset
 from aecore.lab import latent as lt
 from aecore.store import load_pretrained
-from aecore.zoo import codes_of
+from aecore.maps import codes_of
 from tests.helpers import arr, ok, open_app, png_of_a_digit
 
 

@@ -18,7 +18,7 @@ def metric(at: AppTest, label: str):
 def codes(model_id: str):
     from aecore.data import load_dataset
     from aecore.store import load_pretrained
-    from aecore.zoo import codes_of
+    from aecore.maps import codes_of
 
     loaded = load_pretrained(model_id, device="cpu")
     return loaded.model, codes_of(loaded.model, load_dataset("mnist", "test"))

@@ -8,6 +8,7 @@ import ast
 import inspect
 import io
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from aecore import store, zoo
+from aecore import maps, store
 from aecore.data import images
 from aecore.data.images import BadImage, decode_image
 from aecore.errors import ConfigError, DataError, ModelFileError
@@ -256,7 +257,7 @@ def test_save_replaces_model_folders_and_fills_empty_ones(tmp_path):
 
 
 def test_the_store_knows_every_file_a_model_folder_holds():
-    assert {CHECKPOINT_NAME, zoo.MAPS, WEIGHTS, CONFIG, METRICS} == store.OWN_FILES
+    assert {CHECKPOINT_NAME, maps.MAPS, WEIGHTS, CONFIG, METRICS} == store.OWN_FILES
 
 
 def test_names_the_file_system_refuses_are_no_model():
@@ -309,7 +310,7 @@ def test_pages_only_read_the_bytes_of_an_upload():
                 isinstance(parent, ast.Compare) and all(isinstance(op, (ast.IsNot, ast.Is)) for op in parent.ops))
             assert ok, f"{page.name}: the upload {name!r} is used as {ast.unparse(parent)!r}"
     assert seen >= 1                            # pages/common.py: own_image(), which every page uses
-    takers = {p.name for p in pages if "own_image(" in p.read_text() and p.name != "common.py"}
+    takers = {p.name for p in pages if re.search(r"\bown_image(_section)?\(", p.read_text()) and p.name != "common.py"}
     assert takers >= {"denoise.py", "reconstructions.py", "latent_map.py", "vae_lab.py"}
 
 

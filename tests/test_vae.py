@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
 
 from aecore.errors import ConfigError
-from aecore.models import build_model
+from aecore.models import build_model, make_config
+from aecore.models.layers import mirrored_mlps
 from aecore.models.vae import VAEBase
+from aecore.store import load_pretrained
+
+SHIPPED = Path(__file__).resolve().parents[1] / "pretrained"
 
 
 def binary_data(n: int, d: int, *, seed: int = 0) -> torch.Tensor:
@@ -212,3 +218,32 @@ def test_vae_config_validation_names_the_field(name, bad, field):
 def test_nll_rejects_bad_k():
     with pytest.raises(ConfigError, match="k"):
         tiny_vae().nll(torch.rand(2, 16), k=0)
+
+
+def test_mlp_vae_uses_the_mlp_familys_layers():
+    """The shared builder with a double-width encoder (mu, log sigma^2); keys as the shipped VAEs have them."""
+    model = tiny_vae(activation="tanh")
+    encoder, decoder = mirrored_mlps(input_dim=16, hidden=[24], latent_dim=3, activation="tanh", encoder_outputs=6)
+    assert repr(model.encoder) == repr(encoder) and repr(model.decoder) == repr(decoder)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        "encoder.0.weight": (24, 16), "encoder.0.bias": (24,), "encoder.2.weight": (6, 24), "encoder.2.bias": (6,),
+        "decoder.0.weight": (24, 3), "decoder.0.bias": (24,), "decoder.2.weight": (16, 24), "decoder.2.bias": (16,)}
+
+
+@pytest.mark.parametrize("name", ["vae", "conv-vae"])
+def test_old_act_field_loads_into_activation(name):
+    config = make_config(name, {"act": "tanh"})
+    assert config.activation == "tanh" and "act" not in config.to_dict()
+    with pytest.raises(ConfigError, match="sets both 'act' and 'activation'"):
+        make_config(name, {"act": "tanh", "activation": "tanh"})
+    with pytest.raises(ConfigError, match="unknown field.*recon_loss"):     # VAEs have no `loss` field
+        make_config(name, {"recon_loss": "bce"})
+
+
+@pytest.mark.parametrize("model_id", sorted(f"{p.parent.name}/{p.name}" for kind in ("vae-*", "conv-vae-*")
+                                            for p in SHIPPED.glob(f"*/{kind}")))
+def test_shipped_vaes_written_with_act_still_load(model_id):
+    written = json.loads((SHIPPED / model_id / "config.json").read_text())["config"]
+    assert "act" in written                                             # files from before the rename, unedited
+    model = load_pretrained(model_id, root=SHIPPED, device="cpu").model   # manifest hashes and strict keys
+    assert model.config.activation == written["act"]

@@ -11,6 +11,7 @@ import pytest
 from aecore import zoo, zoo_table
 from aecore.cli import main
 from aecore.errors import ConfigError
+from aecore.maps import read_maps
 from aecore.store import list_pretrained, load_pretrained, read_manifest, sha256_file
 from aecore.train import TrainConfig
 
@@ -37,7 +38,7 @@ def test_build_one_writes_a_complete_verified_model(tmp_path, capsys):
     assert config["trained_on"].startswith("cpu") and config["weights_dtype"] == "float16"
     assert metrics["psnr_gain"] == pytest.approx(metrics["psnr"] - metrics["noisy_psnr"], abs=1e-5)
     assert metrics["pca_components"] == 4 and metrics["pca_mse"] > 0
-    maps = zoo.read_maps(folder)
+    maps = read_maps(folder)
     assert maps["pca"].shape == (metrics["n"], 2) and maps["labels"].shape == (metrics["n"],)
     assert maps["pca"].dtype == np.float32 and np.isfinite(maps["pca"]).all()   # stored as float16, read as float32
     with np.load(folder / "maps.npz", allow_pickle=False) as npz:
@@ -98,7 +99,7 @@ def test_shipped_model_loads_and_matches_its_manifest_and_recipe(model_id):
         got = loaded.info["config"][key]
         assert (list(got) if isinstance(got, (list, tuple)) else got) == value, key
     assert np.isfinite(loaded.metrics["mse"]) and loaded.metrics["n"] > 0
-    maps = zoo.read_maps(SHIPPED / model_id)
+    maps = read_maps(SHIPPED / model_id)
     assert maps["umap"].shape == maps["pca"].shape == (loaded.metrics["n"], 2)
 
 

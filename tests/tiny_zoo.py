@@ -1,19 +1,17 @@
 """A tiny stand-in for pretrained/: one small model per family, trained for seconds on 2,000
-bundled MNIST test images, saved exactly as the zoo saves (safetensors + config + metrics + maps
-+ manifest). Page tests run against it, so they do not depend on what pretrained/ ships."""
+bundled MNIST test images, measured and saved as the zoo saves (`aecore.pipeline`: safetensors +
+config + metrics + maps + manifest). Page tests run against it, so they do not depend on what
+pretrained/ ships."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from aecore.data import load_dataset
-from aecore.evaluate import evaluate
-from aecore.models import build_model
-from aecore.store import save_model, write_manifest, write_metrics
+from aecore.maps import write_maps
+from aecore.pipeline import initial_model, measure, recipe_record, save_trained
+from aecore.store import write_manifest
 from aecore.train import TrainConfig, Trainer
-from aecore.zoo import codes_of, write_maps
 
 # id -> (model, config, training options)
 TINY = {
@@ -40,16 +38,13 @@ def build_tiny_zoo(root: Path, *, dataset: str = "mnist", n: int = 2000) -> list
     data = load_dataset(dataset, "test")
     train, test = data.subset(slice(0, n)), data.subset(slice(n, n + 500))
     for model_id, (name, config, options) in TINY.items():
-        torch.manual_seed(0)
-        model = build_model(name, dict(config, input_shape=list(data.input_shape)))
+        model = initial_model(name, dict(config, input_shape=list(data.input_shape)), seed=0)
         recipe = TrainConfig(epochs=2, batch_size=100, lr=2e-3, **options)
         result = Trainer(model, train, config=recipe, device="cpu").fit()
         out = root / dataset / model_id
-        save_model(model, out, dataset=dataset, classes=data.classes, recipe=recipe.to_dict(),
-                   trained_on="cpu", notes=f"tiny test model ({name})")
-        metrics = evaluate(model, test, noise=recipe.noise)
-        metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 2)}
-        write_metrics(out, metrics)
-        write_maps(out, codes_of(model, test), test.labels, methods=("pca",))
+        metrics, codes = measure(model, test, noise=recipe.noise)
+        save_trained(model, out, result=result, metrics=metrics, dataset=dataset, classes=data.classes,
+                     recipe=recipe_record(recipe, val_fraction=0.0), notes=f"tiny test model ({name})")
+        write_maps(out, codes, test.labels, methods=("pca",))
     write_manifest(root)
     return [f"{dataset}/{m}" for m in TINY]

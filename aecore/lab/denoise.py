@@ -19,6 +19,7 @@ from aecore.errors import AecoreError, ConfigError
 from aecore.evaluate import MIN_MSE, psnr
 from aecore.lab.catalog import USER_PREFIX, Entry, ref_path
 from aecore.lab.reconstruct import reconstruct
+from aecore.models import BASELINE, get_model_class, has_role
 from aecore.noise import KINDS, Noise, make_generator, parse_noise
 from aecore.store import CONFIG, read_config
 
@@ -42,7 +43,7 @@ class Facts:
 
     noise: Noise | None          # the corruption it was trained on (None: clean training)
     latent_dim: int | None
-    task: str | None             # U-Net: 'denoise' or 'segment'
+    task: str | None             # the config's `task`, for models trained for several (U-Net: 'denoise', 'segment')
 
 
 def entry_path(ref: str) -> Path:
@@ -69,8 +70,8 @@ _facts: dict[tuple, Facts] = {}      # {(ref, folder, config.json mtime and size
 def entry_facts(entries: Iterable[Entry]) -> dict[str, Facts]:
     """{ref: Facts} read from each model's config.json (broken folders are left out).
 
-    Reading and validating ~18 config files took ~45 ms, on every rerun of the denoise page; a
-    config is read again only when its file changes."""
+    Reading and validating every model's config file on each rerun was a good part of the denoise
+    page's time (bench/README.md); a config is read again only when its file changes."""
     out = {}
     for entry in entries:
         try:
@@ -93,16 +94,18 @@ def entry_facts(entries: Iterable[Entry]) -> dict[str, Facts]:
 
 
 def can_denoise(entry: Entry, facts: Facts | None) -> bool:
-    """Every autoencoder maps an image to an image, except a U-Net trained to segment."""
-    return not (entry.model == "unet" and facts is not None and facts.task == "segment")
+    """Every autoencoder maps an image to an image, except one whose config makes it output something
+    else (a U-Net trained to segment), as the model declares (`non_image_output`)."""
+    return facts is None or get_model_class(entry.model).non_image_output({"task": facts.task}) is None
 
 
 def why_not(model: nn.Module) -> str | None:
     """None when the model's output is a denoised image; otherwise the reason for the user."""
-    if getattr(model, "registry_name", "") == "unet" and getattr(model.config, "task", "") == "segment":
-        return ("this U-Net was trained to segment: its output is a foreground mask, not a cleaned image. "
-                "Pick a denoiser (e.g. a dae-* model or unet-denoise).")
-    return None
+    config = getattr(model, "config", None)
+    instead = type(model).non_image_output(config.to_dict()) if config is not None else None
+    if instead is None:
+        return None
+    return f"{instead}, not a cleaned image. Pick a denoiser (e.g. a dae-* model or unet-denoise)."
 
 
 def _short(ref: str) -> str:
@@ -116,15 +119,16 @@ def preferred_model(entries: list[Entry], facts: Mapping[str, Facts], kind: str)
                 and can_denoise(e, facts.get(e.ref))]
     if not matching:
         return None
-    rank = lambda e: (e.ref.startswith(USER_PREFIX), not _short(e.ref).startswith("dae"), e.model != "ae")  # noqa: E731
+    rank = lambda e: (e.ref.startswith(USER_PREFIX), not _short(e.ref).startswith("dae"),  # noqa: E731
+                      not has_role(e.model, BASELINE))
     return min(matching, key=rank).ref
 
 
 def plain_ae(entries: list[Entry], facts: Mapping[str, Facts]) -> Entry | None:
-    """The contrast: a pretrained MLP 'ae' trained without noise; `ae-d32` when there, else the one
-    with the largest code (the fairest match for a 64-D denoiser)."""
-    plain = [e for e in entries if not e.ref.startswith(USER_PREFIX) and e.model == "ae"
-             and _short(e.ref).startswith("ae") and e.ref in facts and facts[e.ref].noise is None]
+    """The contrast: a pretrained baseline autoencoder (the plain MLP AE) trained without noise;
+    `ae-d32` when there, else the one with the largest code (the fairest match for a 64-D denoiser)."""
+    plain = [e for e in entries if not e.ref.startswith(USER_PREFIX) and has_role(e.model, BASELINE)
+             and e.ref in facts and facts[e.ref].noise is None]
     if not plain:
         return None
     return min(plain, key=lambda e: (_short(e.ref) != PLAIN_ID, -(facts[e.ref].latent_dim or 0), e.ref))

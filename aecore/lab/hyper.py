@@ -18,10 +18,9 @@ from torch import Tensor, nn
 from aecore.errors import ConfigError
 from aecore.evaluate import per_image_mse
 from aecore.lab.inside import rows_as_images
+from aecore.models import HYPERNETWORK, models_with
 from aecore.models.hyper_ae import ChunkedHyperNetwork
 
-HYPER_MODELS = ("hyper-ae", "hyper-semi")
-TWIN_ID = "hyper-ae-vanilla"
 MODES = ("interpolate", "direction")
 RANDOM_SEED_OFFSET = 7919
 
@@ -33,7 +32,7 @@ def is_hyper(model: nn.Module) -> bool:
 def _check(model: nn.Module) -> ChunkedHyperNetwork:
     if not is_hyper(model):
         raise ConfigError(f"{getattr(model, 'registry_name', type(model).__name__)} has no hypernetwork; "
-                          f"pick a {' or '.join(HYPER_MODELS)} model")
+                          f"pick a {' or '.join(models_with(HYPERNETWORK))} model")
     return model.hyper
 
 
@@ -211,7 +210,7 @@ def reconstruct_with(model: nn.Module, embedding: Tensor, x: Tensor) -> tuple[Te
     embedding = embedding.to(hyper.embedding)
     x = x.to(hyper.embedding.device)
     weights = model.generated_weights(embedding)
-    if model.registry_name == "hyper-ae":
+    if callable(getattr(model, "with_embedding", None)):     # hyper-ae: a stand-alone primary MLP
         recon = model.with_embedding(embedding)(x)
     else:   # hyper-semi: its own conv encoder/decoder run on the given weights, batch norm in eval mode
         with model._eval_mode():

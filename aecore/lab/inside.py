@@ -86,27 +86,23 @@ def _conv_generated(weights: dict[str, Tensor]) -> FilterSet:
 def filters(model: nn.Module) -> FilterSet | str:
     """Named (N, C, H, W) weight images of a model's input and output layers, or why there are none.
 
-    Per family: MLP models (ae, sparse-ae, contractive-ae, linear-ae, vae): rows of the first
-    Linear reading the input, columns of the last Linear writing it. stacked-ae and
-    rank-ordered-ae: one tied matrix, shown once. hyper-ae / hyper-ae-vanilla: the (generated or
-    ordinary) primary weights. Conv models (conv-ae, conv-vae, unet, hyper-semi): first conv's
-    kernels, and the last transposed conv's where the output comes straight from it.
+    By what the model has: a tied weight (`tied_weight`: stacked-ae, rank-ordered-ae), shown once;
+    primary MLP weights (`primary_weights`: hyper-ae and its twin), generated or ordinary; generated
+    conv weights (`generated_weights`: hyper-semi). Otherwise MLP models (ae, sparse-ae, vae, ...):
+    rows of the first Linear reading the input, columns of the last Linear writing it; conv models
+    (conv-ae, conv-vae): first conv's kernels, and the last transposed conv's where the output comes
+    straight from it; a U-Net (no `encoder`): the first convolution over the input's channels.
     """
     name = getattr(model, "registry_name", "")
     shape = _input_shape(model)
     numel = int(torch.Size(shape).numel())
-    if name == "rank-ordered-ae":
-        return {TIED: rows_as_images(model.weight.t(), shape)}                       # weight (D, n)
-    if name == "stacked-ae":
-        return {TIED: rows_as_images(model.layers[0].weight, shape)}                 # W_1 (h0, D)
-    if name in ("hyper-ae", "hyper-ae-vanilla"):
+    tied = model.tied_weight() if callable(getattr(model, "tied_weight", None)) else None
+    if tied is not None:
+        return {TIED: rows_as_images(tied, shape)}                                   # (units, D)
+    if callable(getattr(model, "primary_weights", None)):
         return _mlp_primary(model.primary_weights(), shape)
-    if name == "hyper-semi":
+    if callable(getattr(model, "generated_weights", None)):
         return _conv_generated(model.generated_weights())
-    if name == "unet":
-        first = _first(model.down, nn.Conv2d)
-        return {ENCODER_KERNELS: first.weight.detach().float().cpu()} if first is not None else \
-            "this U-Net has no convolution reading the input"
     encoder, decoder = getattr(model, "encoder", None), getattr(model, "decoder", None)
     out: FilterSet = {}
     if isinstance(encoder, nn.Module):
@@ -126,6 +122,9 @@ def filters(model: nn.Module) -> FilterSet | str:
     first = _first(model, nn.Linear, in_features=numel)
     if first is not None:
         return {ENCODER: rows_as_images(first.weight, shape)}
+    first = _first(model, nn.Conv2d, in_channels=shape[0]) if len(shape) == 3 else None   # in module order
+    if first is not None:
+        return {ENCODER_KERNELS: first.weight.detach().float().cpu()}
     return (f"{name or type(model).__name__} has no layer that reads the input directly "
             "(no Linear with the input's size, no convolution over its channels), so there are no filters to show")
 

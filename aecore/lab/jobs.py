@@ -6,12 +6,13 @@ and the page only polls `job.snapshot()` (a copy taken under the job's lock). Jo
 process-wide registry keyed by a random id; a page keeps its own job's id in its session state, so
 two browser sessions never see (or stop) each other's run.
 
-The end of a run is the same whether anyone is watching or not: the model is measured on the test
-split (`aecore.evaluate.evaluate`), saved with `aecore.store.save_model` (new folder, then an atomic
-swap) to `<user models>/<name>`, and given a PCA latent map (`maps.npz`) so every page can show it
-at once. A name that is already taken is never overwritten: the job takes `name-2`, `name-3`, ...
-(or refuses, if asked to). A stopped run is saved only when at least one epoch finished, with the
-weights of the last finished epoch (read back from the trainer's per-epoch checkpoint).
+The end of a run is the same whether anyone is watching or not, and the same as the CLI's and the
+zoo's (`aecore.pipeline`): the model is measured on the test split (`aecore.evaluate.evaluate`),
+saved with `aecore.store.save_model` (new folder, then an atomic swap) to `<user models>/<name>`,
+and given a PCA latent map (`maps.npz`) so every page can show it at once. A name that is already
+taken is never overwritten: the job takes `name-2`, `name-3`, ... (or refuses, if asked to). A
+stopped run is saved only when at least one epoch finished, with the weights of the last finished
+epoch (read back from the trainer's per-epoch checkpoint).
 
 Limits keep one classroom machine usable: epochs, code size, images, parameters, concurrent jobs.
 
@@ -63,7 +64,8 @@ from aecore.data import dataset_info, load_dataset, split_off
 from aecore.data.base import ImageData
 from aecore.errors import AecoreError, ConfigError, DataError
 from aecore.lab.serving import use_machine_threads
-from aecore.models import get_model_class, list_models, make_config
+from aecore.models import (GREEDY_STAGES, SEMI_SUPERVISED, get_model_class, has_role, list_models, make_config,
+                           models_with)
 from aecore.models.registry import check_fits_memory
 from aecore.paths import allowed_folder_roots, check_allowed_folder, inside, uploads_dir, user_model_path
 from aecore.train import CHECKPOINT_NAME, Callback, TrainConfig, Trainer, TrainState
@@ -102,14 +104,6 @@ UPLOAD_MAX_AGE = 24 * 3600.0               # s: older uploads are removed when a
 UPLOADS_CAP = 2 * 1024 * 1024 * 1024       # bytes of uploads kept in all (oldest removed first)
 UPLOAD_NAME_RE = re.compile(r"[0-9a-f]{32}\.(zip|tar\.gz|tar)")
 
-# model -> (config field that sets the regulariser's strength, what it is)
-REGULARIZERS: dict[str, tuple[str, str]] = {
-    "sparse-ae": ("weight", "sparsity penalty weight: λ for L1, β for KL (0.1 / 3 by default)"),
-    "contractive-ae": ("weight", "λ, the weight of the Jacobian penalty ‖∂h/∂x‖²"),
-    "vae": ("beta", "β, the weight of the KL term (β = 1: the ordinary VAE; > 1: β-VAE)"),
-    "conv-vae": ("beta", "β, the weight of the KL term (β = 1: the ordinary VAE; > 1: β-VAE)"),
-    "hyper-semi": ("recon_weight", "weight of the reconstruction term that regularises the classifier"),
-}
 MAX_STRENGTH = 1000.0
 
 Status = Literal["queued", "loading", "training", "measuring", "saving", "done", "stopped", "failed"]
@@ -135,7 +129,7 @@ class JobSpec:
     latent_dim: int = 32
     epochs: int = 5
     noise: str | None = None             # 'gaussian:0.5', ...: a denoising autoencoder
-    strength: float | None = None        # the regulariser's weight (REGULARIZERS); None = the default
+    strength: float | None = None        # the regulariser's weight (the model's regularizer_weight); None = default
     stage_epochs: int | None = None      # stacked-ae: epochs of each greedy stage (0 = no pretraining)
     labels: int | None = None            # hyper-semi: label budget; None = all labels
     lr: float = 1e-3
@@ -182,17 +176,26 @@ def expected_shape(spec: JobSpec) -> tuple[int, ...]:
     return tuple(dataset_info(spec.dataset)["input_shape"])
 
 
-def regularizer(model: str) -> tuple[str, float, str] | None:
-    """(config field, its default value, what it means) for models with a regulariser weight."""
-    if model not in REGULARIZERS:
+def regularizer(model: str, kind: str | None = None) -> tuple[str, float, str] | None:
+    """(config field, its default value, what it means) for models with a regulariser weight, as the
+    model declares it (`regularizer_weight`); `kind` is the penalty, for a model with several."""
+    if model not in list_models():
         return None
-    name, about = REGULARIZERS[model]
-    cls = get_model_class(model).config_class
-    default = cls.__dataclass_fields__[name].default
-    if model == "sparse-ae" and default is None:
-        from aecore.models.sparse_ae import DEFAULT_WEIGHTS
-        default = DEFAULT_WEIGHTS["l1"]
-    return name, float(default), about
+    cls = get_model_class(model)
+    weight = cls.regularizer_weight
+    if weight is None:
+        return None
+    return weight.field, weight.default(cls.config_class, kind), weight.about
+
+
+def regularized_models() -> list[str]:
+    """The models with a regulariser weight a job's `strength` can set."""
+    return [name for name in list_models() if get_model_class(name).regularizer_weight is not None]
+
+
+def _models_for(role: str) -> str:
+    """The models with `role`, for a message: 'a', 'a or b'."""
+    return " or ".join(models_with(role))
 
 
 def model_config(spec: JobSpec, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -201,9 +204,9 @@ def model_config(spec: JobSpec, shape: tuple[int, ...]) -> dict[str, Any]:
     fields = get_model_class(spec.model).config_class.__dataclass_fields__
     if "latent_dim" in fields:
         config["latent_dim"] = spec.latent_dim
-    reg = REGULARIZERS.get(spec.model)
-    if reg and spec.strength is not None:
-        config[reg[0]] = float(spec.strength)
+    weight = get_model_class(spec.model).regularizer_weight
+    if weight is not None and spec.strength is not None:
+        config[weight.field] = float(spec.strength)
     return config
 
 
@@ -267,20 +270,22 @@ def check_spec(spec: JobSpec) -> torch.nn.Module:
         raise JobError(f"training images must be between {MIN_TRAIN_IMAGES} and {MAX_TRAIN_IMAGES:,}, "
                        f"got {spec.max_images:,}")
     if spec.stage_epochs is not None:
-        if spec.model != "stacked-ae":
-            raise JobError("greedy layer-wise stages are for stacked-ae only")
+        if not has_role(spec.model, GREEDY_STAGES):
+            raise JobError(f"greedy layer-wise stages are for {_models_for(GREEDY_STAGES)} only")
         if not 0 <= spec.stage_epochs <= MAX_EPOCHS:
             raise JobError(f"epochs per greedy stage must be between 0 and {MAX_EPOCHS}, got {spec.stage_epochs}")
     if spec.labels is not None:
-        if spec.model != "hyper-semi":
-            raise JobError("a label budget is for hyper-semi only (the other models train without labels)")
+        if not has_role(spec.model, SEMI_SUPERVISED):
+            raise JobError(f"a label budget is for {_models_for(SEMI_SUPERVISED)} only (the other models train "
+                           "without labels)")
         if spec.labels < 1:
             raise JobError(f"the label budget must be at least 1, got {spec.labels}")
-    if spec.semi_baselines and spec.model != "hyper-semi":
-        raise JobError("the semi-supervised baselines are measured for hyper-semi only")
+    if spec.semi_baselines and not has_role(spec.model, SEMI_SUPERVISED):
+        raise JobError(f"the semi-supervised baselines are measured for {_models_for(SEMI_SUPERVISED)} only")
     if spec.strength is not None:
-        if spec.model not in REGULARIZERS:
-            raise JobError(f"{spec.model} has no regulariser weight; models with one: {', '.join(REGULARIZERS)}")
+        if get_model_class(spec.model).regularizer_weight is None:
+            raise JobError(f"{spec.model} has no regulariser weight; models with one: "
+                           f"{', '.join(regularized_models())}")
         if not (math.isfinite(spec.strength) and 0 <= spec.strength <= MAX_STRENGTH):
             raise JobError(f"regulariser strength must be between 0 and {MAX_STRENGTH:g}, got {spec.strength}")
     if is_folder(spec.dataset):
@@ -614,24 +619,28 @@ class TrainingJob:
     def _measure(self, model: torch.nn.Module, train: ImageData, test: ImageData, *, notice: str | None,
                  baselines: bool):
         """(metrics, codes of the test images) -- in a worker thread; gives up between steps when left behind."""
-        from aecore.evaluate import evaluate
-        from aecore.zoo import codes_of
+        from aecore.pipeline import measure
+
+        spec, device = self.spec, self.device
+
+        def contrast() -> dict[str, Any]:
+            """The semi-supervised baselines (a CNN on the labelled images only, PCA + logistic regression)."""
+            from aecore.zoo import semi_baselines
+
+            return semi_baselines(train, test, spec.labels or len(train), model.config.to_dict(), seed=spec.seed,
+                                  device=device)
 
         def work(abandoned: threading.Event):
-            metrics = evaluate(model, test, noise=self.spec.noise, seed=0, limit=MAX_EVAL_IMAGES)
+            metrics, codes = measure(model, test, noise=spec.noise, limit=MAX_EVAL_IMAGES,
+                                     extras=[contrast] if baselines else [], abandoned=abandoned)
             if notice:
                 metrics["split"] = "held-out part of the bundled test split (the rest was trained on)"
-            if baselines and not abandoned.is_set():
-                from aecore.zoo import semi_baselines
-                spec = self.spec
-                metrics.update(semi_baselines(train, test, spec.labels or len(train), model.config.to_dict(),
-                                              seed=spec.seed, device=self.device))
-            codes = None if abandoned.is_set() else codes_of(model, test)
             return metrics, codes
         return work
 
     def _train_and_save(self, work: Path) -> None:
-        from aecore.device import device_label
+        from aecore.maps import write_maps
+        from aecore.pipeline import recipe_record, save_trained
 
         spec, model = self.spec, self.model
         self._enter("loading", "Loading the training data…")
@@ -680,23 +689,17 @@ class TrainingJob:
                                      f"abandoned ({why}).")
             if outcome == "stopped" and not result.cancelled:
                 notes_cut.append("stopped by the user while it was measured: no test metrics")
-        metrics["training"] = {"history": result.history, "seconds": round(result.seconds, 1),
-                               "images_seen": result.images_seen, "device": result.device,
-                               "stopped_early": result.cancelled}
         self._enter("saving", "Saving…", stoppable=False)
-        recipe = {**config.to_dict(), "app_job": self.id, "train_split": data["split"], "train_images": len(train),
-                  "max_images": spec.max_images, "val_fraction": VAL_FRACTION,
-                  "dataset_options": dataset_options(spec)}
+        recipe = recipe_record(config, val_fraction=VAL_FRACTION, app_job=self.id, train_split=data["split"],
+                               train_images=len(train), max_images=spec.max_images,
+                               dataset_options=dataset_options(spec))
         notes = (f"trained in the app: {spec.model} on {spec.dataset}, "
                  f"{len(result.history)} epoch(s) of {len(train):,} images")
         if notes_cut:
             notes += f" ({'; '.join(notes_cut)})"
         path = _final_path(self)
-        from aecore.store import save_model
-        from aecore.zoo import write_maps
-
-        save_model(model, path, dataset=spec.dataset, classes=data["classes"], recipe=recipe, metrics=metrics,
-                   trained_on=device_label(result.device), notes=notes)
+        metrics = save_trained(model, path, result=result, metrics=metrics, dataset=spec.dataset,
+                               classes=data["classes"], recipe=recipe, notes=notes)
         if codes is not None:
             write_maps(path, codes, test.labels, methods=("pca",))
         with self._lock:
@@ -762,10 +765,10 @@ def _warm_imports(spec: JobSpec) -> None:
     threads at once can be seen half-initialised (plotly probes sys.modules for pandas)."""
     import importlib
 
-    names = ["aecore.evaluate", "aecore.store", "aecore.zoo", "aecore.device", "safetensors.torch",
-             "sklearn.decomposition", "pandas"]
+    names = ["aecore.evaluate", "aecore.store", "aecore.pipeline", "aecore.maps", "aecore.device",
+             "safetensors.torch", "sklearn.decomposition", "pandas"]
     if spec.semi_baselines:
-        names.append("sklearn.linear_model")
+        names += ["aecore.zoo", "sklearn.linear_model"]
     for name in names:
         try:
             importlib.import_module(name)

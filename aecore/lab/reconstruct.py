@@ -22,8 +22,6 @@ from aecore.pca import PCA
 from aecore.viz import image_grid
 
 MODES = ("random", "class", "index")
-NO_PCA = {"unet": "the U-Net's skip connections carry the image past its code, so PCA with as many "
-                  "components as the code is no fair baseline"}
 
 
 # --- which images ----------------------------------------------------------------------------------
@@ -71,10 +69,10 @@ def reconstruct(model: nn.Module, x: Tensor, *, batch_size: int = 500) -> Tensor
 
 def pca_components(model: nn.Module, input_numel: int, n_train: int) -> tuple[int | None, str]:
     """k for the PCA baseline (the model's code size, capped by what PCA can have) and a note; None
-    and the reason when the comparison does not apply."""
-    name = getattr(model, "registry_name", "")
-    if name in NO_PCA:
-        return None, NO_PCA[name]
+    and the reason when the comparison does not apply (as the model declares, `no_pca_baseline`)."""
+    unfair = getattr(model, "no_pca_baseline", None)
+    if unfair:
+        return None, unfair
     k = getattr(model.config, "latent_dim", None)
     if not k:
         return None, "this model has no fixed-size code to match"

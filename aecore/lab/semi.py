@@ -27,12 +27,14 @@ from torch import Tensor
 from aecore.data.base import ImageData, split_off
 from aecore.errors import AecoreError
 from aecore.lab.catalog import ref_path
+from aecore.models import SEMI_SUPERVISED, has_role, models_with
 from aecore.pca import PCA
 from aecore.store import METRICS, read_config
 from aecore.train import mask_labels
 
+SEMI_MODEL = models_with(SEMI_SUPERVISED)[0]   # the semi-supervised model: the fresh run's, FRESH_CONFIG's
 METHODS = {
-    "accuracy": "hyper-semi (CNN + hypernetwork AE, unlabelled images too)",
+    "accuracy": f"{SEMI_MODEL} (CNN + hypernetwork AE, unlabelled images too)",
     "scratch_cnn_accuracy": "the same CNN from scratch, labelled images only",
     "pca_logreg_accuracy": "PCA (50) + logistic regression",
 }
@@ -60,13 +62,13 @@ class SemiModel:
 
 
 def read_semi_model(ref: str, label: str) -> SemiModel | None:
-    """Config recipe + metrics of one hyper-semi model folder, without loading its weights."""
+    """Config recipe + metrics of one semi-supervised model folder, without loading its weights."""
     folder = model_folder(ref)
     try:
         info = read_config(folder)
     except AecoreError:
         return None
-    if info.get("model") != "hyper-semi":
+    if not has_role(info.get("model"), SEMI_SUPERVISED):
         return None
     metrics: dict[str, Any] = {}
     file = folder / METRICS

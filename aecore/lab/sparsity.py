@@ -2,7 +2,7 @@
 top-activating images per unit; rank-ordered "anytime" reconstructions against PCA; and the
 contractive AE's latent map coloured by the encoder's Jacobian norm.
 
-Conventions. `codes` is (N, K): one row per test image (aecore.zoo.codes_of). A unit is *off* for an
+Conventions. `codes` is (N, K): one row per test image (aecore.maps.codes_of). A unit is *off* for an
 image when |h| <= threshold (threshold 0 = exactly zero, right for ReLU and TReLU codes; sigmoid
 codes never reach 0, so they need a small threshold, 0.01 by default as in sparse_ae):
 - population sparsity of an image: the fraction of units that are off for it, (N,);
@@ -21,25 +21,17 @@ from torch import Tensor, nn
 
 from aecore.errors import ConfigError
 from aecore.evaluate import per_image_mse
+from aecore.models import RANKED_CODE, has_role, models_with
 from aecore.models.sparse_ae import SIGMOID_OFF_THRESHOLD
 
 SIGMOID_CODES = ("sigmoid",)
 
 
 def code_activation(model: nn.Module) -> str:
-    """The function that produces the code: 'relu', 'sigmoid', 'trelu', 'tanh', 'identity', ..."""
-    name, cfg = getattr(model, "registry_name", ""), getattr(model, "config", None)
-    if name == "sparse-ae":
-        return "relu" if cfg.penalty == "l1" else "sigmoid"
-    if name == "contractive-ae":
-        return "sigmoid"
-    if name == "stacked-ae":
-        return cfg.activation
-    if name == "rank-ordered-ae":
-        return "trelu"
-    if name == "unet":
-        return "relu"                               # global average of a ReLU map
-    return getattr(cfg, "code_activation", "identity")
+    """The function that produces the code: 'relu', 'sigmoid', 'trelu', 'tanh', 'identity', ... as the
+    model declares it (`AutoEncoder.code_activation`); 'identity' for a module that does not."""
+    declared = getattr(model, "code_activation", None)
+    return declared() if callable(declared) else "identity"
 
 
 def default_threshold(model: nn.Module) -> float:
@@ -48,11 +40,11 @@ def default_threshold(model: nn.Module) -> float:
 
 
 def target_rate(model: nn.Module) -> float | None:
-    """The KL penalty's target mean activation p, for KL sparse AEs; None otherwise."""
-    cfg = getattr(model, "config", None)
-    if getattr(model, "registry_name", "") == "sparse-ae" and cfg.penalty == "kl":
-        return float(cfg.target_rate)
-    return None
+    """The KL penalty's target mean activation p, for KL sparse AEs; None otherwise (as the model
+    declares it, `AutoEncoder.target_rate`)."""
+    declared = getattr(model, "target_rate", None)
+    rate = declared() if callable(declared) else None
+    return None if rate is None else float(rate)
 
 
 def _np(codes: Tensor | np.ndarray) -> np.ndarray:
@@ -153,8 +145,9 @@ def pca_components_for(model: nn.Module) -> int:
 def anytime_vs_pca(model: nn.Module, pca, x: Tensor, k: int) -> dict[str, Tensor]:
     """R_k from each image's top-k ranked units beside PCA with k components (capped at the PCA's
     size, which is exact once it spans the input): recon (B, *shape) and per-pixel MSE (B,) for each."""
-    if getattr(model, "registry_name", "") != "rank-ordered-ae":
-        raise ConfigError("anytime reconstructions need a rank-ordered-ae model")
+    if not has_role(getattr(model, "registry_name", ""), RANKED_CODE):
+        ranked = " or ".join(models_with(RANKED_CODE))
+        raise ConfigError(f"anytime reconstructions need a ranked code: a {ranked} model")
     x = x.to(model.device)
     ranked = model.anytime_reconstruction(x, int(k)).cpu()
     pca_recon = pca.reconstruct(x.cpu(), max(1, min(int(k), pca.k))) if k > 0 else \
@@ -217,7 +210,7 @@ def jacobian_map(model: nn.Module, x: Tensor, codes: np.ndarray, labels: np.ndar
     """2-D map of the codes (the model's maps.npz PCA when it covers these images, else PCA of
     `codes`), for a seeded subsample of n images, with ||J||_F of the encoder at each of them."""
     from aecore.models.contractive_ae import jacobian_frobenius_sq
-    from aecore.zoo import project
+    from aecore.maps import project
 
     codes = _np(codes)
     if x.shape[0] != codes.shape[0]:

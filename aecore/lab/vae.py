@@ -26,7 +26,6 @@ from aecore.data.base import ImageData
 from aecore.errors import ConfigError, DataError
 from aecore.models.vae import slerp
 
-FAMILIES = ("vae", "conv-vae")
 MODES = ("lerp", "slerp")
 SPACINGS = ("even", "quantile")
 MAX_TRAVERSAL_ROWS = 16

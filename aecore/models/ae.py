@@ -15,7 +15,9 @@ Reading of the sources where they leave a choice:
 - Reconstruction loss is summed over components and averaged over the batch (project convention).
 
 Reuse: `MLPAutoEncoder` is the unregistered base; sparse/contractive variants subclass it with a
-config that subclasses `AEConfig` and add weighted penalty terms through `regularizers`.
+config that subclasses `MLPConfig` and add weighted penalty terms through `regularizers`. The
+layers come from `layers.mirrored_mlps`, which the MLP VAE uses too; `reconstruction_loss` is the
+one reconstruction loss of the family (conv and stacked AEs use it as well).
 The app's filter view reads `model.encoder[0].weight`, shape (hidden[0], D) (or (latent_dim, D)
 when `hidden` is empty).
 """
@@ -31,8 +33,8 @@ from torch import Tensor
 
 from aecore.config import ModelConfig, check_widths
 from aecore.errors import ConfigError
-from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
-from aecore.models.layers import mlp
+from aecore.models.base import BASELINE, AutoEncoder, ModelOutput, flatten, unflatten
+from aecore.models.layers import mirrored_mlps
 from aecore.models.registry import register_model
 
 Activation = Literal["relu", "sigmoid", "tanh", "gelu", "elu", "leaky_relu"]
@@ -66,19 +68,34 @@ def apply_output(pre: Tensor, output: str) -> Tensor:
 
 
 @dataclass
-class AEConfig(ModelConfig):
-    """hidden: encoder widths between input and code (decoder mirrors them); empty = one layer each way."""
+class MLPConfig(ModelConfig):
+    """Fields every MLPAutoEncoder shares. hidden: encoder widths between input and code (decoder
+    mirrors them); empty = one layer each way.
+
+    Subclasses also provide `code_activation` and `output` (the code's and the reconstruction's
+    functions): as fields where the user picks them (AEConfig), fixed where the model's idea needs
+    them (a sparsity penalty needs a ReLU or sigmoid code).
+    """
 
     hidden: tuple[int, ...] = (512, 256)
     latent_dim: int = 32
     activation: Activation = "relu"
-    code_activation: Literal["identity", "relu", "sigmoid", "tanh"] = "identity"
-    output: Literal["sigmoid", "linear"] = "sigmoid"
     loss: Literal["mse", "bce"] = "mse"
 
     def validate(self) -> None:
         super().validate()
         check_widths(self.hidden)
+
+
+@dataclass
+class AEConfig(MLPConfig):
+    """The plain AE's config: the code and output functions are the user's choice."""
+
+    code_activation: Literal["identity", "relu", "sigmoid", "tanh"] = "identity"
+    output: Literal["sigmoid", "linear"] = "sigmoid"
+
+    def validate(self) -> None:
+        super().validate()
         check_output_loss(self.output, self.loss)
 
 
@@ -91,11 +108,11 @@ class MLPAutoEncoder(AutoEncoder):
 
     config_class = AEConfig
 
-    def __init__(self, *, config: AEConfig):
+    def __init__(self, *, config: MLPConfig):
         super().__init__(config=config)
-        sizes = [config.input_numel, *config.hidden, config.latent_dim]
-        self.encoder = mlp(sizes, act=config.activation, final_act=config.code_activation)
-        self.decoder = mlp(sizes[::-1], act=config.activation, final_act="identity")
+        self.encoder, self.decoder = mirrored_mlps(
+            input_dim=config.input_numel, hidden=config.hidden, latent_dim=config.latent_dim,
+            activation=config.activation, code_activation=config.code_activation)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(flatten(x))  # (B, latent_dim)
@@ -126,10 +143,12 @@ class MLPAutoEncoder(AutoEncoder):
         return ModelOutput(loss=loss, recon=recon, z=z, parts=parts)
 
     @classmethod
-    def small_config(cls, input_shape: tuple[int, ...]) -> AEConfig:
+    def small_config(cls, input_shape: tuple[int, ...]) -> MLPConfig:
         return cls.config_class(input_shape=tuple(input_shape), hidden=(32,), latent_dim=8)
 
 
 @register_model("ae", description="MLP autoencoder (under- or overcomplete), MSE or BCE reconstruction")
 class AE(MLPAutoEncoder):
     """MLP autoencoder: flatten, encoder MLP to a (linear by default) code, mirrored decoder."""
+
+    roles = frozenset({BASELINE})

@@ -2,18 +2,57 @@
 
 The trainer only ever calls `model(x, target=..., y=...)` and reads `out.loss`; everything
 else a view needs (reconstruction, code, loss parts) travels in `ModelOutput`.
+
+Models also describe themselves (traits), so that the lab and the pages pick and explain them
+without ever naming one: `roles` (what a model is for, from `ROLES`), `regularizer_weight`,
+`no_pca_baseline`, `twin`, and the methods `code_activation`, `target_rate`, `tied_weight`,
+`non_image_output`. `aecore.models.registry.models_with(role)` finds models by role.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from aecore.config import ModelConfig
 from aecore.errors import ConfigError
+
+
+# --- roles: what a model is for; each names what reads it -------------------------------------------
+BASELINE = "baseline"                # the plain autoencoder: the Train page's default, the denoise page's contrast
+GENERATIVE = "generative"            # a prior to sample from (sample, interpolate, traverse, posterior): the VAE lab
+HYPERNETWORK = "hypernetwork"        # every weight generated from an embedding (`hyper`): the Hypernetwork page
+SEMI_SUPERVISED = "semi-supervised"  # trains on labels too: label budgets, its baselines, the Semi-supervised page
+GREEDY_STAGES = "greedy-stages"      # greedy layer-wise stages: the Train page's stage epochs, the Filters play-back
+RANKED_CODE = "ranked-code"          # units ranked by activation (an anytime code): the Sparsity page's top-k vs PCA
+SPARSE_CODE = "sparse-code"          # a penalty makes the code sparse: the Sparsity page starts on such a model
+CONTRACTIVE = "contractive"          # the encoder's Jacobian norm is penalised: the Sparsity page maps it
+ROLES = frozenset({BASELINE, GENERATIVE, HYPERNETWORK, SEMI_SUPERVISED, GREEDY_STAGES, RANKED_CODE, SPARSE_CODE,
+                   CONTRACTIVE})
+
+
+@dataclass(frozen=True)
+class RegularizerWeight:
+    """The config field that weights a model's regulariser: the Train page's strength input and a
+    job's `strength`. A model with several penalties names the field choosing one (`kind_field`) and
+    each penalty's default weight (`kinds`, the config's default first): their scales differ."""
+
+    field: str                                   # config field holding the weight
+    about: str                                   # what the weight means, shown to the user
+    kind_field: str | None = None                # config field choosing the penalty
+    kinds: tuple[tuple[str, float], ...] = ()    # (penalty, its default weight)
+    kind_label: str = ""                         # the Train page's label for the choice
+    kind_help: str = ""
+
+    def default(self, config_class: type, kind: str | None = None) -> float:
+        """The weight a config of `config_class` gets when it sets none (for penalty `kind`)."""
+        if self.kinds:
+            defaults = dict(self.kinds)
+            return float(defaults.get(kind, self.kinds[0][1]))
+        return float(config_class.__dataclass_fields__[self.field].default)
 
 
 @dataclass
@@ -36,6 +75,10 @@ class AutoEncoder(nn.Module):
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     registry_name: ClassVar[str] = ""
+    roles: ClassVar[frozenset[str]] = frozenset()          # from ROLES: the pages and lab views that pick it
+    regularizer_weight: ClassVar[RegularizerWeight | None] = None  # Train page's strength input, a job's strength
+    no_pca_baseline: ClassVar[str | None] = None   # why PCA of the code's size is no fair baseline (Reconstructions)
+    twin: ClassVar[str | None] = None              # registered model: same network, ordinary weights (Hypernetwork)
 
     def __init__(self, *, config: ModelConfig):
         super().__init__()
@@ -70,6 +113,28 @@ class AutoEncoder(nn.Module):
     def small_config(cls, input_shape: tuple[int, ...]) -> ModelConfig:
         """A tiny config for this input shape: fast tests and classroom demos."""
         return cls.config_class(input_shape=tuple(input_shape), latent_dim=8)
+
+    # --- what the model says about itself, given its config (see the traits above) --------
+    def code_activation(self) -> str:
+        """The function producing the code ('identity', 'relu', 'sigmoid', 'trelu', ...): the Sparsity
+        page's off threshold (a sigmoid code is never exactly 0)."""
+        return getattr(self.config, "code_activation", "identity")
+
+    def target_rate(self) -> float | None:
+        """The mean activation a sparsity penalty aims each code unit at; None when there is none."""
+        return None
+
+    def tied_weight(self) -> Tensor | None:
+        """(units, D) weight the encoder reads the input with and the decoder writes it with
+        (transposed), for tied-weight models: the Filters page shows it once. None when untied."""
+        return None
+
+    @classmethod
+    def non_image_output(cls, config: Mapping[str, Any]) -> str | None:
+        """What a model with this config (a config.json mapping) outputs instead of an image like its
+        input, said for the user; None when it outputs such an image, as a denoiser must. Read without
+        loading weights, for the denoise page's picker."""
+        return None
 
     # --- optional hooks, generic so the trainer stays model-agnostic ---------------------
     def stages(self) -> list[str]:

@@ -14,6 +14,8 @@ encoders' latent_dim small.
 How we read the paper: the decoder is untied (the paper ties W' = W^T); reconstruction loss
 follows this project's convention (summed over components, averaged over the batch), "bce"
 being the paper's cross-entropy. The Jacobian is taken at the (possibly corrupted) input x.
+Network and reconstruction loss are MLPAutoEncoder's (`aecore.models.ae`), with a sigmoid code
+and a sigmoid output.
 """
 
 from __future__ import annotations
@@ -24,28 +26,29 @@ from typing import Callable, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from aecore.config import ModelConfig, check_range, check_widths
+from aecore.config import check_range
 from aecore.errors import ConfigError
-from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
-from aecore.models.layers import mlp
+from aecore.models.ae import Activation, MLPAutoEncoder, MLPConfig
+from aecore.models.base import CONTRACTIVE, AutoEncoder, RegularizerWeight, flatten
 from aecore.models.registry import register_model
-from aecore.models.sparse_ae import recon_loss
 
 
 @dataclass
-class ContractiveAEConfig(ModelConfig):
+class ContractiveAEConfig(MLPConfig):
     """Sigmoid-coded MLP encoder D -> hidden... -> latent_dim; decoder mirrors it."""
 
     latent_dim: int = 128
     hidden: tuple[int, ...] = ()            # () = the paper's one-layer sigmoid encoder
-    act: Literal["sigmoid", "tanh", "relu", "elu", "gelu"] = "sigmoid"   # between hidden layers
+    activation: Activation = "sigmoid"      # between hidden layers
     weight: float = 0.1                     # lambda; try 0.01 - 1 with summed cross-entropy
     jacobian: Literal["auto", "closed_form", "autograd"] = "auto"
-    recon_loss: Literal["bce", "mse"] = "bce"
+    loss: Literal["mse", "bce"] = "bce"
+
+    code_activation: ClassVar[str] = "sigmoid"   # the paper's code; the closed-form Jacobian needs it
+    output: ClassVar[str] = "sigmoid"
 
     def validate(self) -> None:
         super().validate()
-        check_widths(self.hidden)
         check_range("weight", self.weight, 0.0, 1e6)
         if self.jacobian == "closed_form" and self.hidden:
             raise ConfigError(f"jacobian = 'closed_form' needs a one-layer sigmoid encoder (hidden = []), "
@@ -125,26 +128,16 @@ def jacobian_frobenius_sq(model_or_encoder: nn.Module | Callable[[Tensor], Tenso
 
 
 @register_model("contractive-ae", description="Autoencoder penalising the encoder Jacobian norm (Rifai et al. 2011)")
-class ContractiveAE(AutoEncoder):
+class ContractiveAE(MLPAutoEncoder):
     """MLP autoencoder with a sigmoid code and a lambda * ||dh/dx||_F^2 penalty."""
 
+    roles = frozenset({CONTRACTIVE})
+    regularizer_weight = RegularizerWeight(field="weight", about="λ, the weight of the Jacobian penalty ‖∂h/∂x‖²")
     config_class: ClassVar = ContractiveAEConfig
-
-    def __init__(self, *, config: ContractiveAEConfig):
-        super().__init__(config=config)
-        d, k, hidden = config.input_numel, config.latent_dim, list(config.hidden)
-        self.encoder = mlp([d, *hidden, k], act=config.act, final_act="sigmoid")
-        self.decoder = mlp([k, *reversed(hidden), d], act=config.act)  # logits
 
     @property
     def uses_closed_form(self) -> bool:
         return self.config.jacobian != "autograd" and sigmoid_layer(self.encoder) is not None
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(flatten(x))
-
-    def decode(self, z: Tensor) -> Tensor:
-        return unflatten(torch.sigmoid(self.decoder(z)), self.config.input_shape)
 
     def jacobian_sq(self, x_flat: Tensor, h: Tensor | None = None) -> Tensor:
         """Differentiable ||dh/dx||_F^2 per example, by the configured method; x_flat (B, D) -> (B,)."""
@@ -152,15 +145,8 @@ class ContractiveAE(AutoEncoder):
             return closed_form_frobenius_sq(self.encoder[0], x_flat, h)
         return func_frobenius_sq(self.encoder, x_flat)
 
-    def forward(self, x: Tensor, *, target: Tensor | None = None, y: Tensor | None = None) -> ModelOutput:
-        target = x if target is None else target
-        xf = flatten(x)
-        h = self.encoder(xf)                                 # (B, K)
-        logits = self.decoder(h)                             # (B, D)
-        rec = recon_loss(logits, flatten(target), self.config.recon_loss).mean()
-        pen = self.config.weight * self.jacobian_sq(xf, h).mean()
-        recon = unflatten(torch.sigmoid(logits), self.config.input_shape)
-        return ModelOutput(loss=rec + pen, recon=recon, z=h, parts={"recon": rec, "contractive": pen})
+    def regularizers(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
+        return {"contractive": self.config.weight * self.jacobian_sq(flatten(x), z).mean()}
 
     @torch.no_grad()
     def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aecore.config import ModelConfig, check_range, check_widths
-from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
+from aecore.models.base import HYPERNETWORK, AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.registry import register_model
 
 MAX_CHUNK = 1 << 20
@@ -297,6 +297,8 @@ class HyperAE(_PrimaryForward, AutoEncoder):
     """
 
     config_class = HyperAEConfig
+    roles = frozenset({HYPERNETWORK})
+    twin = "hyper-ae-vanilla"
 
     def __init__(self, *, config: HyperAEConfig):
         super().__init__(config=config)
@@ -328,7 +330,7 @@ class HyperAE(_PrimaryForward, AutoEncoder):
     def vanilla_twin_config(self) -> tuple[str, dict]:
         """(registry name, config dict) of the ordinary-weights twin with the same primary architecture."""
         c = self.config
-        return "hyper-ae-vanilla", HyperAEVanillaConfig(
+        return self.twin, HyperAEVanillaConfig(
             input_shape=c.input_shape, hidden=c.hidden, latent_dim=c.latent_dim, loss=c.loss).to_dict()
 
     @classmethod

@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aecore.config import MAX_WIDTH, ModelConfig, check_range
-from aecore.models.base import AutoEncoder, ModelOutput, image_shape_ok
+from aecore.models.base import (HYPERNETWORK, SEMI_SUPERVISED, AutoEncoder, ModelOutput, RegularizerWeight,
+                                image_shape_ok)
 from aecore.models.hyper_ae import MAX_CHUNK, MAX_EMBEDDING, ChunkedHyperNetwork, TensorSpec
 from aecore.models.registry import register_model
 
@@ -151,6 +152,9 @@ class HyperSemi(AutoEncoder):
     """
 
     config_class = HyperSemiConfig
+    roles = frozenset({HYPERNETWORK, SEMI_SUPERVISED})
+    regularizer_weight = RegularizerWeight(field="recon_weight",
+                                           about="weight of the reconstruction term that regularises the classifier")
 
     def __init__(self, *, config: HyperSemiConfig):
         super().__init__(config=config)

@@ -35,6 +35,22 @@ def mlp(sizes: Sequence[int], *, act: str = "relu", final_act: str = "identity")
     return nn.Sequential(*layers)
 
 
+def mirrored_mlps(*, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str,
+                  code_activation: str = "identity", encoder_outputs: int | None = None,
+                  ) -> tuple[nn.Sequential, nn.Sequential]:
+    """The MLP family's encoder and decoder, built in one place so every model's layers (and so its
+    state_dict keys, encoder.N / decoder.N) line up the same way.
+
+    Encoder: input_dim -> hidden... -> encoder_outputs (default latent_dim; a VAE asks for
+    2 * latent_dim, mu and log sigma^2), `code_activation` at the end. Decoder: latent_dim ->
+    reversed(hidden)... -> input_dim, ending in pre-activations; the model applies its output function.
+    """
+    code_width = latent_dim if encoder_outputs is None else encoder_outputs
+    encoder = mlp([input_dim, *hidden, code_width], act=activation, final_act=code_activation)
+    decoder = mlp([latent_dim, *reversed(hidden), input_dim], act=activation, final_act="identity")
+    return encoder, decoder
+
+
 def _halved(size: int) -> int:
     """Spatial size after a 3x3 conv with stride 2 and padding 1."""
     return (size - 1) // 2 + 1

@@ -48,7 +48,7 @@ from torch.utils.checkpoint import checkpoint
 
 from aecore.config import ModelConfig, check_range
 from aecore.errors import ConfigError
-from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
+from aecore.models.base import RANKED_CODE, AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.registry import register_model
 
 # Largest (B, k_chunk, D) block built at once (float elements, 16 MiB in fp32).
@@ -138,6 +138,13 @@ class RankOrderedAE(AutoEncoder):
     """Single tied layer whose units are ranked by activation; learns an anytime, sparse code."""
 
     config_class = RankOrderedAEConfig
+    roles = frozenset({RANKED_CODE})
+
+    def code_activation(self) -> str:
+        return "trelu"
+
+    def tied_weight(self) -> Tensor:
+        return self.weight.t()                                                # (n, D)
 
     def __init__(self, *, config: RankOrderedAEConfig):
         super().__init__(config=config)

@@ -1,7 +1,9 @@
 """Model registry, torchvision style: name -> model class (+ its config dataclass).
 
 A new variant is one file in `aecore/models/` decorated with `@register_model("name")` and
-imported in `aecore/models/__init__.py`; the registry-wide tests then cover it.
+imported in `aecore/models/__init__.py`; the registry-wide tests then cover it. It declares its
+traits (`roles` and the rest, see `aecore.models.base`): `models_with(role)` and `has_role` are how
+the lab and the pages find models, never by name.
 
 Memory: `estimate_memory` builds a model on the meta device (shapes only) to count its parameters and
 trace a forward pass's activations; `check_fits_memory` refuses, with the figures, a model that would
@@ -16,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 from aecore.config import ModelConfig
 from aecore.errors import ConfigError
+from aecore.models.base import ROLES
 
 _MODELS: dict[str, type] = {}
 T = TypeVar("T")
@@ -25,6 +28,9 @@ def register_model(name: str, *, description: str = "") -> Callable[[T], T]:
     def wrap(cls: T) -> T:
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
+        unknown = set(getattr(cls, "roles", ())) - ROLES
+        if unknown:
+            raise ValueError(f"model {name!r} declares unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
         cls.registry_name = name  # type: ignore[attr-defined]
         cls.description = description or (cls.__doc__ or "").strip().splitlines()[0]  # type: ignore[attr-defined]
         _MODELS[name] = cls
@@ -42,6 +48,20 @@ def get_model_class(name: str) -> type:
         return _MODELS[name]
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def models_with(role: str) -> list[str]:
+    """Registered models declaring `role`, sorted: how the lab and the pages pick models without naming them."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; known: {sorted(ROLES)}")
+    return sorted(name for name, cls in _MODELS.items() if role in cls.roles)
+
+
+def has_role(name: Any, role: str) -> bool:
+    """Whether `name` is a registered model declaring `role`; False for a name the registry does not
+    know (a config.json or a link may say anything)."""
+    cls = _MODELS.get(name) if isinstance(name, str) else None
+    return cls is not None and role in cls.roles
 
 
 def get_config_class(name: str) -> type[ModelConfig]:

@@ -14,6 +14,9 @@ happens. The notes' weight decay term is left to the optimiser and their squared
 by this project's convention: reconstruction loss summed over components, averaged over the batch
 ("bce" = cross-entropy against a sigmoid output, the default; "mse" = summed squared error).
 
+Network and reconstruction loss are MLPAutoEncoder's (`aecore.models.ae`); the code function
+follows the penalty (ReLU for l1, sigmoid for kl) and the output is always a sigmoid.
+
 The code may be overcomplete (latent_dim > input size): the penalty, not the bottleneck, keeps it
 from copying the input.
 """
@@ -24,12 +27,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from aecore.config import ModelConfig, check_range, check_widths
-from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
-from aecore.models.layers import mlp
+from aecore.config import check_range
+from aecore.models.ae import MLPAutoEncoder, MLPConfig
+from aecore.models.base import SPARSE_CODE, RegularizerWeight
 from aecore.models.registry import register_model
 
 # The penalties live on different scales (sum of activations vs. sum of KLs), so each has its own
@@ -41,20 +43,25 @@ _Q_EPS = 1e-6
 
 
 @dataclass
-class SparseAEConfig(ModelConfig):
+class SparseAEConfig(MLPConfig):
     """MLP encoder D -> hidden... -> latent_dim code; decoder mirrors it."""
 
     latent_dim: int = 256
     hidden: tuple[int, ...] = ()            # () = the classic one-layer sparse autoencoder
-    act: Literal["relu", "sigmoid", "tanh", "elu", "gelu"] = "relu"   # between hidden layers
     penalty: Literal["l1", "kl"] = "l1"
     weight: float | None = None             # lambda (l1) or beta (kl); None = DEFAULT_WEIGHTS[penalty]
     target_rate: float = 0.05               # p, the target mean activation (kl only)
-    recon_loss: Literal["bce", "mse"] = "bce"
+    loss: Literal["mse", "bce"] = "bce"
+
+    output: ClassVar[str] = "sigmoid"       # fixed: reconstructions in (0, 1), as the BCE default needs
+
+    @property
+    def code_activation(self) -> str:
+        """ReLU codes for L1 (exact zeros), sigmoid codes for KL (q_j must lie in (0, 1))."""
+        return "relu" if self.penalty == "l1" else "sigmoid"
 
     def validate(self) -> None:
         super().validate()
-        check_widths(self.hidden)
         if self.weight is not None:
             check_range("weight", self.weight, 0.0, 1e6)
         check_range("target_rate", self.target_rate, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -62,13 +69,6 @@ class SparseAEConfig(ModelConfig):
     @property
     def effective_weight(self) -> float:
         return DEFAULT_WEIGHTS[self.penalty] if self.weight is None else self.weight
-
-
-def recon_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
-    """Per-example reconstruction loss summed over components; logits are pre-sigmoid, shape (B, D)."""
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(1)
-    return (torch.sigmoid(logits) - target).pow(2).sum(1)
 
 
 def l1_penalty(h: Tensor) -> Tensor:
@@ -83,23 +83,18 @@ def kl_sparsity_penalty(h: Tensor, p: float) -> Tensor:
 
 
 @register_model("sparse-ae", description="MLP autoencoder with an L1 or KL activation-sparsity penalty (Ng 2011)")
-class SparseAE(AutoEncoder):
+class SparseAE(MLPAutoEncoder):
     """MLP autoencoder whose code is pushed towards sparsity by an L1 or KL penalty."""
 
     config_class: ClassVar = SparseAEConfig
+    roles = frozenset({SPARSE_CODE})
+    regularizer_weight = RegularizerWeight(
+        field="weight", about="sparsity penalty weight: λ for L1, β for KL (0.1 / 3 by default)",
+        kind_field="penalty", kinds=tuple(DEFAULT_WEIGHTS.items()), kind_label="Sparsity penalty",
+        kind_help="L1 on ReLU codes, or KL(p ‖ mean activation) on sigmoid codes")
 
-    def __init__(self, *, config: SparseAEConfig):
-        super().__init__(config=config)
-        d, k, hidden = config.input_numel, config.latent_dim, list(config.hidden)
-        code_act = "relu" if config.penalty == "l1" else "sigmoid"
-        self.encoder = mlp([d, *hidden, k], act=config.act, final_act=code_act)
-        self.decoder = mlp([k, *reversed(hidden), d], act=config.act)  # logits
-
-    def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(flatten(x))
-
-    def decode(self, z: Tensor) -> Tensor:
-        return unflatten(torch.sigmoid(self.decoder(z)), self.config.input_shape)
+    def target_rate(self) -> float | None:
+        return self.config.target_rate if self.config.penalty == "kl" else None
 
     def penalty(self, h: Tensor) -> Tensor:
         """The weighted sparsity penalty for a batch of codes h (B, K)."""
@@ -107,15 +102,9 @@ class SparseAE(AutoEncoder):
         raw = l1_penalty(h) if c.penalty == "l1" else kl_sparsity_penalty(h, c.target_rate)
         return c.effective_weight * raw
 
-    def forward(self, x: Tensor, *, target: Tensor | None = None, y: Tensor | None = None) -> ModelOutput:
-        target = x if target is None else target
-        h = self.encode(x)                                  # (B, K)
-        logits = self.decoder(h)                            # (B, D)
-        rec = recon_loss(logits, flatten(target), self.config.recon_loss).mean()
-        pen = self.penalty(h)
+    def regularizers(self, x: Tensor, z: Tensor) -> dict[str, Tensor]:
         name = "l1" if self.config.penalty == "l1" else "kl_sparsity"
-        recon = unflatten(torch.sigmoid(logits), self.config.input_shape)
-        return ModelOutput(loss=rec + pen, recon=recon, z=h, parts={"recon": rec, name: pen})
+        return {name: self.penalty(z)}
 
     def loss_is_example_mean(self) -> bool:
         return self.config.penalty == "l1"  # "kl" estimates q_j over the batch

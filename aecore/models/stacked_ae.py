@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from aecore.config import ModelConfig, check_widths
 from aecore.errors import ConfigError
 from aecore.models.ae import reconstruction_loss
-from aecore.models.base import AutoEncoder, ModelOutput, flatten, unflatten
+from aecore.models.base import GREEDY_STAGES, AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.layers import activation, init_weights_xavier, mlp
 from aecore.models.registry import register_model
 
@@ -71,6 +71,13 @@ class StackedAE(AutoEncoder):
     """Tied-weight deep AE. `encoder` is an nn.Sequential (encoder[0].weight = first-layer filters)."""
 
     config_class = StackedAEConfig
+    roles = frozenset({GREEDY_STAGES})
+
+    def code_activation(self) -> str:
+        return self.config.activation                  # every layer's, the code's included
+
+    def tied_weight(self) -> Tensor:
+        return self.layers[0].weight                   # W_1 (h_1, D)
 
     def __init__(self, *, config: StackedAEConfig):
         super().__init__(config=config)

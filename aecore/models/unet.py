@@ -29,7 +29,7 @@ How we adapt it (and where we differ from the paper):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,17 @@ class UNet(AutoEncoder):
     """Conv encoder/decoder with concatenated skip connections; denoiser or segmenter."""
 
     config_class = UNetConfig
+    no_pca_baseline = ("the U-Net's skip connections carry the image past its code, so PCA with as many "
+                       "components as the code is no fair baseline")
+
+    def code_activation(self) -> str:
+        return "relu"                                   # global average of a ReLU map
+
+    @classmethod
+    def non_image_output(cls, config: Mapping[str, Any]) -> str | None:
+        if config.get("task") == "segment":
+            return "this U-Net was trained to segment: its output is a foreground mask"
+        return None
 
     def __init__(self, *, config: UNetConfig):
         super().__init__(config=config)

@@ -38,8 +38,10 @@ from torch import Tensor, nn
 
 from aecore.config import ModelConfig, check_range, check_widths
 from aecore.errors import ConfigError
-from aecore.models.base import AutoEncoder, ModelOutput, flatten, image_shape_ok, unflatten
-from aecore.models.layers import ConvDecoder, ConvEncoder, default_conv_channels, mlp
+from aecore.models.ae import Activation
+from aecore.models.base import (GENERATIVE, AutoEncoder, ModelOutput, RegularizerWeight, flatten, image_shape_ok,
+                                unflatten)
+from aecore.models.layers import ConvDecoder, ConvEncoder, default_conv_channels, mirrored_mlps
 from aecore.models.registry import register_model
 
 LOG_2PI = math.log(2 * math.pi)
@@ -69,7 +71,7 @@ class VAEConfig(VAEConfigBase):
     """MLP VAE: encoder D -> hidden... -> (mu, log sigma^2); decoder mirrors it."""
 
     hidden: tuple[int, ...] = (512,)
-    act: Literal["relu", "tanh", "elu", "gelu", "sigmoid", "leaky_relu"] = "relu"
+    activation: Activation = "relu"
 
     def validate(self) -> None:
         super().validate()
@@ -81,7 +83,7 @@ class ConvVAEConfig(VAEConfigBase):
     """Conv VAE: stride-2 conv encoder (channels per layer) and its transposed mirror."""
 
     channels: tuple[int, ...] = ()  # () = default_conv_channels(input_shape)
-    act: Literal["relu", "elu", "gelu", "leaky_relu", "tanh"] = "relu"
+    activation: Literal["relu", "elu", "gelu", "leaky_relu", "tanh"] = "relu"
 
     def validate(self) -> None:
         super().validate()
@@ -94,6 +96,9 @@ class VAEBase(AutoEncoder):
     """Everything VAE-specific; subclasses only build `_encoder_out` and `_decoder_out` networks."""
 
     config_class: ClassVar = VAEConfigBase
+    roles = frozenset({GENERATIVE})
+    regularizer_weight = RegularizerWeight(field="beta", about="β, the weight of the KL term (β = 1: the ordinary "
+                                                               "VAE; > 1: β-VAE)")
 
     def __init__(self, *, config: VAEConfigBase):
         super().__init__(config=config)
@@ -275,9 +280,10 @@ class VAE(VAEBase):
 
     def __init__(self, *, config: VAEConfig):
         super().__init__(config=config)
-        d, k, hidden = config.input_numel, config.latent_dim, list(config.hidden)
-        self.encoder = mlp([d, *hidden, 2 * k], act=config.act)
-        self.decoder = mlp([k, *reversed(hidden), d], act=config.act)
+        # The MLP family's layers; the encoder's outputs are mu and log sigma^2, so it is twice as wide.
+        self.encoder, self.decoder = mirrored_mlps(
+            input_dim=config.input_numel, hidden=config.hidden, latent_dim=config.latent_dim,
+            activation=config.activation, encoder_outputs=2 * config.latent_dim)
 
     def _encoder_out(self, x: Tensor) -> Tensor:
         return self.encoder(flatten(x))
@@ -300,8 +306,8 @@ class ConvVAE(VAEBase):
         super().__init__(config=config)
         shape, k = tuple(config.input_shape), config.latent_dim
         channels = config.channels or default_conv_channels(shape)
-        self.encoder = ConvEncoder(input_shape=shape, channels=channels, out_dim=2 * k, act=config.act)
-        self.decoder = ConvDecoder(encoder=self.encoder, out_channels=shape[0], in_dim=k, act=config.act,
+        self.encoder = ConvEncoder(input_shape=shape, channels=channels, out_dim=2 * k, act=config.activation)
+        self.decoder = ConvDecoder(encoder=self.encoder, out_channels=shape[0], in_dim=k, act=config.activation,
                                    final_act="identity")
 
     @classmethod
