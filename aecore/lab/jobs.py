@@ -625,7 +625,7 @@ class TrainingJob:
 
         def contrast() -> dict[str, Any]:
             """The semi-supervised baselines (a CNN on the labelled images only, PCA + logistic regression)."""
-            from aecore.zoo import semi_baselines
+            from aecore.measures import semi_baselines
 
             return semi_baselines(train, test, spec.labels or len(train), model.config.to_dict(), seed=spec.seed,
                                   device=device)

@@ -4,7 +4,7 @@ labelled examples sit on the latent map.
 Three methods, each measured on the test split with the same labelled images: `hyper-semi` (its
 metrics.json `accuracy`), the same CNN trained from scratch on the labelled images only
 (`scratch_cnn_accuracy`) and PCA + logistic regression (`pca_logreg_accuracy`), both from
-`aecore.zoo.semi_baselines`. Only measured points are drawn: a model whose metrics lack a method
+`aecore.measures.semi_baselines`. Only measured points are drawn: a model whose metrics lack a method
 simply has no point for it.
 
 The map is of the test split (PCA of the model's codes). The labelled examples are training images,
