@@ -68,23 +68,29 @@ def apply_output(pre: Tensor, output: str) -> Tensor:
 
 
 @dataclass
-class MLPConfig(ModelConfig):
-    """Fields every MLPAutoEncoder shares. hidden: encoder widths between input and code (decoder
-    mirrors them); empty = one layer each way.
+class MLPShape(ModelConfig):
+    """An MLP autoencoder's shape and loss. hidden: encoder widths between input and code (decoder
+    mirrors them); empty = one layer each way."""
+
+    hidden: tuple[int, ...] = (512, 256)
+    latent_dim: int = 32
+    loss: Literal["mse", "bce"] = "mse"
+
+    def validate(self) -> None:
+        super().validate()
+        check_widths(self.hidden)
+
+
+@dataclass
+class MLPConfig(MLPShape):
+    """Fields every MLPAutoEncoder shares: the shape, and the activation between hidden layers.
 
     Subclasses also provide `code_activation` and `output` (the code's and the reconstruction's
     functions): as fields where the user picks them (AEConfig), fixed where the model's idea needs
     them (a sparsity penalty needs a ReLU or sigmoid code).
     """
 
-    hidden: tuple[int, ...] = (512, 256)
-    latent_dim: int = 32
     activation: Activation = "relu"
-    loss: Literal["mse", "bce"] = "mse"
-
-    def validate(self) -> None:
-        super().validate()
-        check_widths(self.hidden)
 
 
 @dataclass

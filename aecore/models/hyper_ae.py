@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aecore.config import ModelConfig, check_range, check_widths
+from aecore.config import check_range
+from aecore.models.ae import MLPShape
 from aecore.models.base import HYPERNETWORK, AutoEncoder, ModelOutput, flatten, unflatten
 from aecore.models.registry import register_model
 
@@ -194,16 +195,10 @@ class ChunkedHyperNetwork(nn.Module):
 
 # --- configs and models -------------------------------------------------------------------------
 @dataclass
-class HyperAEVanillaConfig(ModelConfig):
+class HyperAEVanillaConfig(MLPShape):
     """hidden: encoder widths between input and code (decoder mirrors them)."""
 
     hidden: tuple[int, ...] = (256,)
-    latent_dim: int = 32
-    loss: Literal["mse", "bce"] = "mse"
-
-    def validate(self) -> None:
-        super().validate()
-        check_widths(self.hidden)
 
 
 @dataclass
