@@ -18,6 +18,7 @@ PAGES = [
     ("pages/filters.py", "Filters", ":material/grid_view:", "Inside the models"),
     ("pages/hypernetwork.py", "Hypernetwork", ":material/hub:", "Inside the models"),
     ("pages/sparsity.py", "Sparsity", ":material/blur_on:", "Inside the models"),
+    ("pages/units.py", "Units", ":material/neurology:", "Inside the models"),
     ("pages/train.py", "Train", ":material/model_training:", "Train & compare"),
     ("pages/semi_supervised.py", "Semi-supervised", ":material/label:", "Train & compare"),
     ("pages/compare.py", "Compare", ":material/balance:", "Train & compare"),

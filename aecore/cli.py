@@ -174,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--out", type=Path, help="default: the pretrained/ folder ($AECORE_PRETRAINED)")
     p.add_argument("--skip-existing", action="store_true", help="leave models that are already built")
+    p = zsub.add_parser("frontier", help="the sparsity frontier (MSE against L0) of the shipped models, "
+                                         "into pretrained/<dataset>/frontier.json")
+    p.add_argument("--dataset", action="append", default=[], help="default: every dataset with a sparse or ranked model")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--device")
+    p.add_argument("--epochs", type=_int_arg, default=5, help="epochs of each swept variant at most (default 5)")
+    p.add_argument("--no-sweep", action="store_true", help="only the shipped models and PCA: train nothing")
+    p.add_argument("--vary", action="append", default=[], metavar="ID:FIELD=V1,V2,...",
+                   help="train a shipped model's variants at these values of one config field (e.g. a top-k "
+                        "model's k), instead of the sweep its traits imply; ID as in --only")
+    p.add_argument("--out", type=Path, help="default: the pretrained/ folder ($AECORE_PRETRAINED)")
     p = zsub.add_parser("list", help="the recipes")
     p = zsub.add_parser("table", help="the README's metrics table, from the metrics.json files")
     p.add_argument("--write", type=Path, metavar="README", help="replace the table between its markers in README")
@@ -344,9 +355,50 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         return 0
     _check_folder_option("--data-dir", args.data_dir)
     _check_device(args.device)
+    if args.zoo_command == "frontier":
+        return _frontier(args)
     built = zoo.build(only=args.only, root=args.out, data_dir=args.data_dir, device=args.device,
                       skip_existing=args.skip_existing, progress=lambda i: print(f"building {i}", file=sys.stderr))
     print(f"built {len(built)} model(s); manifest updated")
+    return 0
+
+
+def _frontier(args: argparse.Namespace) -> int:
+    import time
+
+    import aecore.data as data_mod
+    from aecore.lab import frontier
+    from aecore.paths import pretrained_dir
+    from aecore.store import list_pretrained
+
+    root = args.out or pretrained_dir()
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {args.epochs}")
+    vary, shipped = {}, list_pretrained(root)
+    for item in args.vary:
+        ref, sep, setting = item.partition(":")
+        field_name, sep2, values = setting.partition("=")
+        if not (sep and sep2 and ref and field_name and values):
+            raise ConfigError(f"--vary {item[:100]!r}: expected ID:FIELD=V1,V2,... (e.g. topk-ae:k=6,12,25,50)")
+        if not any(ref == i or i.endswith("/" + ref) for i in shipped):
+            raise ConfigError(f"--vary {ref[:100]!r}: no such pretrained model")
+        parsed = [_parse_set([f"{field_name}={v}"]) for v in values.split(",")]
+        key = next(iter(parsed[0]))
+        vary[ref] = (key, [p[key] for p in parsed])
+    datasets = args.dataset or frontier.datasets_with_frontier(root)
+    for dataset in datasets:
+        start = time.perf_counter()
+        train = data_mod.load_dataset(dataset, "train", data_dir=args.data_dir)
+        if train.split == "test":
+            raise ConfigError(f"{dataset}: only the bundled test split was found; the frontier's PCA and variants "
+                              "train on the full training split (pass --data-dir)")
+        test = data_mod.load_dataset(dataset, "test", data_dir=args.data_dir)
+        record = frontier.build(dataset, train, test, root=root, epochs=args.epochs, device=args.device,
+                                sweep=not args.no_sweep, vary=vary,
+                                progress=lambda text: print(f"frontier: {text}", file=sys.stderr))
+        file = frontier.write(record, root)
+        points = sum(len(s["points"]) for s in record["series"])
+        print(f"wrote {file}: {len(record['series'])} series, {points} points ({time.perf_counter() - start:.0f} s)")
     return 0
 
 

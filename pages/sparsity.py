@@ -1,18 +1,22 @@
-"""Sparsity: how many code units an image uses, how often each unit fires, which never do, and what
-each unit responds to; rank-ordered "anytime" reconstructions against PCA; contractive Jacobian map."""
+"""Sparsity: how many code units an image uses, how often each unit fires, which never do; the frontier of test
+error against active units for every kind of sparse code; rank-ordered "anytime" reconstructions against PCA;
+contractive Jacobian map. One unit in depth is the Units page's."""
+
+from urllib.parse import urlencode
 
 import numpy as np
 import streamlit as st
 import torch
 
 from aecore.errors import AecoreError
-from aecore.lab import inside
+from aecore.lab import frontier as fr
 from aecore.lab import sparsity as sp
 from aecore.models import CONTRACTIVE, RANKED_CODE, SPARSE_CODE, has_role
 from aecore.pca import PCA
 from aecore.viz import image_grid
 from aecore.maps import read_maps
-from pages.common import bind, download_png, model_page, show_error, sync_url, test_codes, test_data, train_data
+from pages.common import (bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data,
+                          train_data)
 
 sel = model_page("Sparsity",
                  "A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
@@ -57,6 +61,10 @@ if p is not None:
                    delta_color="off")
 else:
     cols[3].metric("Mean activation", f"{stats.mean_activation.mean():.3f}")
+if p is not None:
+    st.info(f"**KL sparsity is a target mean, not zeros.** This model's penalty, KL(p ‖ q̂ⱼ), pulls each unit's "
+            f"*average* activation over the images, q̂ⱼ, towards p = {p:g}. Its sigmoid units are never exactly 0, so "
+            "'units off' depends on the threshold you pick: compare the mean activation with p instead.")
 if len(stats.dead):
     st.caption("Dead units: " + ", ".join(str(u) for u in stats.dead[:50]) + (" …" if len(stats.dead) > 50 else ""))
 
@@ -73,32 +81,40 @@ if p is not None:
     st.caption(f"The KL penalty pulls each unit's mean activation (dots) towards p = {p:g}; firing rate (bars) "
                f"depends on the threshold.")
 
-# --- one unit: its top-activating images beside its filter -------------------------------------------
-st.header("One unit")
-bind("unit", 0, int, lo=0, hi=n_units - 1)
-if n_units > 1:
-    unit = st.slider("Unit", 0, n_units - 1, key="unit")
+st.markdown(f"One unit in depth (its top images, filter and atom, what zeroing it costs): the "
+            f"[Units page](units?{urlencode({'dataset': sel.dataset, 'model': entry.ref})}).")
+
+# --- the frontier: error against active units, every kind of sparse code on one chart ----------------
+st.header("Sparsity frontier: error against active units")
+st.write("Each point is a way to reconstruct the test images from few numbers per image: PCA with k components, the "
+         "rank-ordered AE's top-k units, sparse AEs at several penalty strengths. Further left uses fewer units; "
+         "lower reconstructs better.")
+try:
+    front = fr.read_frontier(sel.dataset)
+except AecoreError as err:
+    show_error(err)
+    front = None
+if front is None:
+    st.info(f"No frontier has been built for {plain(sel.dataset)} (`aecore zoo frontier --data-dir …` builds one "
+            "from the shipped models).")
 else:
-    unit = 0
-sync_url("unit")
-top = sp.top_activating(codes, unit, 16)
-unit_filters = inside.code_unit_filters(model)
-left, right = st.columns([3, 1])
-with left:
-    grid = image_grid(sel.data.images[torch.as_tensor(top)], nrow=8, scale=2)
-    st.image(grid, caption=f"The 16 test images on which unit {unit} is most active "
-                           f"(h from {codes[top[0], unit]:.3f} down to {codes[top[-1], unit]:.3f})")
-    download_png(grid, f"{slug}-unit{unit}-top.png", key="png-top")
-with right:
-    st.metric("Firing rate", f"{100 * stats.lifetime[unit]:.1f} %")
-    st.metric("Mean activation", f"{stats.mean_activation[unit]:.3f}")
-    if unit_filters is not None:
-        fgrid = inside.filter_grid(unit_filters[unit:unit + 1])
-        st.image(fgrid, caption=f"Unit {unit}'s filter (its incoming weights, scaled on their own; grey = 0)")
-        download_png(fgrid, f"{slug}-unit{unit}-filter.png", key="png-filter")
-    else:
-        st.caption("This code is more than one layer from the input, so its units have no single filter "
-                   "(the Filters page shows the first layer's).")
+    live, why = None, ""
+    if entry.ref not in front.refs:
+        @st.cache_data(max_entries=8, show_spinner="Measuring this model on the test split…")
+        def _point(ref: str, version: str, dataset: str) -> dict:
+            return fr.model_point(model, test_data(dataset))
+
+        try:
+            live = _point(entry.ref, version, sel.dataset)
+        except AecoreError as err:
+            why = str(err)
+    st.plotly_chart(fr.frontier_figure(front, entry.ref, live, f"{entry.label} (measured now)"), key="frontier")
+    where = ("drawn large" if entry.ref in front.refs else "the star, measured now on the test split" if live
+             else f"not on the chart: {why}")
+    stale = any(point.stale for series in front.series for point in series.points)
+    st.caption(plain(f"{front.measure}. The selected model: {where}. Hover a point for how it was made; open circles "
+                     f"were trained for the frontier only. Built {front.created}.")
+               + (" Crosses: shipped models retrained since, their points are out of date." if stale else ""))
 
 # --- a ranked code (rank-ordered AE): anytime reconstruction vs PCA ---------------------------------
 if has_role(entry.model, RANKED_CODE):

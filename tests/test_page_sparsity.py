@@ -1,9 +1,25 @@
-"""Sparsity page (AppTest, tiny zoo): sparsity measures, one unit, rank-ordered k-slider, contractive map."""
+"""Sparsity page (AppTest, tiny zoo): sparsity measures, what KL sparsity is, the frontier with the selected
+model on it, rank-ordered k-slider, contractive map."""
+
+import json
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import open_and_select, open_app
+from tests.helpers import arr, open_and_select, open_app
+from tests.test_lab_frontier import frontier_zoo
+
+
+@pytest.fixture(scope="module")
+def frontier_root(tiny_zoo_root, tmp_path_factory):
+    return frontier_zoo(tiny_zoo_root, tmp_path_factory.mktemp("frontier"))[0]
+
+
+@pytest.fixture
+def with_frontier(frontier_root, monkeypatch):
+    """The tiny zoo plus its mnist frontier (built once for this module)."""
+    monkeypatch.setenv("AECORE_PRETRAINED", str(frontier_root))
+    return frontier_root
 
 
 def open_page(select: str | None = None, **query) -> AppTest:
@@ -32,14 +48,9 @@ def test_l1_model_counts_exact_zeros_and_dead_units(tiny_zoo):
     assert at.number_input(key="threshold").value == 0.0
     assert metric(at, "Dead units").value == f"{dead} of 32"
     assert metric(at, "Units off per image").value == f"{100 * (1 - on.float().mean()):.1f} %"
-    assert len(at.get("plotly_chart")) == 3                 # histogram, population, lifetime
-    images = at.get("image")
-    assert len(images) == 2                                 # top-activating images + the unit's filter
-    assert "unit 0 is most active" in images[0].captions[0] and "Unit 0's filter" in images[1].captions[0]
-    assert len(at.get("download_button")) == 2
-    at.slider(key="unit").set_value(5).run()
-    assert not at.exception and "unit 5 is most active" in at.get("image")[0].captions[0]
-    assert at.query_params["unit"] == "5"
+    assert len(at.get("plotly_chart")) == 3                 # histogram, population, lifetime; no frontier built
+    assert any("No frontier has been built for mnist" in i.value for i in at.info)
+    assert any("[Units page](units?dataset=mnist&model=mnist%2Fsparse-ae-l1)" in m.value for m in at.markdown)
 
 
 def test_kl_model_uses_a_threshold_and_the_target_rate(tiny_zoo):
@@ -47,6 +58,7 @@ def test_kl_model_uses_a_threshold_and_the_target_rate(tiny_zoo):
     assert at.number_input(key="threshold").value == 0.01
     mean = metric(at, "Mean activation (target p)")
     assert mean.delta == "p = 0.05"
+    assert any("KL sparsity is a target mean, not zeros" in i.value and "p = 0.05" in i.value for i in at.info)
     _, h = codes("mnist/sparse-ae-kl")
     assert mean.value == f"{float(h.mean()):.3f}"
     before = metric(at, "Units off per image").value
@@ -55,26 +67,60 @@ def test_kl_model_uses_a_threshold_and_the_target_rate(tiny_zoo):
     assert metric(at, "Units off per image").value == f"{100 * float((h <= 0.5).float().mean()):.1f} %"
     at.selectbox(key="model").set_value("mnist/sparse-ae-l1").run()      # another model: its own default
     assert at.number_input(key="threshold").value == 0.0
+    assert not any("KL sparsity" in i.value for i in at.info)
 
 
-def test_deeper_code_has_no_unit_filter(tiny_zoo):
+def test_dense_code_says_it_has_no_zero(tiny_zoo):
     at = open_page("mnist/ae-d8")
-    assert len(at.get("image")) == 1
-    assert any("no single filter" in c.value for c in at.caption)
     assert any("no built-in zero" in c.value for c in at.caption)
+
+
+def frontier_traces(at: AppTest) -> dict[str, dict]:
+    chart = next(c for c in at.get("plotly_chart") if "Sparsity frontier" in c.proto.spec)
+    return {t["name"]: t for t in json.loads(chart.proto.spec)["data"]}
+
+
+def test_frontier_highlights_the_selected_shipped_model(with_frontier):
+    at = open_page("mnist/sparse-ae-l1")
+    assert len(at.get("plotly_chart")) == 4
+    traces = frontier_traces(at)
+    assert {"PCA, k components", "mnist/rank-ordered-ae: top-k ranked units R_k", "sparse-ae, penalty l1: sweep",
+            "sparse-ae, penalty l1: shipped", "sparse-ae, penalty kl"} == set(traces)
+    assert list(arr(traces["sparse-ae, penalty l1: shipped"]["marker"]["size"])) == [16]
+    assert set(arr(traces["sparse-ae, penalty kl"]["marker"]["size"])) == {9}
+    assert any("The selected model: drawn large" in c.value for c in at.caption)
+    at.selectbox(key="model").set_value("mnist/rank-ordered-ae").run()     # its R_k curve is the one drawn large
+    traces = frontier_traces(at)
+    assert traces["mnist/rank-ordered-ae: top-k ranked units R_k"]["line"]["width"] == 4
+    assert list(arr(traces["sparse-ae, penalty l1: shipped"]["marker"]["size"])) == [9]
+
+
+def test_a_model_off_the_frontier_is_measured_now(with_frontier):
+    at = open_page("mnist/ae-d8")
+    star = frontier_traces(at)["ae-d8 (measured now)"]
+    assert list(arr(star["x"])) == [8.0]                    # a dense 8-unit code: every image uses all 8
+    from aecore.data import load_dataset
+    from aecore.evaluate import per_image_mse
+    model, _ = codes("mnist/ae-d8")
+    x = load_dataset("mnist", "test").as_float()
+    assert arr(star["y"])[0] == pytest.approx(float(per_image_mse(model.reconstruct(x), x).mean()), rel=1e-5)
+    assert any("the star, measured now" in c.value for c in at.caption)
+    at = open_page("mnist/unet-denoise")
+    assert "unet-denoise (measured now)" not in frontier_traces(at)
+    assert any("not on the chart" in c.value and "skip connections" in c.value for c in at.caption)
 
 
 @pytest.mark.parametrize("model", ["mnist/unet-denoise", "mnist/hyper-semi-100", "mnist/conv-ae-d8"])
 def test_any_model_gets_its_sparsity(tiny_zoo, model):
     at = open_page(model)
-    assert len(at.get("plotly_chart")) == 3 and len(at.get("image")) == 1
+    assert len(at.get("plotly_chart")) == 3 and len(at.get("image")) == 0
 
 
 def test_rank_ordered_k_slider_against_pca(tiny_zoo):
     at = open_page("mnist/rank-ordered-ae")
     assert at.slider(key="k").value == 8
     assert any("Rows: 8 test images" in c for image in at.get("image") for c in image.captions)
-    assert len(at.get("plotly_chart")) == 4                 # + the error-against-k curves
+    assert len(at.get("plotly_chart")) == 4                 # + the error-against-k curves (no frontier built)
     at.slider(key="k").set_value(16).run()                  # all units: the model's own reconstruction
     assert not at.exception
     model, _ = codes("mnist/rank-ordered-ae")
@@ -98,8 +144,7 @@ def test_contractive_map_coloured_by_jacobian(tiny_zoo):
 
 
 def test_bad_url_values_fall_back(tiny_zoo):
-    at = open_page(None, model="mnist/sparse-ae-l1", unit="999", threshold="abc")
-    assert at.slider(key="unit").value == at.slider(key="unit").proto.max    # clamped to the last unit
+    at = open_page(None, model="mnist/sparse-ae-l1", threshold="abc")
     assert at.number_input(key="threshold").value == 0.0
     at = open_page(None, model="mnist/sparse-ae-kl", threshold="-1")
     assert at.number_input(key="threshold").value == 0.0
