@@ -1,4 +1,6 @@
-"""One trainer for every model: it calls `model(x, target=clean, y=labels).loss` and nothing else.
+"""One trainer for every model: it calls `model(x, target=clean, y=labels).loss` and nothing else,
+except that a model whose `updates_itself()` applies its own update to each batch (`update_step`, see
+aecore.models.base): the trainer then runs no backward pass and no optimiser step for it.
 
 The split lives on the device as one uint8 tensor; each batch is an index slice of a seeded
 permutation, converted to float on the fly. Progress goes to callbacks (CLI progress bar, the app's
@@ -316,6 +318,10 @@ class Trainer:
                               "every process must run the same command")
         if world == 1:
             return
+        if self._updates_itself():
+            name = getattr(self.model, "registry_name", "") or type(self.model).__name__
+            raise ConfigError(f"model {name!r} applies its own update rule, which each of the {world} processes "
+                              "would apply to its own copy of the weights; train it in one process")
         check_batch_split(cfg.batch_size, world, labelled_per_batch=cfg.labelled_per_batch)
         example_mean = getattr(self.model, "loss_is_example_mean", None)
         if example_mean is not None and not example_mean():
@@ -400,6 +406,9 @@ class Trainer:
         this process's share of the global batch's mean), left unread: reading syncs the device."""
         cfg = self.config
         x, clean, y, mine = self._local_batch(self.train, index, n_shuffled, binary_gen, noise_gen)
+        if self._updates_itself():                              # one process only: see _check_distributed
+            out = self.model.update_step(x, target=clean, y=y)
+            return {name: value.detach().float() for name, value in {"loss": out.loss, **out.parts}.items()}
         share = mine / len(index)                               # this process's part of the global batch
         with self._autocast():
             out = self._net(x, target=clean, y=y)
@@ -419,6 +428,10 @@ class Trainer:
             value = value.detach().float()
             parts[name] = value * share if self.world > 1 else value   # summed over processes at read-outs
         return parts
+
+    def _updates_itself(self) -> bool:
+        updates_itself = getattr(self.model, "updates_itself", None)
+        return updates_itself is not None and updates_itself()
 
     def _read_out(self, sums: _LossSums) -> bool:
         """Publish the loss parts' means since the last read-out (state.parts) and over the epoch so far

@@ -1,6 +1,7 @@
 """The one output type and the one base class every model shares (pythae style).
 
-The trainer only ever calls `model(x, target=..., y=...)` and reads `out.loss`; everything
+The trainer only ever calls `model(x, target=..., y=...)` and reads `out.loss` (or, for a model
+whose `updates_itself()`, calls its `update_step` instead of descending that loss); everything
 else a view needs (reconstruction, code, loss parts) travels in `ModelOutput`.
 
 Models also describe themselves (traits), so that the lab and the pages pick and explain them
@@ -146,6 +147,19 @@ class AutoEncoder(nn.Module):
 
     def end_stage(self, stage: str) -> None:
         """Called after a stage; a model may snapshot state (e.g. filters) for play-back."""
+
+    def updates_itself(self) -> bool:
+        """Whether this model (with its config) follows a learning rule that is no gradient of a loss
+        (rank-ordered-ae's reference rule) and so updates its own parameters in `update_step`. The
+        trainer then calls `update_step` for each batch instead of backward and its optimiser (whose
+        lr, weight_decay, grad_clip and lr_schedule do not apply), validates with `forward` as usual,
+        and refuses DDP: each process would update its own copy of the weights."""
+        return False
+
+    def update_step(self, x: Tensor, *, target: Tensor | None = None, y: Tensor | None = None) -> ModelOutput:
+        """Apply the model's own update for one training batch (arguments as in `forward`), without
+        autograd; returns the batch's ModelOutput, whose `loss` and `parts` the trainer logs."""
+        raise NotImplementedError
 
     def loss_is_example_mean(self) -> bool:
         """Whether `loss` is a mean of per-example terms. Then a batch split over processes (DDP),
