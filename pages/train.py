@@ -45,13 +45,27 @@ def train_summary(dataset: str) -> tuple[int, str, str | None]:
 models = list_models()
 bind("tr_model", models_with(BASELINE)[0], choices=models)
 bind("tr_data", dataset_default, choices=DATASETS + [FOLDER])
-bind("tr_latent", 32, int, lo=1, hi=jobs.MAX_LATENT)
-bind("tr_epochs", 5, int, lo=1, hi=jobs.MAX_EPOCHS)
+TRAIN_DEFAULTS = {"latent_dim": 32, "epochs": 5}
+
+
+def _starting_point(name: str) -> dict[str, int]:
+    """Code size and epochs to start from: a model may ask for its own (a working model within a minute)."""
+    return {**TRAIN_DEFAULTS, **get_model_class(name).train_page_defaults}
+
+
+def _model_changed() -> None:
+    start = _starting_point(st.session_state["tr_model"])
+    st.session_state["tr_latent"], st.session_state["tr_epochs"] = start["latent_dim"], start["epochs"]
+
+
+start = _starting_point(st.session_state["tr_model"])
+bind("tr_latent", start["latent_dim"], int, lo=1, hi=jobs.MAX_LATENT)
+bind("tr_epochs", start["epochs"], int, lo=1, hi=jobs.MAX_EPOCHS)
 bind("tr_noise", "none", choices=NOISES)
 
 left, right = st.columns(2)
 with left:
-    model_name = st.selectbox("Model", models, key="tr_model",
+    model_name = st.selectbox("Model", models, key="tr_model", on_change=_model_changed,
                               help="All families of aecore; the Data & models page says what each one is")
     st.caption(get_model_class(model_name).description)
     data_choice = st.radio("Data", DATASETS + [FOLDER], key="tr_data", horizontal=True,

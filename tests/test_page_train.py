@@ -183,6 +183,18 @@ def test_model_options_follow_the_model(no_zoo):
     assert not at.exception and not at.error
 
 
+def test_a_model_may_set_the_starting_code_size_and_epochs(no_zoo):
+    """The rank-ordered AE's reference rule goes one example at a time: it asks for 100 units and one epoch
+    (a working model within a minute); back on another model, the page's usual 32 and 5 return."""
+    at = page()
+    assert (at.number_input(key="tr_latent").value, at.slider(key="tr_epochs").value) == (32, 5)
+    at.selectbox(key="tr_model").set_value("rank-ordered-ae").run()
+    assert (at.number_input(key="tr_latent").value, at.slider(key="tr_epochs").value) == (100, 1)
+    at.selectbox(key="tr_model").set_value("ae").run()
+    assert (at.number_input(key="tr_latent").value, at.slider(key="tr_epochs").value) == (32, 5)
+    assert not at.exception and not at.error
+
+
 def test_live_panel_and_stop_button(no_zoo):
     at = page()
     at.slider(key="tr_epochs").set_value(50).run()

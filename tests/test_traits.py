@@ -76,6 +76,15 @@ def test_twin_pca_note_and_code_facts(name):
         assert model.reconstruct(x).shape == x.shape
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_train_page_defaults_are_a_code_size_and_epochs_the_app_allows(name):
+    from aecore.lab import jobs
+
+    defaults = dict(get_model_class(name).train_page_defaults)
+    assert set(defaults) <= {"latent_dim", "epochs"}
+    assert 1 <= defaults.get("latent_dim", 1) <= jobs.MAX_LATENT and 1 <= defaults.get("epochs", 1) <= jobs.MAX_EPOCHS
+
+
 def test_every_role_is_declared_and_there_is_one_baseline():
     for role in ROLES:
         assert models_with(role), f"no model declares {role!r}"
