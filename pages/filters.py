@@ -4,8 +4,9 @@ import streamlit as st
 
 from aecore.errors import AecoreError
 from aecore.lab import inside
-from aecore.models import GREEDY_STAGES, has_role, models_with
-from pages.common import as_bool, bind, code, download_png, model_page, plain, show_error, sync_url
+from aecore.models import GREEDY_STAGES, RANKED_CODE, has_role, models_with
+from pages.common import (as_bool, bind, code, download_png, model_page, plain, show_error, sync_url,
+                          test_codes)
 
 sel = model_page("Filters",
                  "Each unit of a fully connected first layer has one weight per input pixel: laid out as an image, "
@@ -38,6 +39,16 @@ else:
     with right:
         per_filter = st.toggle("Scale each filter on its own", key="per_filter",
                                help="Off: one shared scale, so weak units look faint")
+    # one filter per code unit (one-layer encoders): they can be laid out most active first, as the
+    # rank-ordered AE's paper does (its default there)
+    units = getattr(model.config, "latent_dim", None)
+    order = None
+    if units and any(f.shape[0] == units for f in found.values()):
+        bind("by_activity", has_role(sel.entry.model, RANKED_CODE), as_bool)
+        if st.toggle("Most active units first", key="by_activity",
+                     help="Sorted by each unit's mean activation over the test images; off: the model's own order"):
+            order = inside.most_active_first(test_codes(sel))
+        sync_url("by_activity")
     sync_url("n_filters", "per_filter")
     st.caption(("Each filter is scaled on its own: mid-grey = 0, white = its largest positive weight, "
                 "black = its most negative one." if per_filter else
@@ -46,13 +57,17 @@ else:
     for name, f in found.items():
         st.subheader(name[0].upper() + name[1:])
         n = min(count, f.shape[0])
+        sorted_here = order is not None and f.shape[0] == len(order)
+        if sorted_here:
+            f = f[order]
         try:
             grid = inside.filter_grid(f, count=n, per_filter=per_filter)
         except Exception as err:  # noqa: BLE001 - a drawing problem must not hide the other grids
             show_error(err)
             continue
         shape = "×".join(str(s) for s in f.shape[1:])
-        st.image(grid, caption=f"{n} of {f.shape[0]} ({shape} each)")
+        st.image(grid, caption=f"{n} of {f.shape[0]} ({shape} each)" + (
+            f", most active first (units {', '.join(str(int(u)) for u in order[:min(n, 8)])}, …)" if sorted_here else ""))
         download_png(grid, f"{ref.replace('/', '_').replace(':', '_')}-{name.split()[0]}-{name.split()[1]}.png",
                      key=f"png-{name}")
     if inside.TIED in found:

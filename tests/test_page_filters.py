@@ -24,10 +24,27 @@ def captions(at: AppTest) -> list[str]:
 ])
 def test_filter_grids_per_family(tiny_zoo, model, grids):
     at = open_page(model)
-    assert captions(at) == grids
+    assert [c.split(", most active first")[0] for c in captions(at)] == grids
     assert len(at.get("download_button")) == len(grids)
     assert any("scaled on its own" in c.value for c in at.caption)
     assert any("Stage play-back is for `stacked-ae`" in c.value for c in at.caption)   # not a stacked AE
+
+
+def test_a_ranked_code_shows_its_most_active_units_first(tiny_zoo):
+    """The rank-ordered AE's paper lays its filters out by mean activation: the page's default for a ranked
+    code, a toggle (in the URL) elsewhere when filters are one per code unit."""
+    import numpy as np
+
+    from aecore.lab.inside import most_active_first
+
+    assert most_active_first(np.array([[0.0, 2.0, 1.0, 2.0], [0.0, 0.0, 1.0, 2.0]])).tolist() == [3, 1, 2, 0]
+    at = open_page("mnist/rank-ordered-ae")
+    assert at.toggle(key="by_activity").value is True
+    assert "most active first (units " in captions(at)[0]
+    at.toggle(key="by_activity").set_value(False).run()
+    assert not at.exception and captions(at) == ["16 of 16 (1×28×28 each)"]
+    assert at.query_params["by_activity"] == "0"
+    assert open_page("mnist/ae-d8").get("toggle")[0].key != "by_activity"   # 64 hidden units, an 8-unit code
 
 
 def test_slider_and_shared_scale_are_in_the_url(tiny_zoo):
@@ -45,7 +62,7 @@ def test_slider_and_shared_scale_are_in_the_url(tiny_zoo):
 
 
 def test_too_many_filters_from_the_url_falls_back(tiny_zoo):
-    at = open_page(None, model="mnist/rank-ordered-ae", n_filters="999")
+    at = open_page(None, model="mnist/rank-ordered-ae", n_filters="999", by_activity="0")
     assert captions(at) == ["16 of 16 (1×28×28 each)"]
 
 

@@ -129,6 +129,14 @@ def filters(model: nn.Module) -> FilterSet | str:
             "(no Linear with the input's size, no convolution over its channels), so there are no filters to show")
 
 
+def most_active_first(codes: "np.ndarray") -> "np.ndarray":
+    """Unit indices by mean activation over the codes (N, K), largest first, ties in unit order: how
+    Bertens (2016) lays out a rank-ordered AE's filters, the common ones first."""
+    import numpy as np
+
+    return np.argsort(-np.asarray(codes, dtype=np.float64).mean(0), kind="stable")
+
+
 def code_unit_filters(model: nn.Module) -> Tensor | None:
     """(K, C, H, W): each code unit's own input filter, when the code is one layer away from the input
     (one-layer sparse/contractive/plain AEs, linear-ae, rank-ordered-ae); None for deeper encoders."""
