@@ -100,7 +100,8 @@ def test_shipped_model_loads_and_matches_its_manifest_and_recipe(model_id):
         assert (list(got) if isinstance(got, (list, tuple)) else got) == value, key
     assert np.isfinite(loaded.metrics["mse"]) and loaded.metrics["n"] > 0
     maps = read_maps(SHIPPED / model_id)
-    assert maps["umap"].shape == maps["pca"].shape == (loaded.metrics["n"], 2)
+    assert maps["umap"].shape == (loaded.metrics["n"], 2) and len(maps["labels"]) == loaded.metrics["n"]
+    assert "pca" not in maps        # the pages project the codes with PCA themselves: not worth 37 KB a model
 
 
 @pytest.mark.skipif(not shipped_ids, reason="no pretrained/manifest.json in this checkout")
