@@ -244,6 +244,10 @@ def test_metric_cards():
     assert by_label["Parameters"].value == "123,456" and by_label["custom score"].value == "0.1235"
     assert "Accuracy" not in by_label and "n" not in by_label      # NaN and bookkeeping left out
     assert rc.metric_cards({}) == []
+    anytime = rc.metric_cards({"mse_top10": 0.02, "mse_top1": 0.06, "l0": 25.0, "dead_units_train": 0.0039})
+    assert [(c.label, c.value) for c in anytime] == [
+        ("Active units per image (L0)", "25.0"), ("Dead units", "0.4 %"),
+        ("MSE, top 1 units", "0.06000"), ("MSE, top 10 units", "0.02000")]
     assert rc.metrics_scope({"n": 10000, "split": "test", "dataset": "mnist"}) == "10,000 test images of mnist"
 
 

@@ -172,6 +172,9 @@ KNOWN: dict[str, tuple[str, str, str]] = {          # key: (label, format, help)
     "iou": ("Mask IoU", ".3f", "intersection over union of the predicted foreground mask"),
     "population_sparsity": ("Units off per image", "%", "fraction of code units that are zero"),
     "mean_activation": ("Mean activation", ".4f", "mean code unit activation"),
+    "l0": ("Active units per image (L0)", ".1f", "code units that are not zero, mean over images"),
+    "dead_units_train": ("Dead units", "%", "units that fired on none of the last training images the model counts"),
+    "units_below_0.05": ("Activations below 0.05", "%", "code values under 0.05: off in all but name"),
     "jacobian_norm": ("‖J‖_F", ".3f", "Frobenius norm of the encoder's Jacobian, mean over images"),
     "max_principal_angle_deg": ("Max angle to PCA", ".2f°", "largest principal angle between the decoder's "
                                 "span and PCA's subspace"),
@@ -212,8 +215,13 @@ def metric_cards(metrics: dict[str, Any]) -> list[Card]:
         if key in ("noisy_psnr", "psnr_gain") and metrics.get("noise"):
             card.help += f" (noise {metrics['noise']})"
         cards.append(card)
+    ranked = sorted((int(key[7:]), key) for key, value in metrics.items()
+                    if key.startswith("mse_top") and key[7:].isdigit() and number(value))
+    for k, key in ranked:                       # a ranked code's anytime errors, in order of k
+        cards.append(Card(f"MSE, top {k} units", f"{metrics[key]:.5f}", "reconstruction from the k most active units"))
+    shown = {key for _, key in ranked}
     for key, value in metrics.items():
-        if key not in KNOWN and key not in SKIP and number(value):
+        if key not in KNOWN and key not in SKIP and key not in shown and number(value):
             cards.append(Card(key.replace("_", " "), f"{value:.4g}"))
     return cards
 
