@@ -235,7 +235,8 @@ def test_old_field_names_load_into_the_new_ones(name):
         make_config(name, {"act": "swish"})
 
 
-@pytest.mark.parametrize("model_id", sorted(f"{p.parent.name}/{p.name}" for kind in ("sparse-ae-*", "contractive-ae")
+# sparse-ae-kl was rebuilt after the rename (issue 16); the L1 and contractive AEs still ship the old files
+@pytest.mark.parametrize("model_id", sorted(f"{p.parent.name}/{p.name}" for kind in ("sparse-ae-l1", "contractive-ae")
                                             for p in SHIPPED.glob(f"*/{kind}")))
 def test_shipped_models_written_with_old_field_names_still_load(model_id):
     written = json.loads((SHIPPED / model_id / "config.json").read_text())["config"]
