@@ -1,7 +1,7 @@
 """Semi-supervised learning with few labels: test accuracy against the label budget, and where the
 labelled examples sit on the latent map.
 
-Three methods, each measured on the test split with the same labelled images: `hyper-semi` (its
+Three methods, each measured on the test split with the same labelled images: the semi-supervised model (its
 metrics.json `accuracy`), the same CNN trained from scratch on the labelled images only
 (`scratch_cnn_accuracy`) and PCA + logistic regression (`pca_logreg_accuracy`), both from
 `aecore.measures.semi_baselines`. Only measured points are drawn: a model whose metrics lack a method
