@@ -42,3 +42,27 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+LABEL_FONT_FRACTION = 0.22   # label text height as a fraction of one row's height (capped below)
+MAX_LABEL_FONT = 40
+
+
+def label_column(labels: list[str], height: int, *, font_px: int | None = None, width: int | None = None) -> np.ndarray:
+    """A white (height, width, 3) uint8 strip with `labels[r]` written, right-aligned, beside row r of
+    a grid `height` pixels tall whose rows are equally tall: the rows' names on the picture itself,
+    readable on a projector and kept in a downloaded PNG (a caption is neither)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n = max(1, len(labels))
+    row = height / n
+    size = font_px or int(min(MAX_LABEL_FONT, max(12, row * LABEL_FONT_FRACTION)))
+    font = ImageFont.load_default(size=size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    widths = [measure.textlength(text, font=font) for text in labels]
+    width = width or int(max(widths, default=0) + size)
+    strip = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(strip)
+    for r, (text, w) in enumerate(zip(labels, widths)):
+        draw.text((width - w - size // 2, row * (r + 0.5)), text, fill="black", font=font, anchor="lm")
+    return np.asarray(strip, dtype=np.uint8).copy()

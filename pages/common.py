@@ -97,14 +97,26 @@ def _finite(value: Any) -> bool:
     return not isinstance(value, float) or math.isfinite(value)
 
 
+KEPT = "_kept"   # st.session_state[KEPT]: {slot: value}. Plain session state, which a page switch keeps
+
+
+def kept() -> dict[str, Any]:
+    """The values that follow a visitor from page to page. Streamlit drops a widget's value when a page
+    without it runs (every sidebar navigation), so each bound value is also kept here, under its slot."""
+    return st.session_state.setdefault(KEPT, {})
+
+
 def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list | None = None, *,
-         lo: float | None = None, hi: float | None = None) -> None:
-    """Seed st.session_state[key] from the URL (or `default`) unless the widget already has a value.
+         lo: float | None = None, hi: float | None = None, shared: str | None = None) -> None:
+    """Seed st.session_state[key] unless the widget already has a value: from the URL (a link opens
+    its exact view), else from the value this visitor last had under the slot `shared` (default: the
+    key itself; pages that share a setting, such as the seed, name one slot), else `default`.
 
     A value the cast refuses, one outside `choices`, or a number that is not finite (nan, inf) falls
     back to `default`; `int`/`float` casts go through to_int/to_float (no huge digit strings). With
     `lo`/`hi` (the widget's min/max) the value is clamped into them, on every run: a value kept from
     an earlier run is clamped too when the bounds have changed (another model, another dataset)."""
+    slot = shared or key
     if key not in st.session_state:
         value = default
         raw = st.query_params.get(key)
@@ -113,13 +125,19 @@ def bind(key: str, default: Any, cast: Callable[[str], Any] = str, choices: list
                 value = _SAFE_CASTS.get(cast, cast)(raw)
             except Exception:  # noqa: BLE001 - a URL may say anything: its value is ignored, nothing more
                 value = default
+        elif slot in kept():
+            value = kept()[slot]
         if choices is not None and value not in choices:
             value = default
-        if not _finite(value):
+        if not _finite(value) or (_is_number(default) and not _is_number(value)) or (
+                isinstance(default, bool) and not isinstance(value, bool)):
             value = default
         st.session_state[key] = value
     if lo is not None or hi is not None:
         _clamp(key, default, lo, hi)
+    # Written back on every run: after a page switch Streamlit may still hold the value under the key
+    # but draw the freshly mounted widget at its default; a value set this run is the one it shows.
+    st.session_state[key] = kept()[slot] = st.session_state[key]
 
 
 def _clamp(key: str, default: Any, lo: float | None, hi: float | None) -> None:
@@ -254,6 +272,48 @@ def device_name() -> str:
     return str(pick_device())
 
 
+# --- projector mode: one switch for the whole app ----------------------------------------------------
+PROJECTOR_TILE_PX = 140      # an image tile on a projector: readable from the back of a room
+SCREEN_TILE_PX = 56
+PROJECTOR_FONT_PX = 22       # the page's root font size on a projector (Streamlit sizes text in rem; 16 px)
+PROJECTOR_CHART_FONT = 20
+
+
+def projector_on() -> bool:
+    return bool(st.session_state.get("projector", kept().get("projector", False)))
+
+
+def tile_scale(side: int, *, screen_px: int = SCREEN_TILE_PX) -> int:
+    """How many times to repeat each pixel of a `side`-pixel image: tiles of about `screen_px` on a
+    screen, at least PROJECTOR_TILE_PX with the projector switch on."""
+    if projector_on():
+        return max(2, math.ceil(PROJECTOR_TILE_PX / side))
+    return max(1, round(screen_px / side))
+
+
+def projector_switch() -> None:
+    """The sidebar's projector toggle (every page has it; the link says projector=1)."""
+    bind("projector", False, as_bool)
+    st.toggle("Projector", key="projector", help="Large images and text for the back of the room, on every page")
+    sync_url("projector")
+    if st.session_state["projector"]:
+        st.html(f"<style>html {{ font-size: {PROJECTOR_FONT_PX}px; }}</style>")
+
+
+def chart(fig, **kwargs: Any):
+    """st.plotly_chart with the app's layout: the title and legend on the left, clear of Plotly's
+    toolbar (top right), larger text on a projector; `kwargs` go to st.plotly_chart."""
+    layout = fig.layout
+    top = layout.margin.t if layout.margin.t is not None else 0
+    fig.update_layout(margin_t=max(top, 70 if layout.title.text else 40), title_x=0.0, title_xanchor="left")
+    if layout.showlegend is not False and layout.legend.orientation is None:
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0))
+    if projector_on():
+        fig.update_layout(font_size=PROJECTOR_CHART_FONT)
+    config = {"displaylogo": False, **kwargs.pop("config", {})}
+    return st.plotly_chart(fig, config=config, **kwargs)
+
+
 # --- the sidebar --------------------------------------------------------------------------------------
 @dataclass
 class Selection:
@@ -307,11 +367,36 @@ def test_codes(sel: Selection) -> np.ndarray:
 
 
 def dataset_choices() -> list[str]:
-    """The datasets that work offline, then any other one a listed model was trained on (a `folder:`
+    """The datasets that work offline and have a model, then any other one a listed model was trained on (a `folder:`
     model trained on the Train page, the rank-ordered AE's cifar10-patches) that this server may load:
     a known dataset name, or a `folder:` inside an allowed root (`check_dataset`)."""
-    others = {e.dataset for e in catalog.entries()} - set(DATASETS) - {""}
-    return DATASETS + sorted(d for d in others if dataset_allowed(d))
+    trained_on = {e.dataset for e in catalog.entries()}
+    offline = [d for d in DATASETS if d in trained_on] or DATASETS      # `digits` has no model: not offered
+    return offline + sorted(d for d in trained_on - set(DATASETS) - {""} if dataset_allowed(d))
+
+
+def keep_model() -> None:
+    """Remember the visitor's own choice of model: every page that offers it opens on it."""
+    kept()["model"] = st.session_state.get("model")
+
+
+def _starting_model(refs: list[str], by_ref: dict, prefer: Callable[[catalog.Entry], bool] | None) -> str:
+    """The model a page opens on: the link's, else the one this visitor chose (on any page, or by
+    training it), else the page's own best (`prefer`), else the first."""
+    raw = st.query_params.get("model")
+    if isinstance(raw, str) and len(raw) <= MAX_REF and raw in by_ref:
+        kept()["model"] = raw
+        return raw
+    if kept().get("model") in by_ref:
+        return kept()["model"]
+    preferred = [r for r in refs if prefer is not None and prefer(by_ref[r])]
+    return (preferred or refs)[0]
+
+
+def showcase(entry: catalog.Entry) -> bool:
+    """`prefer` for pages about what a code learns: the model beating PCA by the widest margin."""
+    best = catalog.showcase(catalog.entries(entry.dataset))
+    return best is not None and best.ref == entry.ref
 
 
 def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
@@ -322,7 +407,7 @@ def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
     VAE), unless the link or an earlier choice names one."""
     use_session_threads()              # this run's torch work on one thread: sessions run side by side
     choices = dataset_choices()
-    bind("dataset", DATASETS[0], choices=choices)
+    bind("dataset", choices[0], choices=choices)
     with st.sidebar:
         dataset = st.selectbox("Dataset", choices, key="dataset",
                                help="Test split shown; the bundled copies (mnist, fashion-mnist, digits) work "
@@ -332,14 +417,13 @@ def sidebar(*, model_filter: Callable[[catalog.Entry], bool] | None = None,
         entry = None
         if options:
             refs = list(by_ref)
-            if st.session_state.get("model") not in by_ref:
-                raw = st.query_params.get("model")
-                raw = raw if isinstance(raw, str) and len(raw) <= MAX_REF else None
-                preferred = [r for r in refs if prefer is not None and prefer(by_ref[r])]
-                st.session_state["model"] = raw if raw in by_ref else (preferred or refs)[0]
-            ref = st.selectbox("Model", refs, key="model", format_func=lambda r: by_ref[r].label, help=model_help)
+            current = st.session_state.get("model")
+            st.session_state["model"] = current if current in by_ref else _starting_model(refs, by_ref, prefer)
+            ref = st.selectbox("Model", refs, key="model", format_func=lambda r: by_ref[r].label, help=model_help,
+                               on_change=keep_model)
             entry = by_ref[ref]
             st.caption(f"**{plain(entry.model)}** — {plain(entry.about)}")
+        projector_switch()
         st.caption(f"Device: `{device_name()}`")
         left_out_note()
     sync_url("dataset", "model")
@@ -380,6 +464,7 @@ def select_finished_run(key: str) -> None:
     pending = st.session_state.pop(key, None)
     if pending and pending[0] in DATASETS:
         st.session_state["dataset"], st.session_state["model"] = pending
+        kept()["dataset"], kept()["model"] = pending
 
 
 def left_out_note() -> None:

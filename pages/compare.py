@@ -6,7 +6,8 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog, compare, export
 from aecore.lab.semi import model_folder
 from aecore.viz import image_grid
-from pages.common import MAX_REF, bind, download_png, load_model, plain, show_error, sidebar, sync_url, test_data
+from pages.common import (MAX_REF, bind, download_png, load_model, plain, show_error, showcase, sidebar,
+                          sync_url, test_data)
 
 NOISES = ["none", "gaussian", "masking", "saltpepper"]
 NOISE_DEFAULT = {"gaussian": 0.5, "masking": 0.5, "saltpepper": 0.2}
@@ -17,7 +18,7 @@ st.title("Compare models")
 st.write("The same test images go through every chosen model; with noise on, every model gets exactly the same "
          "corrupted copies. The table scores each output against the clean image.")
 
-sel = sidebar()
+sel = sidebar(prefer=showcase)
 if sel is None:
     st.stop()
 entries = {e.ref: e for e in catalog.entries(sel.dataset)}
@@ -33,12 +34,13 @@ if "cmp_models" not in st.session_state or any(r not in entries for r in st.sess
         part = part.strip()
         if len(part) <= MAX_REF and part in entries and part not in wanted:
             wanted.append(part)
-    if not wanted:
-        wanted = [sel.entry.ref] + [r for r in entries if r != sel.entry.ref][:1]
+    if not wanted:       # the sidebar's model beside the same-size model that does worst against PCA
+        partner = catalog.contrast(list(entries.values()), sel.entry)
+        wanted = [sel.entry.ref] + ([partner.ref] if partner else [r for r in entries if r != sel.entry.ref][:1])
     st.session_state["cmp_models"] = wanted[: compare.MAX_MODELS]
-bind("cmp_n", 8, int, lo=2, hi=16)
-bind("cmp_seed", 0, int, lo=0, hi=1_000_000)
-bind("cmp_noise", "none", choices=NOISES)
+bind("cmp_n", 8, int, lo=2, hi=16, shared="count")
+bind("cmp_seed", 0, int, lo=0, hi=1_000_000, shared="seed")
+bind("cmp_noise", "none", choices=NOISES, shared="noise_kind")
 
 refs = st.multiselect("Models", list(entries), key="cmp_models", format_func=lambda r: entries[r].label,
                       max_selections=compare.MAX_MODELS, help=f"Models trained on {plain(sel.dataset)}; up to "
@@ -50,7 +52,8 @@ noise_kind = c3.selectbox("Noise", NOISES, key="cmp_noise", help="Corrupt the in
                                                                  "the clean images")
 noise = None
 if noise_kind != "none":
-    bind(f"cmp_level_{noise_kind}", NOISE_DEFAULT[noise_kind], float, lo=0.05, hi=NOISE_MAX[noise_kind])
+    bind(f"cmp_level_{noise_kind}", NOISE_DEFAULT[noise_kind], float, lo=0.05, hi=NOISE_MAX[noise_kind],
+         shared=f"noise_level_{noise_kind}")
     level = c4.slider("σ" if noise_kind == "gaussian" else "fraction ν", 0.05, NOISE_MAX[noise_kind],
                       step=0.05, key=f"cmp_level_{noise_kind}")
     noise = f"{noise_kind}:{level:g}"

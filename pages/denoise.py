@@ -11,7 +11,7 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (DATASETS, MAX_REF, bind, dataset_choices, download_png, load_model, own_image_section,
+from pages.common import (chart, DATASETS, bind, keep_model, dataset_choices, download_png, load_model, own_image_section,
                           require_fit, show_error, sidebar, sync_url, test_data)
 from pages.common import plain as plain_text    # `plain` here is the plain AE
 
@@ -37,29 +37,30 @@ st.write("A **denoising autoencoder** is trained to map corrupted images back to
          "denoiser and a plain autoencoder (trained on clean images only) make of them.")
 
 # --- noise state (also in the link as noise=kind:level) and the model to start with ------------------
-if "dn_kind" not in st.session_state:
+if "dn_kind" not in st.session_state and st.query_params.get("noise") is not None:
     start = _noise_from_link()
     st.session_state["dn_kind"] = start.kind
     st.session_state[f"dn_level_{start.kind}"] = start.level
+bind("dn_kind", "gaussian", choices=list(KINDS), shared="noise_kind")     # the noise follows the visitor too
 bind("dataset", DATASETS[0], choices=dataset_choices())
+
+
+def _denoiser(kind: str) -> str | None:
+    entries = catalog.entries(st.session_state.get("dataset"))
+    return dn.preferred_model(entries, dn.entry_facts(entries), kind)
 
 
 def _prefer_denoiser() -> None:
     """Switch the model to a denoiser trained on the chosen noise kind, when there is one."""
-    entries = catalog.entries(st.session_state.get("dataset"))
-    ref = dn.preferred_model(entries, dn.entry_facts(entries), st.session_state["dn_kind"])
+    ref = _denoiser(st.session_state["dn_kind"])
     if ref:
         st.session_state["model"] = ref
+        keep_model()
 
 
-_refs = {e.ref for e in catalog.entries(st.session_state["dataset"])}
-_first_visit = "_dn_seen" not in st.session_state
-st.session_state["_dn_seen"] = True
-if (_first_visit and str(st.query_params.get("model"))[:MAX_REF + 1] not in _refs) or (
-        st.session_state.get("model") is not None and st.session_state["model"] not in _refs):
-    _prefer_denoiser()                                    # first visit, or the dataset changed
-
-sel = sidebar(model_help="Starts on a denoiser trained on the chosen noise kind")
+_start = _denoiser(st.session_state["dn_kind"])
+sel = sidebar(model_help="Starts on a denoiser trained on the chosen noise kind",
+              prefer=lambda e: e.ref == _start)
 if sel is None or sel.model is None:
     st.stop()
 model, entry, data = sel.model, sel.entry, sel.data
@@ -72,14 +73,15 @@ if reason:
 require_fit(sel)
 
 # --- controls ----------------------------------------------------------------------------------------
-bind("count", 8, int, lo=1, hi=16)
-bind("seed", 0, int, lo=0, hi=10_000)
+bind("count", 8, int, lo=1, hi=16, shared="count")
+bind("seed", 0, int, lo=0, hi=10_000, shared="seed")
 c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
 with c1:
     kind = st.radio("Noise", KINDS, format_func=dn.LABELS.get, horizontal=True, key="dn_kind",
                     on_change=_prefer_denoiser, help="Changing it also picks a denoiser trained on that noise")
 level_key = f"dn_level_{kind}"
-bind(level_key, float(dn.DEFAULT_LEVEL[kind]), float, lo=0.0, hi=float(dn.MAX_LEVEL[kind]))   # the link says noise=
+bind(level_key, float(dn.DEFAULT_LEVEL[kind]), float, lo=0.0, hi=float(dn.MAX_LEVEL[kind]),
+     shared=f"noise_level_{kind}")   # the link says noise=
 with c2:
     level = st.slider(dn.LABELS[kind], 0.0, dn.MAX_LEVEL[kind], step=0.05 if kind == "gaussian" else 0.01,
                       key=level_key, help={"gaussian": "x + N(0, σ²), clipped to [0, 1]",
@@ -194,7 +196,7 @@ try:
 except AecoreError as err:
     show_error(err)
 else:
-    st.plotly_chart(dn.sweep_figure(curves, current=level), key="sweep")
+    chart(dn.sweep_figure(curves, current=level), key="sweep")
     if trained is not None and trained.kind == kind:
         st.caption(f"{plain_text(entry.label)} was trained at {dn.SYMBOL[kind]} = {trained.level:g}: look at how it "
                    "does above and below that level.")

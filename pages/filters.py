@@ -5,7 +5,7 @@ import streamlit as st
 from aecore.errors import AecoreError
 from aecore.lab import inside
 from aecore.models import GREEDY_STAGES, RANKED_CODE, has_role, models_with
-from pages.common import (as_bool, bind, code, download_png, model_page, plain, show_error, sync_url,
+from pages.common import (chart, as_bool, bind, code, download_png, model_page, plain, show_error, sync_url,
                           test_codes)
 
 sel = model_page("Filters",
@@ -92,7 +92,7 @@ if has_role(sel.entry.model, GREEDY_STAGES):
     left, right = st.columns(2)
     with left:
         if stage.epochs:
-            st.plotly_chart(inside.stage_loss_figure(stage), key="stage-loss")
+            chart(inside.stage_loss_figure(stage), key="stage-loss")
         else:
             st.info("metrics.json has no loss history for this stage.")
     with right:

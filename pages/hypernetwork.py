@@ -7,7 +7,7 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog, hyper, inside
 from aecore.models import HYPERNETWORK, get_model_class, has_role, models_with
 from aecore.viz import image_grid
-from pages.common import bind, code, download_png, load_model, model_page, plain, show_error, sync_url
+from pages.common import chart, bind, code, download_png, load_model, model_page, plain, show_error, sync_url
 
 HYPER_MODELS = models_with(HYPERNETWORK)
 sel = model_page("Hypernetwork",
@@ -68,7 +68,7 @@ if counts["other"]:
 elif twin is not None:
     cols[3].metric("Vanilla twin (trained)", f"{twin.model.num_parameters():,}")
 twin_count = twin.model.num_parameters() if twin is not None else None
-st.plotly_chart(hyper.counts_figure(counts, twin_count), key="counts")
+chart(hyper.counts_figure(counts, twin_count), key="counts")
 if twin is not None and "mse" in sel.loaded.metrics and "mse" in twin.metrics:
     st.caption(f"Test MSE per pixel: hyper-ae {sel.loaded.metrics['mse']:.5f}, vanilla twin "
                f"{twin.metrics['mse']:.5f} (from each model's metrics.json).")
@@ -94,10 +94,10 @@ with left:
     else:
         offset = 0
 with right:
-    st.plotly_chart(hyper.embedding_figure(model, block.first_chunk + offset), key="embedding-bar")
+    chart(hyper.embedding_figure(model, block.first_chunk + offset), key="embedding-bar")
 sync_url("tensor", *(["chunk"] if block.n_chunks > 1 else []))
 with st.expander("The whole embedding as a heat map"):
-    st.plotly_chart(hyper.embedding_heatmap(model), key="embedding-map")
+    chart(hyper.embedding_heatmap(model), key="embedding-map")
 
 # --- generated weights, beside the twin --------------------------------------------------------
 st.header("Generated weights" + (" beside the vanilla twin's" if twin is not None else ""))
@@ -120,7 +120,7 @@ for view in hyper.layer_views(model):
             else:
                 fig = hyper.heatmap_figure(v)
                 fig.update_layout(title=f"{who}: {fig.layout.title.text}")
-                st.plotly_chart(fig, key=f"map-{who}-{v.name}")
+                chart(fig, key=f"map-{who}-{v.name}")
 
 
 # --- the explorer -------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from aecore.errors import AecoreError
 from aecore.lab import latent as lt
 from aecore.viz import image_grid
 from aecore.maps import read_maps
-from pages.common import (bind, download_png, model_page, own_image, plain, show_error, sync_url, test_codes,
-                          test_data)
+from pages.common import (bind, chart, download_png, model_page, own_image, plain, show_error, showcase, sync_url,
+                          test_codes, test_data)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -21,7 +21,7 @@ lt.start_umap_warmup()   # app.py starts it too; this covers a server whose firs
 sel = model_page("Latent map",
                  "Every test image's **code**, projected to a plane (or space) you can look at. Images the model "
                  "considers alike sit together: see which classes it separates without ever being told the "
-                 "labels, and which images it confuses.", fit=True)
+                 "labels, and which images it confuses.", fit=True, prefer=showcase)
 model, entry, data, shape = sel.model, sel.entry, sel.data, sel.shape
 version, slug = sel.version, sel.slug
 
@@ -190,7 +190,7 @@ fig = lt.map_figure(proj, labels, data.classes, values=values, value_name=value_
 
 left, right = st.columns([3, 2])
 with left:
-    st.plotly_chart(fig, key="lm_chart", on_select=_on_select, selection_mode=("points", "box", "lasso"),
+    chart(fig, key="lm_chart", on_select=_on_select, selection_mode=("points", "box", "lasso"),
                     config={"scrollZoom": True, "displaylogo": False})
     how = ("Drag to rotate; plotly has no box selection in 3-D, so click a point or type its index." if dims == 3
            else "Click a point, or draw a box or lasso (toolbar), to see the images.")

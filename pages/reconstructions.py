@@ -9,15 +9,15 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import reconstruct as rc
 from aecore.pca import PCA
-from pages.common import (as_bool, bind, download_png, model_page, own_image_section, plain, show_error, sync_url,
-                          train_data)
+from pages.common import (bind, chart, download_png, model_page, own_image_section, plain, projector_on, show_error,
+                          showcase, sync_url, tile_scale, train_data)
 
 MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
 
 sel = model_page("Reconstructions",
                  "What comes back out of the autoencoder, beside **PCA with as many components as the model's "
                  "code**: the best a linear code of that size can do. Where the model beats PCA, its nonlinearity "
-                 "pays.", fit=True)
+                 "pays.", fit=True, prefer=showcase)
 model, entry, data, shape = sel.model, sel.entry, sel.data, sel.shape
 slug = sel.slug
 
@@ -39,14 +39,13 @@ else:
 # --- which images ------------------------------------------------------------------------------------
 n_images = len(data)
 bind("pick", "random", choices=list(rc.MODES))
-bind("count", 10, int, lo=1, hi=32)
-bind("seed", 0, int, lo=0, hi=10_000)
+bind("count", 10, int, lo=1, hi=32, shared="count")
+bind("seed", 0, int, lo=0, hi=10_000, shared="seed")
 bind("klass", 0, int, lo=0, hi=max(len(data.classes) - 1, 0))
 bind("start", 0, int, lo=0, hi=n_images - 1)
-bind("projector", False, as_bool)
 
 st.subheader("Originals, reconstructions and PCA")
-c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
+c1, c2, c3 = st.columns([3, 2, 2])
 with c1:
     mode = st.radio("Images", rc.MODES, format_func=MODE_LABELS.get, horizontal=True, key="pick")
 with c2:
@@ -59,9 +58,8 @@ with c3:
         st.number_input("Seed", 0, 10_000, step=1, key="seed", help="Same seed, same images")
     if mode == "class":
         st.selectbox("Class", range(len(data.classes)), format_func=lambda i: data.classes[i], key="klass")
-with c4:
-    projector = st.toggle("Projector", key="projector", help="Big images, fewer per row, for the back of the room")
-sync_url("pick", "count", "seed", "klass", "start", "projector")
+projector = projector_on()
+sync_url("pick", "count", "seed", "klass", "start")
 
 
 @st.cache_resource(max_entries=8, show_spinner="Fitting PCA on the training split…")
@@ -83,17 +81,18 @@ except AecoreError as err:
     st.stop()
 
 side = shape[1]
-scale = max(2, round(160 / side)) if projector else max(1, round(56 / side))
+scale = tile_scale(side)
 rows = [cmp.original, cmp.recon] + ([cmp.pca] if cmp.pca is not None else [])
 bands = math.ceil(len(index) / 6) if projector else 1                     # projector: even bands of <= 6
 per_band = math.ceil(len(index) / bands) if projector else 16
-grid = rc.comparison_grid(rows, per_band=per_band, scale=scale)
+labels = ["original", entry.label] + ([f"PCA-{k}"] if cmp.pca is not None else [])
+grid = rc.comparison_grid(rows, per_band=per_band, scale=scale, row_labels=labels)
 row_names = "originals · " + plain(entry.label) + (f" · PCA with {k} components" if cmp.pca is not None else "")
 what = {"random": f"{len(index)} random test images (seed {st.session_state['seed']})",
         "class": f"{len(index)} random test images of class {plain(data.classes[st.session_state['klass']])} "
                  f"(seed {st.session_state['seed']})",
         "index": f"test images {int(index[0])} to {int(index[-1])}"}[mode]
-st.image(grid, caption=f"Rows: {row_names}. {what}.", width="stretch" if projector else "content")
+st.image(grid, caption=f"Rows: {row_names}. {what}.")
 download_png(grid, f"{slug}-reconstructions.png", key="png-grid")
 if cmp.pca is not None:
     offline = " (offline: the bundled test split)" if train.split == "test" else ""
@@ -109,7 +108,7 @@ if cmp.pca_mse is not None:
     wins = int((cmp.mse < cmp.pca_mse).sum())
     m3.metric("Model beats PCA on", f"{wins} of {len(index)}")
 names = [f"#{int(i)}" for i in index]
-st.plotly_chart(rc.error_figure(cmp, names, model_name=entry.label, pca_name=f"PCA-{k}"), key="errors")
+chart(rc.error_figure(cmp, names, model_name=entry.label, pca_name=f"PCA-{k}"), key="errors")
 
 # --- your own image ----------------------------------------------------------------------------------
 own = own_image_section(shape, key="rc", first="upload",

@@ -11,7 +11,7 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog, export, jobs, semi
 from aecore.maps import codes_of
 from aecore.models import SEMI_SUPERVISED, has_role
-from pages.common import bind, check_dataset, load_model, plain, select_finished_run, show_error, sidebar, sync_url
+from pages.common import chart, bind, check_dataset, load_model, plain, select_finished_run, show_error, sidebar, sync_url
 
 JOB_KEY = "semi_job"
 BUDGETS = ["10", "100", "1000", "all"]
@@ -34,7 +34,7 @@ found = [semi.read_semi_model(e.ref, e.label) for e in catalog.entries(dataset) 
 found = [m for m in found if m is not None]
 rows = semi.accuracy_rows(found)
 if rows:
-    st.plotly_chart(semi.accuracy_figure(rows), key="semi_acc")
+    chart(semi.accuracy_figure(rows), key="semi_acc")
     st.dataframe([{"model": r["model"], "labels": r["budget"], "method": r["method"],
                    "test accuracy": f"{100 * r['accuracy']:.1f} %"} for r in rows], hide_index=True, key="semi_rows")
     missing = []
@@ -81,7 +81,7 @@ else:
         coords, lab_coords = semi.project_with_test_pca(codes, lab_codes)
         fig = semi.map_figure(coords, sel.data.labels.numpy(), sel.data.classes, lab_coords,
                               None if lab_codes is None else found_labelled.labels.numpy())
-        st.plotly_chart(fig, key="semi_map")
+        chart(fig, key="semi_map")
         budget = recipe.get("labels")
         st.caption(f"Each faint dot is one of the {len(coords):,} test images, placed by the first two principal "
                    "components of its code and coloured by its true class. "

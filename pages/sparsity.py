@@ -15,7 +15,7 @@ from aecore.models import CONTRACTIVE, RANKED_CODE, SPARSE_CODE, has_role
 from aecore.pca import PCA
 from aecore.viz import image_grid
 from aecore.maps import read_maps
-from pages.common import (bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data,
+from pages.common import (chart, bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data,
                           train_data)
 
 sel = model_page("Sparsity",
@@ -72,11 +72,11 @@ bind("log_counts", True, lambda s: s.lower() in ("1", "true"))
 left, right = st.columns(2)
 with left:
     log = st.toggle("Log counts", key="log_counts")
-    st.plotly_chart(sp.activation_histogram(codes, threshold, log=log), key="hist")
+    chart(sp.activation_histogram(codes, threshold, log=log), key="hist")
 with right:
-    st.plotly_chart(sp.population_figure(stats), key="population")
+    chart(sp.population_figure(stats), key="population")
 sync_url("log_counts")
-st.plotly_chart(sp.lifetime_figure(stats, p), key="lifetime")
+chart(sp.lifetime_figure(stats, p), key="lifetime")
 if p is not None:
     st.caption(f"The KL penalty pulls each unit's mean activation (dots) towards p = {p:g}; firing rate (bars) "
                f"depends on the threshold.")
@@ -108,7 +108,7 @@ else:
             live = _point(entry.ref, version, sel.dataset)
         except AecoreError as err:
             why = str(err)
-    st.plotly_chart(fr.frontier_figure(front, entry.ref, live, f"{entry.label} (measured now)"), key="frontier")
+    chart(fr.frontier_figure(front, entry.ref, live, f"{entry.label} (measured now)"), key="frontier")
     where = ("drawn large" if entry.ref in front.refs else "the star, measured now on the test split" if live
              else f"not on the chart: {why}")
     stale = any(point.stale for series in front.series for point in series.points)
@@ -151,7 +151,7 @@ if has_role(entry.model, RANKED_CODE):
 
     n_curve = min(500, n_images)
     ranked, pca_err = _curves(entry.ref, version, sel.dataset, n_curve)
-    st.plotly_chart(sp.error_curve_figure(ranked, pca_err, k), key="curves")
+    chart(sp.error_curve_figure(ranked, pca_err, k), key="curves")
     st.caption(f"Mean over the first {n_curve} test images.")
 
 # --- a contractive AE: Jacobian norm over the latent map ---------------------------------------------
@@ -175,6 +175,6 @@ if has_role(entry.model, CONTRACTIVE):
     except AecoreError as err:
         show_error(err)
     else:
-        st.plotly_chart(sp.jacobian_figure(jm, sel.data.classes), key="jacobian")
+        chart(sp.jacobian_figure(jm, sel.data.classes), key="jacobian")
         st.caption(f"{len(jm.norm):,} of {n_images:,} test images (seeded subsample, for speed). Coordinates: "
                    f"{jm.source}. ‖J‖_F: median {np.median(jm.norm):.3f}, max {jm.norm.max():.3f}.")

@@ -11,7 +11,7 @@ from aecore.errors import AecoreError
 from aecore.lab import export, jobs
 from aecore.models import BASELINE, GREEDY_STAGES, SEMI_SUPERVISED, get_model_class, list_models, models_with
 from aecore.paths import FOLDER_ROOTS_ENV, allowed_folder_roots
-from pages.common import DATASETS, bind, plain, select_finished_run, show_error, sidebar, sync_url
+from pages.common import chart, DATASETS, bind, plain, select_finished_run, show_error, sidebar, sync_url
 
 FOLDER = "your images…"
 UPLOAD, SERVER = "an archive you upload", "a folder on this server"
@@ -264,7 +264,7 @@ def panel() -> None:
                 show_error(err)
     if snap.steps:
         log_y = st.toggle("Log scale", key="tr_logy")
-        st.plotly_chart(jobs.loss_figure(snap, log_y=log_y), key="tr_loss")
+        chart(jobs.loss_figure(snap, log_y=log_y), key="tr_loss")
         if snap.epochs:
             last = snap.epochs[-1]
             val = (last.get("val") or {}).get("loss")

@@ -10,7 +10,7 @@ from aecore.lab import sparsity as sp
 from aecore.lab import units as un
 from aecore.models import SPARSE_CODE, has_role
 from aecore.viz import image_grid
-from pages.common import bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data
+from pages.common import chart, bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data
 
 sel = model_page("Units",
                  "One code unit at a time: the test images that turn it on most, how strongly it fires, what it "
@@ -85,7 +85,7 @@ with right:
                  caption="Decoder atom: what it paints (grey = 0)")
     st.caption(f"Atom: {basis.atom_kind}.")
 
-st.plotly_chart(un.activation_figure(view, basis.threshold), key="unit_hist")
+chart(un.activation_figure(view, basis.threshold), key="unit_hist")
 
 st.subheader("Without this unit")
 if ablation is None:

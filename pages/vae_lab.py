@@ -10,7 +10,7 @@ from aecore.lab import catalog
 from aecore.lab import vae as vl
 from aecore.models import GENERATIVE, has_role, models_with
 from aecore.viz import image_grid
-from pages.common import (bind, code, download_png, model_page, own_image, plain, require_fit, show_error, sync_url,
+from pages.common import (chart, bind, code, download_png, model_page, own_image, plain, require_fit, show_error, sync_url,
                           test_codes, test_data)
 
 
@@ -121,7 +121,7 @@ with tab_path:
             fig.update_yaxes(rangemode="tozero")
             fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="t (A → B)",
                               yaxis_title="‖z‖")
-            st.plotly_chart(fig, key="vl_norms")
+            chart(fig, key="vl_norms")
             st.caption("Norm of the code along each path. A straight line between two codes cuts inside the "
                        "sphere where prior samples live (‖z‖ ≈ √d), a region the decoder rarely saw in training; "
                        "slerp keeps the norm between the two ends'.")
@@ -196,7 +196,7 @@ with tab_trav:
         with right:
             fig = go.Figure(go.Bar(x=[f"z{j}" for j in range(latent_dim)], y=kl, marker_color="#4c78a8"))
             fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10), title="KL per dimension (nats)")
-            st.plotly_chart(fig, key="vl_kl")
+            chart(fig, key="vl_kl")
             unused = int((kl < 0.01).sum())
             st.caption(f"Average KL(q(z_j|x) ‖ N(0,1)) over {min(2000, n_images):,} test images. "
                        + (f"{unused} of {latent_dim} dimensions carry ≈ no information (KL < 0.01): the encoder "
@@ -247,7 +247,7 @@ with tab_grid:
                 download_png(grid, f"{slug}-manifold-{n}.png", label="Download manifold (PNG)", key="vl_png_grid")
             with right:
                 if codes is not None:
-                    st.plotly_chart(_codes_figure(entry.ref, version, sel.dataset, tuple(axis), codes),
+                    chart(_codes_figure(entry.ref, version, sel.dataset, tuple(axis), codes),
                                     key="vl_codes")
                     inside = np.abs(codes).max(1) <= axis[-1] + (axis[1] - axis[0]) / 2
                     st.caption(f"Posterior means of the {n_images:,} test images over the same range (dotted box = "

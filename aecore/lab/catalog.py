@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aecore.errors import AecoreError, ConfigError
 from aecore.models import get_model_class
 from aecore.paths import pretrained_dir, safe_name, user_model_path, user_models_dir
-from aecore.store import (CONFIG, MANIFEST, LoadedModel, check_listed, list_pretrained_in, list_user_models,
-                          load_model, load_pretrained, read_config, read_manifest)
+from aecore.store import (CONFIG, MANIFEST, MAX_CONFIG_BYTES, METRICS, LoadedModel, check_listed, list_pretrained_in,
+                          list_user_models, load_model, load_pretrained, read_config, read_json_file, read_manifest)
 
 log = logging.getLogger("aecore.app")
 
@@ -25,6 +26,8 @@ class Entry:
     dataset: str
     about: str        # one line: what this model is
     data_options: dict = field(default_factory=dict, compare=False)   # load_dataset options it was trained with
+    pca_gain: float | None = None   # test MSE of PCA with as many components / the model's (metrics.json); > 1: it wins
+    pca_components: int | None = None   # that PCA's size: the model's code size
 
 
 def _entry(ref: str, path: Path, label: str, expected: dict[str, str] | None = None) -> Entry | str:
@@ -42,7 +45,35 @@ def _entry(ref: str, path: Path, label: str, expected: dict[str, str] | None = N
     about = info.get("notes") or get_model_class(info["model"]).description
     options = (info.get("recipe") or {}).get("dataset_options") or {}
     return Entry(ref=ref, label=label, model=info["model"], dataset=info.get("dataset") or "", about=about,
-                 data_options=dict(options) if isinstance(options, dict) else {})
+                 data_options=dict(options) if isinstance(options, dict) else {}, **_against_pca(path))
+
+
+def _against_pca(path: Path) -> dict:
+    """pca_gain (pca_mse / mse) and pca_components from the folder's metrics.json; nothing when it is
+    missing, unreadable or odd (they only order the pickers, so nothing here may fail)."""
+    try:
+        file = path / METRICS
+        metrics = read_json_file(file) if file.is_file() and file.stat().st_size <= MAX_CONFIG_BYTES else {}
+        gain = float(metrics["pca_mse"]) / float(metrics["mse"])
+        components = int(metrics["pca_components"])
+    except Exception:  # noqa: BLE001
+        return {}
+    return {"pca_gain": gain, "pca_components": components} if math.isfinite(gain) and gain > 0 else {}
+
+
+def showcase(entries: list[Entry]) -> Entry | None:
+    """The model that shows best what an autoencoder adds: the one beating PCA with as many
+    components by the widest margin on its test split (pretrained first); None without measurements."""
+    measured = [e for e in entries if e.pca_gain is not None]
+    return max(measured, key=lambda e: (not e.ref.startswith(USER_PREFIX), e.pca_gain), default=None)
+
+
+def contrast(entries: list[Entry], best: Entry) -> Entry | None:
+    """The pretrained model of `best`'s code size that does worst against PCA (a linear AE, which is
+    PCA): side by side with `best`, the gap is what the nonlinearity buys. None when there is none."""
+    same = [e for e in entries if e.ref != best.ref and not e.ref.startswith(USER_PREFIX)
+            and e.pca_gain is not None and e.pca_components == best.pca_components]
+    return min(same, key=lambda e: e.pca_gain, default=None)
 
 
 def _stamp(path: Path) -> tuple:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from aecore.errors import ConfigError, DataError
 from aecore.evaluate import per_image_mse
 from aecore.pca import PCA
-from aecore.viz import image_grid
+from aecore.viz import image_grid, label_column
 
 MODES = ("random", "class", "index")
 
@@ -106,12 +106,13 @@ def compare(model: nn.Module, x: Tensor, pca: PCA | None = None) -> Comparison:
 
 
 # --- pictures --------------------------------------------------------------------------------------
-def comparison_grid(rows: Sequence[Tensor], *, per_band: int = 16, scale: int = 2, gap: int = 8) -> np.ndarray:
+def comparison_grid(rows: Sequence[Tensor], *, per_band: int = 16, scale: int = 2, gap: int = 8,
+                    row_labels: Sequence[str] | None = None) -> np.ndarray:
     """Rows of equally many images (each (B, C, H, W)) -> one (H, W, 3) uint8 picture.
 
     Row r, column i is rows[r][i]. More than `per_band` columns wrap into bands stacked top to
     bottom (each band repeats every row), so projector mode can show big images without scrolling
-    sideways."""
+    sideways. With `row_labels` (one per row) each band has the rows' names written at its left."""
     if not rows:
         raise ConfigError("nothing to show")
     count = rows[0].shape[0]
@@ -121,7 +122,13 @@ def comparison_grid(rows: Sequence[Tensor], *, per_band: int = 16, scale: int = 
     for begin in range(0, count, per_band):
         band = torch.cat([r[begin:begin + per_band].detach().float().cpu() for r in rows])
         width = min(per_band, count - begin)
-        bands.append(image_grid(band, nrow=width, scale=scale))
+        picture = image_grid(band, nrow=width, scale=scale)
+        if row_labels:
+            if len(row_labels) != len(rows):
+                raise ConfigError(f"{len(row_labels)} row labels for {len(rows)} rows")
+            names = label_column(list(row_labels), picture.shape[0])
+            picture = np.concatenate([names, picture], axis=1)
+        bands.append(picture)
     full_width = max(b.shape[1] for b in bands)
     pieces = []
     for i, band in enumerate(bands):
