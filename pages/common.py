@@ -277,6 +277,7 @@ PROJECTOR_TILE_PX = 140      # an image tile on a projector: readable from the b
 SCREEN_TILE_PX = 56
 PROJECTOR_FONT_PX = 22       # the page's root font size on a projector (Streamlit sizes text in rem; 16 px)
 PROJECTOR_CHART_FONT = 20
+PROJECTOR_PER_ROW = 4        # images side by side on a projector: 4 tiles of 140 px and their labels fit 1280 px
 
 
 def projector_on() -> bool:
@@ -297,7 +298,8 @@ def projector_switch() -> None:
     st.toggle("Projector", key="projector", help="Large images and text for the back of the room, on every page")
     sync_url("projector")
     if st.session_state["projector"]:
-        st.html(f"<style>html {{ font-size: {PROJECTOR_FONT_PX}px; }}</style>")
+        st.html(f"<style>html {{ font-size: {PROJECTOR_FONT_PX}px; }} "       # metric values: whole, not "11.8…"
+                "[data-testid='stMetricValue'] {{ font-size: 1.75rem; }}</style>")
 
 
 def chart(fig, **kwargs: Any):

@@ -11,8 +11,9 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (chart, DATASETS, bind, keep_model, dataset_choices, download_png, load_model, own_image_section,
-                          require_fit, show_error, sidebar, sync_url, test_data)
+from pages.common import (DATASETS, PROJECTOR_PER_ROW, bind, chart, dataset_choices, download_png, keep_model,
+                          load_model, own_image_section, projector_on, require_fit, show_error, sidebar, sync_url,
+                          test_data, tile_scale)
 from pages.common import plain as plain_text    # `plain` here is the plain AE
 
 SWEEP_IMAGES = 100
@@ -127,26 +128,33 @@ def show_demo(result: dn.Demo, labels: list[str], name: str, *, big: bool, key: 
     """The picture (rows = labels), a PSNR metric per row, and its download."""
     side = result.clean.shape[-1]
     if big:                                   # one image: its rows side by side, large
-        grid = comparison_grid([torch.cat(result.rows())], per_band=4, scale=max(3, round(120 / side)))
+        grid = comparison_grid([torch.cat(result.rows())], per_band=4, scale=max(3, tile_scale(side, screen_px=120)))
+    else:                                     # rows named on the picture (drawn text: the raw labels)
+        grid = comparison_grid(result.rows(), per_band=PROJECTOR_PER_ROW if projector_on() else 16,
+                               scale=tile_scale(side), row_labels=drawn_labels)
+    d = float(result.psnr["denoised"].mean() - result.psnr["corrupted"].mean())
+    cards = [("Corrupted", dn.fmt_psnr(float(result.psnr["corrupted"].mean())), None),
+             (f"Denoised by {plain_text(entry.label)}", dn.fmt_psnr(float(result.psnr["denoised"].mean())),
+              f"{d:+.2f} dB vs corrupted" if d == d and abs(d) < 1e3 else None)]
+    if "plain" in result.psnr:
+        d = float(result.psnr["plain"].mean() - result.psnr["corrupted"].mean())
+        cards.append((f"Plain AE ({plain_text(plain_entry.label)})", dn.fmt_psnr(float(result.psnr["plain"].mean())),
+                      f"{d:+.2f} dB vs corrupted" if abs(d) < 1e3 else None))
+    if projector_on():                        # the picture gets the page's width; its numbers go in a row below
+        picture, places = st.container(), st.columns(len(cards))
     else:
-        grid = comparison_grid(result.rows(), per_band=16, scale=max(1, round(56 / side)))
-    left, right = st.columns([3, 2] if big else [3, 1])
-    with left:
+        picture, side_column = st.columns([3, 2] if big else [3, 1])
+        places = [side_column] * len(cards)
+    with picture:
         st.image(grid, caption=("Left to right: " if big else "Rows: ") + " · ".join(labels))
         download_png(grid, name, key=key)
-    with right:
-        st.metric("Corrupted", dn.fmt_psnr(float(result.psnr["corrupted"].mean())), help="PSNR against the clean image")
-        d = float(result.psnr["denoised"].mean() - result.psnr["corrupted"].mean())
-        st.metric(f"Denoised by {plain_text(entry.label)}", dn.fmt_psnr(float(result.psnr["denoised"].mean())),
-                  delta=f"{d:+.2f} dB vs corrupted" if d == d and abs(d) < 1e3 else None)
-        if "plain" in result.psnr:
-            d = float(result.psnr["plain"].mean() - result.psnr["corrupted"].mean())
-            st.metric(f"Plain AE ({plain_text(plain_entry.label)})", dn.fmt_psnr(float(result.psnr["plain"].mean())),
-                      delta=f"{d:+.2f} dB vs corrupted" if abs(d) < 1e3 else None)
+    for place, (label, value, delta) in zip(places, cards):
+        place.metric(label, value, delta=delta, help="PSNR against the clean image")
 
 
-row_labels = ["clean", f"corrupted ({noise})", f"denoised by {plain_text(entry.label)}"] + (   # captions are markdown
-    [f"plain AE {plain_text(plain_entry.label)}"] if plain is not None else [])
+drawn_labels = ["clean", f"corrupted ({noise})", f"denoised by {entry.label}"] + (
+    [f"plain AE {plain_entry.label}"] if plain is not None else [])
+row_labels = [plain_text(label) for label in drawn_labels]                         # captions are markdown
 
 # --- the demo ----------------------------------------------------------------------------------------
 st.subheader("Clean → corrupted → denoised")

@@ -17,7 +17,8 @@ def sample_images(name: str, count: int, seed: int, scale: int):
     import torch
 
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:count]
-    return image_grid(data.images[order], nrow=8 if scale > 2 else 16, scale=scale), data.classes, data.source, len(data)
+    grid = image_grid(data.images[order], nrow=8 if scale > 2 else 16, scale=scale)
+    return grid, data.classes, data.source, len(data)
 
 
 st.title("aecore — autoencoder lab")

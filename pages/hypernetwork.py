@@ -1,13 +1,13 @@
 """Hypernetwork: one embedding and one linear layer generate every weight of an autoencoder."""
 
 import streamlit as st
-import torch
 
 from aecore.errors import AecoreError
 from aecore.lab import catalog, hyper, inside
 from aecore.models import HYPERNETWORK, get_model_class, has_role, models_with
-from aecore.viz import image_grid
-from pages.common import chart, bind, code, download_png, load_model, model_page, plain, show_error, sync_url
+from aecore.lab.reconstruct import comparison_grid
+from pages.common import (PROJECTOR_PER_ROW, bind, chart, code, download_png, load_model, model_page, plain,
+                          projector_on, show_error, sync_url, tile_scale)
 
 HYPER_MODELS = models_with(HYPERNETWORK)
 sel = model_page("Hypernetwork",
@@ -168,7 +168,8 @@ def explorer() -> None:
     m1.metric("MSE per pixel, 8 test images", f"{float(out.mse.mean()):.5f}",
               delta=f"{float(out.mse.mean() - base.mse.mean()):+.5f} vs trained", delta_color="inverse")
     m2.metric("Distance from E", f"{100 * out.distance:.0f} %", help="‖e − E‖ / ‖E‖")
-    grid = image_grid(torch.cat([x.cpu(), out.recon]), nrow=8, scale=2)
+    grid = comparison_grid([x.cpu(), out.recon], per_band=PROJECTOR_PER_ROW if projector_on() else 8,
+                           scale=tile_scale(x.shape[-1], screen_px=48), row_labels=["test image", f"t = {t:+.2f}"])
     st.image(grid, caption="Top: 8 test images. Bottom: reconstructed with the regenerated weights. "
                            "MSE per image: " + ", ".join(f"{v:.4f}" for v in out.mse.tolist()))
     download_png(grid, f"{slug}-explorer-t{t:+.2f}.png", key="png-explorer")

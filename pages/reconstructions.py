@@ -9,8 +9,8 @@ import torch
 from aecore.errors import AecoreError
 from aecore.lab import reconstruct as rc
 from aecore.pca import PCA
-from pages.common import (bind, chart, download_png, model_page, own_image_section, plain, projector_on, show_error,
-                          showcase, sync_url, tile_scale, train_data)
+from pages.common import (PROJECTOR_PER_ROW, bind, chart, download_png, model_page, own_image_section, plain,
+                          projector_on, show_error, showcase, sync_url, tile_scale, train_data)
 
 MODE_LABELS = {"random": "Random", "class": "By class", "index": "By index"}
 
@@ -25,9 +25,10 @@ slug = sel.slug
 st.subheader(f"Test metrics of {plain(entry.label)}")
 cards = rc.metric_cards(sel.loaded.metrics)
 if cards:
-    for start in range(0, len(cards), 4):
-        cols = st.columns(4)
-        for col, card in zip(cols, cards[start:start + 4]):
+    per_row = 3 if projector_on() else 4
+    for start in range(0, len(cards), per_row):
+        cols = st.columns(per_row)
+        for col, card in zip(cols, cards[start:start + per_row]):
             col.metric(card.label, card.value, delta=card.delta, delta_color=card.delta_color,
                        help=card.help or None)
     scope = rc.metrics_scope(sel.loaded.metrics)
@@ -83,7 +84,7 @@ except AecoreError as err:
 side = shape[1]
 scale = tile_scale(side)
 rows = [cmp.original, cmp.recon] + ([cmp.pca] if cmp.pca is not None else [])
-bands = math.ceil(len(index) / 6) if projector else 1                     # projector: even bands of <= 6
+bands = math.ceil(len(index) / PROJECTOR_PER_ROW) if projector else 1     # projector: even bands of <= 4
 per_band = math.ceil(len(index) / bands) if projector else 16
 labels = ["original", entry.label] + ([f"PCA-{k}"] if cmp.pca is not None else [])
 grid = rc.comparison_grid(rows, per_band=per_band, scale=scale, row_labels=labels)

@@ -10,7 +10,8 @@ from aecore.lab import sparsity as sp
 from aecore.lab import units as un
 from aecore.models import SPARSE_CODE, has_role
 from aecore.viz import image_grid
-from pages.common import chart, bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data
+from pages.common import (PROJECTOR_PER_ROW, bind, chart, download_png, model_page, plain, projector_on, show_error,
+                          sync_url, test_codes, test_data, tile_scale)
 
 sel = model_page("Units",
                  "One code unit at a time: the test images that turn it on most, how strongly it fires, what it "
@@ -67,7 +68,8 @@ if p is not None:
 
 left, right = st.columns([3, 2])
 with left:
-    grid = image_grid(sel.data.images[torch.as_tensor(view.top)], nrow=8, scale=2)
+    grid = image_grid(sel.data.images[torch.as_tensor(view.top)], nrow=PROJECTOR_PER_ROW if projector_on() else 8,
+                      scale=tile_scale(sel.data.images.shape[-1], screen_px=56))
     st.image(grid, caption=f"The {len(view.top)} test images on which unit {unit} is most active "
                            f"(h from {view.top_values[0]:.3f} down to {view.top_values[-1]:.3f})")
     download_png(grid, f"{sel.slug}-unit{unit}-top.png", key="png-top")

@@ -65,3 +65,16 @@ def png_of_a_digit() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def save_fashion_model(name: str = "fashion-plain") -> str:
+    """A small plain AE saved as the user's own model trained on fashion-mnist (the tiny zoo has only
+    mnist): gives the sidebar a dataset whose models do not fit a specialised page. Returns its ref."""
+    import os
+
+    from aecore.models import build_model
+    from aecore.store import save_model
+
+    model = build_model("ae", {"input_shape": [1, 28, 28], "hidden": [8], "latent_dim": 2})
+    save_model(model, Path(os.environ["AECORE_HOME"]) / "models" / name, dataset="fashion-mnist")
+    return f"user:{name}"

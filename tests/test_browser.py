@@ -35,10 +35,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+FASHION_MODEL = "fashion-plain"
+
+
+def _save_fashion_model(home: Path) -> None:
+    """A user's own small AE on fashion-mnist: the tiny zoo is mnist only, and state across pages needs
+    a second dataset to choose."""
+    from aecore.models import build_model
+    from aecore.store import save_model
+
+    model = build_model("ae", {"input_shape": [1, 28, 28], "hidden": [8], "latent_dim": 2})
+    save_model(model, home / "models" / FASHION_MODEL, dataset="fashion-mnist")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_zoo_root):
     port = _free_port()
-    env = dict(os.environ, AECORE_HOME=str(tmp_path_factory.mktemp("home")), AECORE_OFFLINE="1",
+    home = tmp_path_factory.mktemp("home")
+    _save_fashion_model(home)
+    env = dict(os.environ, AECORE_HOME=str(home), AECORE_OFFLINE="1",
                AECORE_PRETRAINED=str(tiny_zoo_root), AECORE_UMAP_WARMUP="0",
                STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
@@ -109,8 +124,9 @@ def test_home_page_in_chromium(server, browser):
     page.close()
 
 
-PAGE_STEMS = [Path(file).stem for file, *_ in __import__("ast").literal_eval(
-    (ROOT / "app.py").read_text().split("PAGES = ", 1)[1].split("\n]\n", 1)[0] + "\n]")][1:]
+NAVIGATION = __import__("ast").literal_eval(                # app.py's PAGES: (file, title, icon, section)
+    (ROOT / "app.py").read_text().split("PAGES = ", 1)[1].split("\n]\n", 1)[0] + "\n]")
+PAGE_STEMS = [Path(file).stem for file, *_ in NAVIGATION][1:]
 
 
 def _use_a_control(page) -> str:
@@ -135,7 +151,7 @@ def _use_a_control(page) -> str:
 
 @pytest.mark.parametrize("stem", PAGE_STEMS)
 def test_every_page_opens_and_reacts_in_chromium(server, browser, stem):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{server}/{stem}", wait_until="domcontentloaded")
     _settle(page)
     page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.wait_for(timeout=60_000)
@@ -167,4 +183,86 @@ def test_png_download_is_a_png(server, browser):
                 raise
     data = Path(download.value.path()).read_bytes()
     assert download.value.suggested_filename.endswith(".png") and data[:8] == b"\x89PNG\r\n\x1a\n"
+    page.close()
+
+
+# --- a class-ready app (issue 17) --------------------------------------------------------------------
+def _sidebar_choice(page, index: int) -> str:
+    """The option shown by the sidebar's select box number `index` (0: dataset, 1: model)."""
+    box = page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').nth(index)
+    return box.locator('input[role="combobox"]').input_value()
+
+
+def _pick(page, index: int, option: str) -> None:
+    page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').nth(index).click()
+    page.get_by_role("option", name=option).first.click()
+    _settle(page)
+
+
+def _go(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+    _settle(page)
+
+
+def test_choices_survive_sidebar_navigation_and_back(server, browser):
+    """Dataset, model and the shared seed chosen on one page are what every later page opens on, through
+    seven sidebar switches and the browser's back button; each page's link carries them."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{server}/reconstructions", wait_until="domcontentloaded")
+    _settle(page)
+    _pick(page, 0, "fashion-mnist")
+    assert f"{FASHION_MODEL} (yours)" in _sidebar_choice(page, 1)
+    seed = page.locator('[data-testid="stMain"] [data-testid="stNumberInput"] input').first
+    seed.fill("7")
+    seed.press("Enter")
+    page.wait_for_function("() => location.search.includes('seed=7')", timeout=60_000)
+    _settle(page)
+    for title in ["Corrupt & denoise", "Latent map", "Filters", "Sparsity", "Units", "Compare", "Reconstructions"]:
+        _go(page, title)
+        _assert_no_exception(page, f"state-{title.split()[0].lower()}")
+        assert "fashion-mnist" in _sidebar_choice(page, 0), title
+        assert f"{FASHION_MODEL} (yours)" in _sidebar_choice(page, 1), title
+        assert "dataset=fashion-mnist" in page.url, title
+        if title in ("Corrupt & denoise", "Compare", "Reconstructions"):
+            assert "seed=7" in page.url or "cmp_seed=7" in page.url, (title, page.url)
+    for _ in range(2):
+        page.go_back()
+        _settle(page)
+        assert "fashion-mnist" in _sidebar_choice(page, 0)
+        assert f"{FASHION_MODEL} (yours)" in _sidebar_choice(page, 1)
+    page.close()
+
+
+def test_pages_open_on_the_model_that_beats_pca_most(server, browser, tiny_zoo_root, monkeypatch):
+    monkeypatch.setenv("AECORE_PRETRAINED", str(tiny_zoo_root))
+    from aecore.lab import catalog
+
+    best = catalog.showcase(catalog.entries("mnist"))
+    assert best is not None          # tiny models lose to PCA; the real zoo: conv-ae-d32, 4.3x better than PCA-32
+    for stem in ("reconstructions", "latent_map", "compare"):
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{server}/{stem}", wait_until="domcontentloaded")
+        _settle(page)
+        assert best.label in _sidebar_choice(page, 1), stem
+        page.close()
+
+
+@pytest.mark.parametrize("viewport", [(1280, 720), (1400, 900)])
+def test_projector_mode_shows_big_tiles_on_every_page(server, browser, viewport):
+    """One switch (in the link as projector=1) for the whole app: the Reconstructions grid draws each
+    28-px digit at >= 140 px on screen, and every page is screenshotted at a projector's size."""
+    width, height = viewport
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.goto(f"{server}/reconstructions?projector=1", wait_until="domcontentloaded")
+    _settle(page)
+    assert page.locator('[data-testid="stSidebar"] [data-testid="stCheckbox"] input').first.is_checked()
+    grid = page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first
+    grid.wait_for(timeout=60_000)
+    natural, shown = grid.evaluate("img => [img.naturalWidth, img.getBoundingClientRect().width]")
+    tiles = 4                                      # PROJECTOR_PER_ROW digits per band, each 28 px x 5
+    assert shown >= natural - 1 and natural >= tiles * 140, (natural, shown)
+    for file, title, *_ in NAVIGATION:              # through the sidebar: the switch stays on
+        _go(page, title)
+        assert page.locator('[data-testid="stSidebar"] [data-testid="stCheckbox"] input').first.is_checked(), title
+        _assert_no_exception(page, f"projector-{width}x{height}-{Path(file).stem}")
     page.close()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aecore.data import load_dataset
 from aecore.maps import write_maps
+from aecore.measures import pca_baseline
+from aecore.models import SEMI_SUPERVISED, get_model_class, has_role
 from aecore.pipeline import initial_model, measure, recipe_record, save_trained
 from aecore.store import write_manifest
 from aecore.train import TrainConfig, Trainer
@@ -43,6 +45,9 @@ def build_tiny_zoo(root: Path, *, dataset: str = "mnist", n: int = 2000) -> list
         result = Trainer(model, train, config=recipe, device="cpu").fit()
         out = root / dataset / model_id
         metrics, codes = measure(model, test, noise=recipe.noise)
+        k = getattr(model.config, "latent_dim", None)      # as the zoo does: PCA of the code's size
+        if k and not get_model_class(name).no_pca_baseline and not has_role(name, SEMI_SUPERVISED):
+            metrics.update(pca_baseline(train, test, k))
         save_trained(model, out, result=result, metrics=metrics, dataset=dataset, classes=data.classes,
                      recipe=recipe_record(recipe, val_fraction=0.0), notes=f"tiny test model ({name})")
         write_maps(out, codes, test.labels, methods=("pca",))
