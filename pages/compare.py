@@ -5,9 +5,8 @@ import streamlit as st
 from aecore.errors import AecoreError
 from aecore.lab import catalog, compare, export
 from aecore.lab.semi import model_folder
-from aecore.viz import image_grid
-from pages.common import (MAX_REF, bind, download_png, load_model, plain, show_error, showcase, sidebar,
-                          sync_url, test_data)
+from pages.common import (MAX_REF, PROJECTOR_PER_ROW, bind, download_png, load_model, plain, projector_on, show_error,
+                          showcase, sidebar, sync_url, test_data, tile_scale)
 
 NOISES = ["none", "gaussian", "masking", "saltpepper"]
 NOISE_DEFAULT = {"gaussian": 0.5, "masking": 0.5, "saltpepper": 0.2}
@@ -99,28 +98,34 @@ if result is None:
     st.stop()
 
 st.subheader("Side by side")
-for label, images in compare.grid_rows(result):
-    left, right = st.columns([1, 5])
-    left.markdown(f"**{plain(label)}**")
-    right.image(image_grid(images, nrow=count, scale=3))
-st.caption(f"Rows: the {count} seeded test images, " + ("the corrupted copies every model got, " if noise else "")
-           + "then each model's output."
-           + (" A U-Net segmenter paints a foreground mask, not the image." if any(
-               r["target"] != "clean image" for r in result.rows) else ""))
+side = int(result.clean.shape[-1])
+bands = -(-count // PROJECTOR_PER_ROW) if projector_on() else 1      # projector: even bands of few images
+grid = compare.labelled_grid(result, scale=tile_scale(side), per_band=-(-count // bands))
+st.image(grid, caption=f"Rows: the {count} seeded test images, "
+                       + ("the corrupted copies every model got, " if noise else "")
+                       + "then each model's output, named on the left."
+                       + (" A U-Net segmenter paints a foreground mask, not the image." if any(
+                           r["target"] != "clean image" for r in result.rows) else ""))
 
 st.subheader("Scores")
-table = [{k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()} for row in result.rows]
+table, left_out = compare.display_rows(result.rows)
 st.dataframe(table, hide_index=True, key="cmp_table")
+has_input_row = any(r["model"] == "corrupted input (no model)" for r in result.rows)
 st.caption(f"Measured on {result.n_eval} seeded test images (the first {count} are shown above), against the clean "
-           "image. MSE per pixel on [0, 1]; PSNR per image, then averaged. Code sparsity: the fraction of code "
-           "entries that are exactly 0 (ReLU codes can be; Gaussian codes almost never are). Parameters: all of "
-           "the model's parameters (for a hypernetwork, its generator, not the weights it makes). Code size: "
-           "numbers per image in the code.")
+           "image" + (" (every output here is, so the table has no *target* column)" if left_out else
+                      ", or a segmenter's output against its foreground mask (see *target*)")
+           + ". MSE per pixel on [0, 1]; PSNR per image, then averaged. Code sparsity: the share of code entries "
+           "that are exactly 0 (ReLU codes can be; Gaussian codes almost never are). Parameters: all of the model's "
+           "parameters, k = thousand, M = million (for a hypernetwork, its generator, not the weights it makes). "
+           "Code size: numbers per image in the code."
+           + (f" A dash ({compare.NOT_APPLICABLE}) means the column does not apply: the corrupted input is no model, "
+              "so it has no code and no parameters; its row is the score any model has to beat." if has_input_row
+              else ""))
 
 name = "-".join(r.replace("/", "_").replace(":", "_") for r in refs)[:80]
 d1, d2 = st.columns(2)
 with d1:
-    download_png(compare.full_grid(result), f"compare-{name}.png", label="Download the grid (PNG)", key="cmp_png")
+    download_png(grid, f"compare-{name}.png", label="Download the grid (PNG)", key="cmp_png")
 with d2:
     st.download_button("Download the table (CSV)", export.table_csv(result.rows, compare.COLUMNS),
                        file_name=f"compare-{name}.csv", mime="text/csv", key="cmp_csv", on_click="ignore")

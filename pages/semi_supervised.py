@@ -33,10 +33,24 @@ st.header("Test accuracy against the number of labels")
 found = [semi.read_semi_model(e.ref, e.label) for e in catalog.entries(dataset) if has_role(e.model, SEMI_SUPERVISED)]
 found = [m for m in found if m is not None]
 rows = semi.accuracy_rows(found)
+short = {m.label: why for m in found if (why := semi.shortfall(m, found)) is not None}
 if rows:
-    chart(semi.accuracy_figure(rows), key="semi_acc")
-    st.dataframe([{"model": r["model"], "labels": r["budget"], "method": r["method"],
-                   "test accuracy": f"{100 * r['accuracy']:.1f} %"} for r in rows], hide_index=True, key="semi_rows")
+    chart(semi.accuracy_figure(rows, short=short), key="semi_acc")
+    st.caption("Solid lines, filled markers: the pretrained models. Dashed lines, open markers: runs trained in this "
+               "app, each a series of its own (colours are the methods). Points of different sources are never "
+               "joined: a run with another recipe is not a point on the pretrained curve.")
+    if short:
+        runs = "; ".join(f"**{plain(label)}** trained {plain(why)}" for label, why in short.items())
+        one = len(short) == 1
+        st.warning(f"**Too short to compare with the pretrained numbers.** {runs}. {'Its' if one else 'Their'} points "
+                   f"show how far such a short run gets, not how the methods compare: the CNN from scratch always "
+                   f"trains its full 600 steps on the labelled images, while {semi.SEMI_MODEL}, which also learns "
+                   "from all the unlabelled images, needs its epochs. Compare a short run only with runs of the same "
+                   "length.", icon=":material/schedule:")
+    st.dataframe([{"model": r["model"], "source": r["source"] + (" (too short to compare)" if r["model"] in short
+                                                                 else ""),
+                   "labels": r["budget"], "method": r["method"], "test accuracy": f"{100 * r['accuracy']:.1f} %"}
+                  for r in rows], hide_index=True, key="semi_rows")
     missing = []
     for m in found:
         absent = [semi.METHODS[k] for k in semi.METHODS if not isinstance(m.metrics.get(k), (int, float))]
@@ -101,8 +115,10 @@ else:
 # --- a fresh run ----------------------------------------------------------------------------------------
 st.header("A fresh run")
 st.write(f"Train a small {semi.SEMI_MODEL} model here with the label budget you choose, then the two baselines on "
-         "the same labelled images. Its point joins the chart above when it is done, and it is saved to your "
-         "models.")
+         "the same labelled images. Its points join the chart above as a series of their own when it is done, and "
+         "it is saved to your models."
+         + (f" The pretrained models of {plain(dataset)} trained {plain(semi.describe_scale(reference))}: a run of a "
+            "few minutes is too short to compare with them." if (reference := semi.reference_scale(found)) else ""))
 bind("semi_budget", "100", choices=BUDGETS)
 c1, c2, c3 = st.columns(3)
 budget = c1.segmented_control("Labels", BUDGETS, key="semi_budget", help="Class-balanced, seeded") or "100"
@@ -157,8 +173,10 @@ def panel() -> None:
                                                                    ("scratch_cnn_accuracy", "CNN from scratch"),
                                                                    ("pca_logreg_accuracy", "PCA + logistic regression"))
                  if isinstance(m.get(key), (int, float))]
-        st.success(f"Fresh run **{plain(snap.name)}** done in {snap.elapsed:.0f} s — test accuracy: {', '.join(parts)}. "
-                   "It is on the chart above and selected in the sidebar.")
+        st.success(f"Fresh run **{plain(snap.name)}** done in {snap.elapsed:.0f} s — test accuracy: "
+                   f"{', '.join(parts)}. It is on the chart above and selected in the sidebar.")
+        if any(m.ref == snap.saved and m.label in short for m in found):
+            st.caption("Too short to compare with the pretrained numbers: see the note under the chart.")
 
 
 own = jobs.get(st.session_state.get(JOB_KEY))

@@ -10,8 +10,8 @@ from aecore.lab import catalog
 from aecore.lab import vae as vl
 from aecore.models import GENERATIVE, has_role, models_with
 from aecore.viz import image_grid
-from pages.common import (chart, bind, code, download_png, model_page, own_image, plain, require_fit, show_error, sync_url,
-                          test_codes, test_data)
+from pages.common import (PROJECTOR_PER_ROW, chart, bind, code, download_png, model_page, own_image, plain,
+                          projector_on, require_fit, show_error, sync_url, test_codes, test_data, tile_scale)
 
 
 SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
@@ -37,12 +37,14 @@ n_images = len(data)
 labels = data.labels.numpy()
 version, slug = sel.version, sel.slug
 side = shape[-1]
-scale = max(1, round(56 / side))
+scale = tile_scale(side)
+projector = projector_on()
+per_row = PROJECTOR_PER_ROW if projector else 16      # images per row of a wrapped strip or sample grid
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring each dimension's KL…")
 def _kl(ref: str, version: str, dataset: str, _model) -> np.ndarray:
-    return vl.kl_per_dim(_model, test_data(dataset))
+    return vl.kl_per_dim(_model, test_data(dataset), limit=None)
 
 
 def _class(i: int) -> str:
@@ -108,7 +110,7 @@ with tab_path:
         except AecoreError as err:
             show_error(err)
         else:
-            strip = image_grid(images, nrow=steps, scale=scale)
+            strip = image_grid(images, nrow=min(steps, per_row), scale=scale)
             st.image(strip, caption=f"{mode}: decodings of {steps} codes from {end_a[1]} (left) to {end_b[1]} (right), "
                                     "the ends being the two images' posterior means.")
             download_png(strip, f"{slug}-{mode}-{steps}.png", label="Download strip (PNG)", key="vl_png_path")
@@ -145,7 +147,7 @@ with tab_prior:
     except AecoreError as err:
         show_error(err)
     else:
-        grid = image_grid(samples, nrow=min(16, int(count)), scale=scale)
+        grid = image_grid(samples, nrow=min(per_row, int(count)), scale=scale)
         st.image(grid, caption=f"{count} samples z ~ N(0, {temp:g}²·I) (seed {seed}), decoded: each shows the "
                                "decoder's mean image for its z, not a noisy draw from p(x|z).")
         download_png(grid, f"{slug}-prior-seed{seed}.png", label="Download samples (PNG)", key="vl_png_prior")
@@ -157,9 +159,11 @@ with tab_trav:
     except AecoreError as err:
         show_error(err)
         kl = np.zeros(latent_dim)
-    dim_options = ["all"] + [str(j) for j in range(latent_dim)]
+    informative = vl.informative_dims(kl)
+    threshold = f"{vl.INFORMATIVE_KL:g} nats"
+    dim_options = ["informative", "all"] + [str(j) for j in range(latent_dim)]
     bind("vl_t_index", 0, int, lo=0, hi=n_images - 1)
-    bind("vl_t_dim", "all", choices=dim_options)
+    bind("vl_t_dim", "informative", choices=dim_options)
     bind("vl_span", 3.0, float, lo=0.5, hi=5.0)
     bind("vl_t_steps", 9, int, lo=3, hi=15)
     t1, t2, t3, t4 = st.columns(4)
@@ -167,41 +171,59 @@ with tab_trav:
         base = int(st.number_input("Around test image", 0, n_images - 1, step=1, key="vl_t_index"))
     with t2:
         dim_choice = st.selectbox(
-            "Dimension", dim_options, key="vl_t_dim",
-            format_func=lambda o: ("all (most used first)" if o == "all" else f"z{o} (KL {kl[int(o)]:.2f} nats)"))
+            "Dimensions", dim_options, key="vl_t_dim",
+            help=f"Informative: mean KL over the test split above {threshold}; the others carry no information "
+                 "(sweeping them changes nothing)",
+            format_func=lambda o: (f"informative ({len(informative)} of {latent_dim})" if o == "informative" else
+                                   f"all {latent_dim} (most used first)" if o == "all" else
+                                   f"z{o} (KL {kl[int(o)]:.2f} nats)"))
     with t3:
         span = st.slider("Range ±", 0.5, 5.0, step=0.5, key="vl_span")
     with t4:
         t_steps = st.slider("Steps", 3, 15, key="vl_t_steps")
     sync_url("vl_t_index", "vl_t_dim", "vl_span", "vl_t_steps")
-    rows = vl.traversal_rows(kl) if dim_choice == "all" else [int(dim_choice)]
+    if dim_choice == "informative":
+        rows = informative or vl.traversal_rows(kl, limit=None)
+        if not informative:
+            st.info(f"No dimension of {plain(entry.label)} has a mean KL above {threshold} on this test split (the "
+                    "posterior has collapsed onto the prior): all dimensions are shown.")
+    elif dim_choice == "all":
+        rows = vl.traversal_rows(kl, limit=None)
+    else:
+        rows = [int(dim_choice)]
     try:
         values = vl.traversal_values(span, t_steps)
         x = data.as_float(slice(base, base + 1)).view(1, *shape)
         trav = vl.traversal(model, x, rows, values)
         own = vl.posterior_mean(model, x)[0]
+        bands = -(-t_steps // per_row) if projector else 1              # projector: even bands of few images
+        grid = vl.traversal_grid(trav, rows, kl, scale=scale, per_band=-(-t_steps // bands))
     except AecoreError as err:
         show_error(err)
     else:
-        left, right = st.columns([3, 1])
+        left, right = (st.container(), st.container()) if projector else st.columns([3, 1])
+        unused = latent_dim - len(informative)
         with left:
-            grid = image_grid(trav, nrow=t_steps, scale=scale)
             names = ", ".join(f"z{j} ({own[j]:+.2f})" for j in rows)
-            more = (f" The {len(rows)} most used of {latent_dim} dimensions." if len(rows) < latent_dim
-                    and dim_choice == "all" else "")
-            st.image(grid, caption=f"Test image #{base} ({_class(base)}): one row per dimension, its value swept "
-                                   f"from {-span:g} to {span:g} with the others at the image's posterior mean. "
-                                   f"Rows: {names} (the image's own value in brackets).{more}")
+            if dim_choice == "informative" and informative:
+                more = (f" Shown: the {len(rows)} informative dimensions of {latent_dim} (mean KL above {threshold})"
+                        + (f"; the other {unused} carry no information, pick “all” to see them." if unused else "."))
+            elif dim_choice == "all":
+                more = f" Shown: all {latent_dim} dimensions, most used first ({unused} below {threshold})."
+            else:
+                more = ""
+            st.image(grid, caption=f"Test image #{base} ({_class(base)}): one row per dimension, named on the left "
+                                   f"with its mean KL over the test split, its value swept from {-span:g} to {span:g} "
+                                   f"with the others at the image's posterior mean. Rows: {names} (the image's own "
+                                   f"value in brackets).{more}")
             download_png(grid, f"{slug}-traversal-{base}.png", label="Download traversal (PNG)", key="vl_png_trav")
         with right:
-            fig = go.Figure(go.Bar(x=[f"z{j}" for j in range(latent_dim)], y=kl, marker_color="#4c78a8"))
-            fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10), title="KL per dimension (nats)")
-            chart(fig, key="vl_kl")
-            unused = int((kl < 0.01).sum())
-            st.caption(f"Average KL(q(z_j|x) ‖ N(0,1)) over {min(2000, n_images):,} test images. "
-                       + (f"{unused} of {latent_dim} dimensions carry ≈ no information (KL < 0.01): the encoder "
-                          "ignores them and sweeping them changes nothing." if unused else
-                          "Every dimension carries some information."))
+            chart(vl.kl_figure(kl), key="vl_kl")
+            st.caption(f"Mean KL(q(z_j|x) ‖ N(0,1)) over the {n_images:,} test images. "
+                       + (f"{unused} of {latent_dim} dimensions carry ≈ no information (KL ≤ {threshold}, grey, below "
+                          "the dashed line): the encoder ignores them and sweeping them changes nothing, so the "
+                          "traversals leave them out unless you pick “all”." if unused else
+                          f"Every dimension carries some information (KL > {threshold})."))
 
 # --- the 2-D manifold ---------------------------------------------------------------------------------
 with tab_grid:
@@ -239,9 +261,10 @@ with tab_grid:
         except AecoreError as err:
             show_error(err)
         else:
-            left, right = st.columns(2)
+            left, right = (st.container(), st.container()) if projector else st.columns(2)
             with left:
-                grid = image_grid(images, nrow=n, padding=0, scale=max(1, round(560 / (n * side))))
+                width = 1100 if projector else 560                     # the picture's width in pixels, about
+                grid = image_grid(images, nrow=n, padding=0, scale=max(1, round(width / (n * side))))
                 st.image(grid, caption=f"Decoded {n}×{n} grid, z₁ from {axis[0]:.2f} (left) to {axis[-1]:.2f} "
                                        f"(right), z₂ from {axis[-1]:.2f} (top) to {axis[0]:.2f} (bottom).")
                 download_png(grid, f"{slug}-manifold-{n}.png", label="Download manifold (PNG)", key="vl_png_grid")

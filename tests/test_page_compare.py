@@ -91,27 +91,46 @@ def page(query: dict) -> AppTest:
     return open_app("compare.py", query, timeout=60)
 
 
-def test_two_tiny_models_side_by_side_with_noise(tiny_zoo):
+def test_two_tiny_models_side_by_side_with_noise(tiny_zoo, monkeypatch):
+    drawn = []
+    original = compare.labelled_grid
+    monkeypatch.setattr(compare, "labelled_grid", lambda result, **kw: drawn.append(
+        ([label for label, _ in compare.grid_rows(result)], kw)) or original(result, **kw))
     at = page({"models": "mnist/ae-d8,mnist/dae-gaussian"})
     assert not at.exception and not at.error
     assert at.multiselect(key="cmp_models").value == ["mnist/ae-d8", "mnist/dae-gaussian"]
-    assert len(at.get("image")) == 3
-    rows = [m.value for m in at.markdown if m.value.startswith("**")]
-    assert rows == ["**input**", "**ae-d8**", "**dae-gaussian**"]
+    assert len(at.get("image")) == 1                            # one grid, its rows named on the picture
+    assert drawn[-1][0] == ["input", "ae-d8", "dae-gaussian"]
+    assert drawn[-1][1]["scale"] * 28 == 56 and drawn[-1][1]["per_band"] == 8
     table = at.dataframe[0].value
     assert list(table["model"]) == ["ae-d8", "dae-gaussian"]
-    assert set(compare.COLUMNS) <= set(table.columns)
-    assert (table["code size"] == 8).all() and (table["MSE"] > 0).all()
+    assert set(table.columns) == set(compare.COLUMNS) - {"target"}     # every output is scored on the clean image
+    assert (table["code size"] == "8").all() and (table["MSE"] > 0).all()
+    assert all(cell.endswith(" k") for cell in table["parameters"])   # '58.2 k', not 58186
+    caption = " ".join(c.value for c in at.caption)
+    assert "no *target* column" in caption and "k = thousand" in caption
     at.selectbox(key="cmp_noise").set_value("gaussian").run()
     assert not at.exception
-    rows = [m.value for m in at.markdown if m.value.startswith("**")]
-    assert rows == ["**input**", "**corrupted input**", "**ae-d8**", "**dae-gaussian**"]
+    assert drawn[-1][0] == ["input", "corrupted input", "ae-d8", "dae-gaussian"]
     table = at.dataframe[0].value
     assert table["model"][0] == "corrupted input (no model)"
+    # no 'None' anywhere: what does not apply to the corrupted input reads '—', and the caption says why
+    assert not table.isna().any().any() and "None" not in table.astype(str).to_numpy()
+    assert [table[c][0] for c in ("code sparsity", "parameters", "code size")] == [compare.NOT_APPLICABLE] * 3
+    assert "the corrupted input is no model" in " ".join(c.value for c in at.caption)
     # the denoiser trained on sigma = 0.5 beats the corrupted input it was given
     assert table["PSNR (dB)"][2] > table["PSNR (dB)"][0]
     assert at.query_params["cmp_noise"] == "gaussian"
     assert at.query_params["models"] == "mnist/ae-d8,mnist/dae-gaussian"
+
+
+def test_projector_mode_gives_big_tiles_in_bands(tiny_zoo, monkeypatch):
+    drawn = []
+    original = compare.labelled_grid
+    monkeypatch.setattr(compare, "labelled_grid", lambda result, **kw: drawn.append(kw) or original(result, **kw))
+    at = page({"models": "mnist/ae-d8,mnist/dae-gaussian", "projector": "1", "cmp_n": "10"})
+    assert not at.exception and not at.error
+    assert drawn[-1]["scale"] * 28 >= 140 and drawn[-1]["per_band"] == 4     # even bands of PROJECTOR_PER_ROW (4)
 
 
 def test_empty_selection_and_unknown_models_in_the_link(tiny_zoo):

@@ -3,6 +3,8 @@ with its baselines, and the page through AppTest."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 
 import numpy as np
@@ -14,6 +16,7 @@ from aecore.data import load_dataset
 from aecore.lab import catalog, jobs, semi
 from aecore.train import TrainConfig, Trainer
 from aecore.models import build_model
+from aecore.paths import user_models_dir
 from tests.helpers import open_app
 
 pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py
@@ -36,8 +39,9 @@ def test_only_measured_points_are_rows():
         (10, semi.METHODS["scratch_cnn_accuracy"])])
     fig = semi.accuracy_figure(rows)
     assert fig.layout.xaxis.type == "log"
-    assert {t.name for t in fig.data} == {semi.METHODS["accuracy"], semi.METHODS["scratch_cnn_accuracy"]}
-    hyper = next(t for t in fig.data if t.name == semi.METHODS["accuracy"])
+    assert {t.name for t in fig.data} == {semi.series_name("accuracy", "pretrained"),
+                                          semi.series_name("scratch_cnn_accuracy", "pretrained")}
+    hyper = next(t for t in fig.data if t.name == semi.series_name("accuracy", "pretrained"))
     assert list(hyper.x) == [10, 100] and list(hyper.y) == [50.0, 90.0]
 
 
@@ -118,7 +122,66 @@ def test_page_with_the_tiny_zoos_hyper_semi(tiny_zoo):
     assert "10,000 test images" in captions
 
 
+def app_run(tiny_zoo, name: str, *, epochs: int, seen_share: float) -> None:
+    """A copy of the tiny zoo's hyper-semi-100 as a user model trained `epochs` epochs on `seen_share` of
+    the images the pretrained one saw, with all three methods measured."""
+    folder = user_models_dir() / name
+    shutil.copytree(tiny_zoo / "mnist" / "hyper-semi-100", folder)
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    seen = int(metrics["training"]["images_seen"] * seen_share)
+    config["recipe"].update(epochs=epochs, train_images=seen // epochs, max_images=2000)
+    metrics["training"].update(images_seen=seen, history=metrics["training"]["history"][:epochs])
+    metrics.update(accuracy=0.34, scratch_cnn_accuracy=0.785, pca_logreg_accuracy=0.6)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def label_of(ref: str) -> str:
+    return next(e.label for e in catalog.entries("mnist") if e.ref == ref)
+
+
+def accuracy_chart(at: AppTest) -> dict:
+    return next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "semi_acc" in c.proto.id)
+
+
+def test_a_short_run_is_its_own_series_and_said_too_short(tiny_zoo):
+    app_run(tiny_zoo, "quick", epochs=1, seen_share=0.5)
+    at = page()
+    assert not at.exception and not at.error
+    traces = {t["name"]: list(t["x"]) for t in accuracy_chart(at)["data"]}
+    assert traces == {
+        semi.series_name("accuracy", "pretrained"): [100],
+        **{semi.series_name(k, label_of("user:quick")) + " (too short to compare)": [100] for k in semi.METHODS}}
+    warning = " ".join(w.value for w in at.warning)
+    assert "Too short to compare with the pretrained numbers" in warning and "quick" in warning
+    assert "1 epoch of" in warning and "against 2 epochs" in warning
+    table = at.dataframe[0].value
+    assert set(table["source"]) == {"pretrained", "your run (too short to compare)"}
+
+
+def test_a_run_as_long_as_the_pretrained_recipe_gets_no_note(tiny_zoo):
+    app_run(tiny_zoo, "full", epochs=2, seen_share=1.0)
+    at = page()
+    assert not at.exception and not at.error
+    assert not at.warning
+    names = {t["name"] for t in accuracy_chart(at)["data"]}
+    assert semi.series_name("accuracy", label_of("user:full")) in names
+    assert semi.series_name("accuracy", "pretrained") in names
+    assert set(at.dataframe[0].value["source"]) == {"pretrained", "your run"}
+
+
+def digits_model(tiny_zoo) -> None:
+    """A (non-semi-supervised) user model said to be of digits, so that the sidebar offers digits: a
+    dataset without a model is not offered."""
+    folder = user_models_dir() / "digits-ae"
+    shutil.copytree(tiny_zoo / "mnist" / "ae-d8", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "dataset": "digits"}))
+
+
 def test_page_without_hyper_semi_models_offers_a_fresh_run(tiny_zoo):
+    digits_model(tiny_zoo)
     at = page()
     at.selectbox(key="dataset").set_value("digits").run()
     assert not at.exception and not at.error
@@ -130,6 +193,7 @@ def test_page_without_hyper_semi_models_offers_a_fresh_run(tiny_zoo):
 def test_fresh_run_from_the_page(tiny_zoo, monkeypatch):
     monkeypatch.setattr(semi, "FRESH_CONFIG", dict(SMALL))      # the same run, a smaller CNN
     monkeypatch.setattr(semi, "FRESH_LATENT", 8)
+    digits_model(tiny_zoo)
     at = page()
     at.selectbox(key="dataset").set_value("digits").run()
     at.slider(key="semi_epochs").set_value(1).run()

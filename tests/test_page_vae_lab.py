@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 
 from aecore.data import load_dataset
+from aecore.lab import vae as vl
 from aecore.store import load_pretrained
 from aecore.maps import codes_of
 from tests.helpers import arr, ok, open_app, png_of_a_digit
@@ -73,6 +76,7 @@ def test_vae_lab_settings_change_the_pictures(tiny_zoo):
     at.selectbox(key="vl_t_dim").set_value("1").run()
     ok(at)
     assert "Rows: z1 (" in image_with(at, "one row per dimension").captions[0]
+    assert "Shown:" not in image_with(at, "one row per dimension").captions[0]
     at.radio(key="vl_spacing").set_value("even").run()
     at.slider(key="vl_grid_n").set_value(6).run()
     ok(at)
@@ -89,3 +93,62 @@ def test_own_image_as_an_end_and_bad_inputs(tiny_zoo):
     assert "from your image (left) to #1 (right)" in image_with(at, "decodings of").captions[0]
     at.file_uploader(key="vl_a_upload").set_value(("x.png", b"not an image", "image/png")).run()
     assert not at.exception and any("Cannot use this image" in e.value for e in at.error)
+
+
+@pytest.fixture
+def one_dead_dimension(monkeypatch):
+    """vae-d2 with z0 carrying no information (KL 0) and z1 1.5 nats; every traversal grid drawn is recorded."""
+    st.cache_data.clear()                                     # no KL cached from another test
+    monkeypatch.setattr(vl, "kl_per_dim", lambda model, data, **kw: np.array([0.0, 1.5]))
+    drawn = type("Drawn", (list,), {})()
+    drawn.scales = []
+    original = vl.traversal_grid
+
+    def spy(images, dims, kl, **kw):
+        drawn.append([vl.dim_label(j, kl) for j in dims])
+        drawn.scales.append(kw["scale"])
+        return original(images, dims, kl, **kw)
+
+    monkeypatch.setattr(vl, "traversal_grid", spy)
+    yield drawn
+    st.cache_data.clear()
+
+
+def test_traversals_show_the_informative_dimensions_named_with_their_kl(tiny_zoo, one_dead_dimension):
+    at = page({"model": "mnist/vae-d2"})
+    ok(at)
+    assert at.selectbox(key="vl_t_dim").value == "informative"
+    assert one_dead_dimension[-1] == ["z1 · 1.50 nats"]          # the dead z0 is left out, the row says its KL
+    caption = image_with(at, "one row per dimension").captions[0]
+    assert "Rows: z1 (" in caption and "z0 (" not in caption
+    assert f"mean KL above {vl.INFORMATIVE_KL:g} nats" in caption and "the other 1 carry no information" in caption
+    kl_chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "vl_kl" in c.proto.id)
+    bars = {t["name"]: t["x"] for t in kl_chart["data"]}
+    assert bars == {f"informative (> {vl.INFORMATIVE_KL:g} nats)": ["z1"], "≈ no information": ["z0"]}
+    assert "1 of 2 dimensions carry ≈ no information" in " ".join(c.value for c in at.caption)
+    at.selectbox(key="vl_t_dim").set_value("all").run()           # the control to show them all
+    ok(at)
+    assert one_dead_dimension[-1] == ["z1 · 1.50 nats", "z0 · 0.00 nats"]
+    assert "Shown: all 2 dimensions" in image_with(at, "one row per dimension").captions[0]
+    assert at.query_params["vl_t_dim"] in ("all", ["all"])
+
+
+def test_a_collapsed_posterior_shows_every_dimension(tiny_zoo, monkeypatch):
+    st.cache_data.clear()
+    monkeypatch.setattr(vl, "kl_per_dim", lambda model, data, **kw: np.zeros(2))
+    try:
+        at = page({"model": "mnist/vae-d2"})
+        ok(at)
+        assert any("No dimension of vae-d2 has a mean KL above" in i.value for i in at.info)
+        assert "Rows: z0 (" in image_with(at, "one row per dimension").captions[0]
+    finally:
+        st.cache_data.clear()
+
+
+def test_projector_mode_gives_big_tiles(tiny_zoo, one_dead_dimension):
+    at = page({"model": "mnist/vae-d2"})
+    ok(at)
+    assert 28 * one_dead_dimension.scales[-1] == 56                # about 56 px tiles on a screen
+    at = page({"model": "mnist/vae-d2", "projector": "1"})
+    ok(at)
+    assert 28 * one_dead_dimension.scales[-1] >= 140               # at least 140 px on a projector

@@ -26,6 +26,8 @@ MAX_MODELS = 8
 MAX_SHOWN = 32
 MAX_EVAL = 2000
 COLUMNS = ["model", "MSE", "PSNR (dB)", "code sparsity", "parameters", "code size", "target"]
+NOT_APPLICABLE = "—"          # a cell that does not apply (the corrupted input has no code and no parameters)
+MAX_LABEL = 40                # characters of a model's name drawn on the grid
 
 
 def sample(data: ImageData, count: int, seed: int) -> Tensor:
@@ -149,3 +151,59 @@ def full_grid(comparison: Comparison, *, scale: int = 2) -> np.ndarray:
     n = comparison.clean.shape[0]
     stacked = torch.cat([images.float().clamp(0, 1) for _, images in rows])
     return image_grid(stacked, nrow=n, scale=scale)
+
+
+def labelled_grid(comparison: Comparison, *, scale: int = 2, per_band: int = 16) -> np.ndarray:
+    """(H, W, 3) uint8: the rows of `grid_rows`, each named on the picture (input, corrupted input, each
+    model), more than `per_band` images wrapping into bands."""
+    from aecore.lab.reconstruct import comparison_grid
+
+    rows = grid_rows(comparison)
+    labels = [label if len(label) <= MAX_LABEL else label[:MAX_LABEL - 1] + "…" for label, _ in rows]
+    return comparison_grid([images.float().clamp(0, 1) for _, images in rows], per_band=per_band, scale=scale,
+                           row_labels=labels)
+
+
+def human_count(n: int) -> str:
+    """A count in three significant digits: 950 -> '950', 12_345 -> '12.3 k', 241_234 -> '241 k',
+    1_081_000 -> '1.08 M'."""
+    n = int(n)
+    if abs(n) < 1000:
+        return str(n)
+    for unit, size in (("k", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)):
+        value = float(f"{n / size:.3g}")
+        if abs(value) < 1000 or unit == "T":
+            decimals = max(0, 2 - int(math.floor(math.log10(abs(value)))))
+            return f"{value:.{decimals}f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def display_rows(rows: list[dict[str, object]]) -> tuple[list[dict[str, object]], list[str]]:
+    """The table as shown: MSE (5 significant digits) and PSNR (2 decimals) as numbers, code sparsity
+    as a percentage, parameters human-readable ('241 k', '1.08 M'), NOT_APPLICABLE where a value does
+    not apply (never 'None'); the target column only when some output is not scored against the clean
+    image. Returns (rows, the columns left out)."""
+    left_out = ["target"] if all(r.get("target") == "clean image" for r in rows) else []
+    shown = []
+    for row in rows:
+        out: dict[str, object] = {}
+        for column in COLUMNS:
+            if column in left_out:
+                continue
+            value = row.get(column)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                out[column] = NOT_APPLICABLE
+            elif column == "MSE":
+                out[column] = float(f"{value:.5g}")
+            elif column == "PSNR (dB)":
+                out[column] = round(float(value), 2)                  # inf: an exact copy
+            elif column == "code sparsity":
+                out[column] = f"{100 * float(value):.1f} %"
+            elif column == "parameters":
+                out[column] = human_count(int(value))
+            elif column == "code size":
+                out[column] = f"{int(value):,}"
+            else:
+                out[column] = value
+        shown.append(out)
+    return shown, left_out

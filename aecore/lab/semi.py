@@ -5,7 +5,9 @@ Three methods, each measured on the test split with the same labelled images: th
 metrics.json `accuracy`), the same CNN trained from scratch on the labelled images only
 (`scratch_cnn_accuracy`) and PCA + logistic regression (`pca_logreg_accuracy`), both from
 `aecore.measures.semi_baselines`. Only measured points are drawn: a model whose metrics lack a method
-simply has no point for it.
+simply has no point for it. The pretrained points and each run trained in the app are separate series
+(never joined by one line), and a run trained far shorter than the pretrained recipe is named as such
+(`shortfall`): its points say how far a short run gets, not how the methods compare.
 
 The map is of the test split (PCA of the model's codes). The labelled examples are training images,
 so they are projected with the same PCA; which ones were labelled is replayed from the recipe
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from aecore.data.base import ImageData, split_off
 from aecore.errors import AecoreError
-from aecore.lab.catalog import ref_path
+from aecore.lab.catalog import USER_PREFIX, ref_path
 from aecore.models import SEMI_SUPERVISED, has_role, models_with
 from aecore.pca import PCA
 from aecore.store import METRICS, read_config
@@ -38,6 +40,16 @@ METHODS = {
     "scratch_cnn_accuracy": "the same CNN from scratch, labelled images only",
     "pca_logreg_accuracy": "PCA (50) + logistic regression",
 }
+SHORT_NAMES = {"accuracy": SEMI_MODEL, "scratch_cnn_accuracy": "CNN from scratch",
+               "pca_logreg_accuracy": "PCA + logistic regression"}
+COLOURS = {"accuracy": "#1f77b4", "scratch_cnn_accuracy": "#ff7f0e", "pca_logreg_accuracy": "#2ca02c"}
+SYMBOLS = {"accuracy": "circle", "scratch_cnn_accuracy": "square", "pca_logreg_accuracy": "diamond"}
+RUN_DASHES = ("dash", "dot", "dashdot", "longdash")
+PRETRAINED = "pretrained"
+APP_RUN = "your run"           # trained in the app (a user model folder)
+# a run is too short to compare with the pretrained numbers when it finished fewer epochs than the shortest
+# pretrained recipe, or saw less than this share of its training images
+SHORT_IMAGES_SHARE = 0.8
 MAX_HIGHLIGHT = 2000      # with every label kept, show a sample of the labelled images
 # the page's "fresh run": a small hyper-semi (a few minutes on a CPU), few epochs, capped images
 FRESH_CONFIG = {"channels": [16, 32, 64], "head_hidden": 64, "embedding_dim": 32}
@@ -59,6 +71,11 @@ class SemiModel:
     budget: int | None            # labelled images, as a number for the x axis (None: unknown)
     metrics: dict[str, Any]
     recipe: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        """PRETRAINED (the shipped models) or APP_RUN (trained in the app: a user model folder)."""
+        return APP_RUN if self.ref.startswith(USER_PREFIX) else PRETRAINED
 
 
 def read_semi_model(ref: str, label: str) -> SemiModel | None:
@@ -86,9 +103,79 @@ def read_semi_model(ref: str, label: str) -> SemiModel | None:
     return SemiModel(ref=ref, label=label, labels=labels, budget=budget, metrics=metrics, recipe=recipe)
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How long a model was trained, from its recipe and metrics.json's "training" record."""
+    epochs: int | None            # finished training epochs
+    images_seen: int | None       # training images processed, all epochs together
+    train_images: int | None      # training images per epoch (app runs record it)
+    parameters: int | None
+
+
+def training_scale(model: SemiModel) -> Scale:
+    training = model.metrics.get("training") if isinstance(model.metrics.get("training"), dict) else {}
+    history = training.get("history") if isinstance(training.get("history"), list) else None
+    epochs = (sum(1 for h in history if isinstance(h, dict) and h.get("stage", "train") == "train")
+              if history else _count(model.recipe.get("epochs")))
+    return Scale(epochs=epochs or None, images_seen=_count(training.get("images_seen")) or None,
+                 train_images=_count(model.recipe.get("train_images")) or None,
+                 parameters=_count(model.metrics.get("parameters")) or None)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def describe_scale(scale: Scale) -> str:
+    """'1 epoch of 2,000 images (2,250 images seen, 41,194 parameters)'; the parts that are known."""
+    head = _plural(scale.epochs, "epoch") if scale.epochs else "an unknown number of epochs"
+    if scale.train_images:
+        head += f" of {_plural(scale.train_images, 'image')}"
+    extra = [f"{scale.images_seen:,} images seen"] if scale.images_seen else []
+    if scale.parameters:
+        extra.append(f"{scale.parameters:,} parameters")
+    return head + (f" ({', '.join(extra)})" if extra else "")
+
+
+def reference_scale(models: Iterable[SemiModel]) -> Scale | None:
+    """The shortest pretrained recipe among `models` (their smallest epochs and images seen); None
+    without a pretrained model whose training is recorded."""
+    scales = [training_scale(m) for m in models if m.source == PRETRAINED]
+    epochs = [s.epochs for s in scales if s.epochs]
+    seen = [s.images_seen for s in scales if s.images_seen]
+    params = [s.parameters for s in scales if s.parameters]
+    if not epochs and not seen:
+        return None
+    return Scale(epochs=min(epochs, default=None), images_seen=min(seen, default=None), train_images=None,
+                 parameters=min(params, default=None))
+
+
+def shortfall(run: SemiModel, models: Iterable[SemiModel]) -> str | None:
+    """Why `run` (trained in the app) is too short to compare with the pretrained models among
+    `models`, as one clause ('1 epoch of 2,000 images (...), against 4 epochs (...) for the pretrained
+    ones'); None when it is not (as long as the shortest pretrained recipe, or no pretrained model or
+    nothing recorded to compare), and for a pretrained model."""
+    if run.source == PRETRAINED:
+        return None
+    ref = reference_scale(models)
+    if ref is None:
+        return None
+    own = training_scale(run)
+    fewer_epochs = bool(own.epochs and ref.epochs and own.epochs < ref.epochs)
+    fewer_images = bool(own.images_seen and ref.images_seen and own.images_seen < SHORT_IMAGES_SHARE * ref.images_seen)
+    if not (fewer_epochs or fewer_images):
+        return None
+    return f"{describe_scale(own)}, against {describe_scale(ref)} for the pretrained ones"
+
+
 def accuracy_rows(models: Iterable[SemiModel]) -> list[dict[str, Any]]:
-    """One row per measured (model, method): model, labels (x), method, accuracy. Missing or
-    non-numeric figures and models with an unknown budget give no row."""
+    """One row per measured (model, method): model, labels (x), method, accuracy, source (PRETRAINED
+    or APP_RUN) and series (PRETRAINED, or the run's label: each app run is a series of its own).
+    Missing or non-numeric figures and models with an unknown budget give no row."""
     rows = []
     for m in models:
         if m.budget is None:
@@ -98,32 +185,51 @@ def accuracy_rows(models: Iterable[SemiModel]) -> list[dict[str, Any]]:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 rows.append({"model": m.label, "ref": m.ref, "labels": m.budget,
                              "budget": "all" if m.labels is None else str(m.labels),
-                             "method": method, "accuracy": float(value)})
+                             "method": method, "key": key, "accuracy": float(value), "source": m.source,
+                             "series": PRETRAINED if m.source == PRETRAINED else m.label})
     order = list(METHODS.values())
-    return sorted(rows, key=lambda r: (order.index(r["method"]), r["labels"]))
+    return sorted(rows, key=lambda r: (r["source"] != PRETRAINED, r["series"], order.index(r["method"]),
+                                       r["labels"]))
 
 
-def accuracy_figure(rows: list[dict[str, Any]]):
-    """Plotly: test accuracy against the number of labelled images (log x), one line per method."""
+def series_name(key: str, series: str) -> str:
+    """A trace's legend name: 'hyper-semi · pretrained', 'CNN from scratch · <run label>'."""
+    return f"{SHORT_NAMES[key]} · {series}"
+
+
+def accuracy_figure(rows: list[dict[str, Any]], short: Iterable[str] = ()):
+    """Plotly: test accuracy against the number of labelled images (log x), one line per (method,
+    series): the pretrained points solid with filled markers, each app run dashed with open markers
+    (colour = method). Points of different series are never joined. `short`: the series (run labels)
+    too short to compare, said in their legend names."""
     import plotly.graph_objects as go
 
+    short = set(short)
     fig = go.Figure()
-    for key, method in METHODS.items():
-        points = [r for r in rows if r["method"] == method]
-        if not points:
-            continue
-        fig.add_trace(go.Scatter(
-            x=[r["labels"] for r in points], y=[100 * r["accuracy"] for r in points], mode="lines+markers",
-            name=method, text=[r["model"] for r in points],
-            marker={"size": 10, "symbol": {"accuracy": "circle", "scratch_cnn_accuracy": "square",
-                                           "pca_logreg_accuracy": "diamond"}[key]},
-            hovertemplate="%{text}<br>%{x:,} labels: %{y:.1f} %<extra></extra>"))
+    runs = list(dict.fromkeys(r["series"] for r in rows if r["source"] != PRETRAINED))
+    for series in [PRETRAINED, *runs]:
+        pretrained = series == PRETRAINED
+        dash = "solid" if pretrained else RUN_DASHES[runs.index(series) % len(RUN_DASHES)]
+        for key, method in METHODS.items():
+            points = sorted((r for r in rows if r["series"] == series and r["method"] == method),
+                            key=lambda r: r["labels"])
+            if not points:
+                continue
+            name = series_name(key, series) + (" (too short to compare)" if series in short else "")
+            fig.add_trace(go.Scatter(
+                x=[r["labels"] for r in points], y=[100 * r["accuracy"] for r in points], mode="lines+markers",
+                name=name, legendgroup=series, text=[r["model"] for r in points],
+                line={"color": COLOURS[key], "dash": dash, "width": 2 if pretrained else 1.5},
+                marker={"size": 10 if pretrained else 12, "color": COLOURS[key],
+                        "symbol": SYMBOLS[key] + ("" if pretrained else "-open"),
+                        "line": {"width": 0 if pretrained else 2, "color": COLOURS[key]}},
+                hovertemplate=f"{SHORT_NAMES[key]} · %{{text}}<br>%{{x:,}} labels: %{{y:.1f}} %<extra></extra>"))
     budgets = sorted({r["labels"] for r in rows})
     fig.update_xaxes(type="log", title="labelled training images", tickvals=budgets,
                      ticktext=[f"{b:,}" for b in budgets])
     fig.update_yaxes(title="test accuracy (%)", range=[0, 102])     # chance on 10 classes is 10 %
-    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=True,
-                      legend={"orientation": "h", "y": -0.3})
+    fig.update_layout(height=420 + 22 * len(runs), margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=True,
+                      legend={"orientation": "h", "y": -0.22, "yanchor": "top", "x": 0.0, "xanchor": "left"})
     return fig
 
 

@@ -8,7 +8,8 @@
   for typicality), shown as decoder means.
 - Traversals: one coordinate of an image's code swept over a range, the others fixed. Dimensions
   whose average KL(q(z_j|x) ‖ p(z_j)) is ≈ 0 are unused by the encoder (posterior collapse): sweeping
-  them changes nothing, so they are ordered by KL.
+  them changes nothing, so they are ordered by KL, and by default only the informative ones (mean KL
+  above INFORMATIVE_KL nats) are drawn, each row labelled with its dimension and KL.
 - The manifold grid of a 2-D latent (Kingma & Welling 2014, fig. 4): decodings of a regular grid of
   z, evenly spaced in z or at the prior's quantiles, beside the test images' posterior means.
 """
@@ -29,6 +30,7 @@ from aecore.models.vae import slerp
 MODES = ("lerp", "slerp")
 SPACINGS = ("even", "quantile")
 MAX_TRAVERSAL_ROWS = 16
+INFORMATIVE_KL = 0.02       # nats: a dimension whose mean KL over the test split is at most this carries no information
 
 
 def is_generative(model: nn.Module) -> bool:
@@ -105,11 +107,12 @@ def prior_samples(model: nn.Module, n: int, *, seed: int = 0, temperature: float
 
 # --- traversals -------------------------------------------------------------------------------------
 @torch.no_grad()
-def kl_per_dim(model: nn.Module, data: ImageData, *, limit: int = 2000, batch_size: int = 500) -> np.ndarray:
-    """(d,) average KL(q(z_j|x) ‖ N(0, 1)) per latent dimension over the first `limit` images, in nats."""
+def kl_per_dim(model: nn.Module, data: ImageData, *, limit: int | None = 2000, batch_size: int = 500) -> np.ndarray:
+    """(d,) average KL(q(z_j|x) ‖ N(0, 1)) per latent dimension over the first `limit` images (None:
+    all of them), in nats."""
     model.eval()
     shape = tuple(model.config.input_shape)
-    n = min(limit, len(data))
+    n = len(data) if limit is None else min(limit, len(data))
     total = torch.zeros(model.config.latent_dim, dtype=torch.float64)
     for start in range(0, n, batch_size):
         x = data.as_float(slice(start, min(start + batch_size, n))).to(model.device).view(-1, *shape)
@@ -140,9 +143,57 @@ def traversal(model: nn.Module, x: Tensor, dims: Sequence[int], values: Tensor) 
     return torch.cat([model.traverse(x, int(j), values.to(model.device)).float().cpu() for j in dims])
 
 
-def traversal_rows(kl: np.ndarray, limit: int = MAX_TRAVERSAL_ROWS) -> list[int]:
-    """Latent dimensions ordered by average KL (most used first), at most `limit`."""
+def traversal_rows(kl: np.ndarray, limit: int | None = MAX_TRAVERSAL_ROWS) -> list[int]:
+    """Latent dimensions ordered by average KL (most used first), at most `limit` (None: all)."""
     return [int(j) for j in np.argsort(-np.asarray(kl), kind="stable")[:limit]]
+
+
+def informative_dims(kl: np.ndarray, threshold: float = INFORMATIVE_KL) -> list[int]:
+    """The dimensions whose mean KL is above `threshold` nats, most informative first."""
+    kl = np.asarray(kl, dtype=float)
+    return [j for j in traversal_rows(kl, limit=None) if kl[j] > threshold]
+
+
+def dim_label(j: int, kl: np.ndarray) -> str:
+    """A traversal row's name, drawn on the picture: 'z7 · 2.31 nats'."""
+    return f"z{j} · {float(np.asarray(kl)[j]):.2f} nats"
+
+
+def traversal_grid(images: Tensor, dims: Sequence[int], kl: np.ndarray, *, scale: int = 2,
+                   per_band: int = 16) -> np.ndarray:
+    """`traversal`'s images -> one (H, W, 3) uint8 picture, one row per dimension in `dims`, each row
+    named on the picture by its dimension and mean KL (`dim_label`); longer sweeps wrap into bands of
+    `per_band` columns."""
+    from aecore.lab.reconstruct import comparison_grid
+
+    if not dims or len(images) % len(dims):
+        raise ConfigError(f"{len(images)} images do not make {len(dims)} equal rows")
+    rows = list(images.split(len(images) // len(dims)))
+    return comparison_grid(rows, per_band=per_band, scale=scale, row_labels=[dim_label(int(j), kl) for j in dims])
+
+
+def kl_figure(kl: np.ndarray, threshold: float = INFORMATIVE_KL, *, height: int = 330) -> Any:
+    """Bars of each dimension's mean KL (nats): informative ones (above `threshold`, the dashed line)
+    in colour, the others grey, the same split the traversals use."""
+    import plotly.graph_objects as go
+
+    kl = np.asarray(kl, dtype=float)
+    names = [f"z{j}" for j in range(len(kl))]
+    informative = kl > threshold
+    fig = go.Figure()
+    for keep, colour, name in ((True, "#4c78a8", f"informative (> {threshold:g} nats)"),
+                               (False, "#bab0ac", "≈ no information")):
+        index = np.nonzero(informative == keep)[0]
+        if index.size:
+            fig.add_bar(x=[names[j] for j in index], y=kl[index], name=name, marker_color=colour,
+                        hovertemplate="%{x}: %{y:.3f} nats<extra></extra>")
+    fig.add_hline(y=threshold, line_dash="dash", line_color="grey", line_width=1)
+    fig.update_xaxes(categoryorder="array", categoryarray=names)
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title="KL per dimension (nats)",
+                      barmode="overlay", showlegend=True,
+                      legend=dict(orientation="h", x=0.0, xanchor="left", y=-0.25, yanchor="top"))
+    return fig
 
 
 # --- the 2-D manifold -------------------------------------------------------------------------------
