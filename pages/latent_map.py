@@ -10,11 +10,12 @@ from aecore.errors import AecoreError
 from aecore.lab import latent as lt
 from aecore.viz import image_grid
 from aecore.maps import read_maps
-from pages.common import (bind, chart, download_png, model_page, own_image, plain, show_error, showcase, sync_url,
-                          test_codes, test_data)
+from pages.common import (bind, chart, download_png, model_page, own_image, plain, projector_on, show_error, showcase,
+                          sync_url, test_codes, test_data, tile_scale)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
+ROW_PX = {False: 900, True: 860}   # px for a row of tiles: the main column is 940 px wide at 1400 px (880 projector)
 
 lt.start_umap_warmup()   # app.py starts it too; this covers a server whose first visitor lands here directly
 
@@ -56,7 +57,7 @@ bind("lm_unit", 0, int, lo=0, hi=code_dim - 1)
 bind("lm_seed", 0, int, lo=0, hi=10_000)
 bind("lm_tsne_n", lt.TSNE_DEFAULT, int, lo=min(500, tsne_max), hi=tsne_max)
 
-c1, c2, c3, c4 = st.columns([1, 3, 2, 2])
+c1, c2, c3, c4 = st.columns([1.4, 2.8, 1.9, 1.9])   # '2-D  3-D' on one line
 with c1:
     dims = st.radio("Dimensions", [2, 3], key="lm_dims", format_func=lambda d: f"{d}-D", horizontal=True)
 methods = [m for m in lt.METHODS if m != "code" or code_dim <= dims]
@@ -165,13 +166,18 @@ with own_box:
 
 # --- the map -----------------------------------------------------------------------------------------
 bind("lm_index", 0, int, lo=0, hi=n_images - 1)
+view = lt.view_id(proj)                 # a box or lasso drawn on another map (method, dims, seed) is dropped
+st.session_state["lm_view"] = view
+if (st.session_state.get("lm_picked") or {}).get("view") != view:
+    st.session_state.pop("lm_picked", None)
+chart_key = f"lm_chart-{view}"          # a fresh chart widget per map: no selection carried over
 
 
 def _on_select() -> None:
     """A click or box/lasso on the map: the first point becomes the selected image."""
-    event = st.session_state.get("lm_chart") or {}
+    event = st.session_state.get(chart_key) or {}
     picked = lt.selection_indices(event.get("selection"))
-    st.session_state["lm_picked"] = picked
+    st.session_state["lm_picked"] = {"view": view, "points": picked}
     if picked:
         st.session_state["lm_index"] = picked[0]
 
@@ -181,92 +187,104 @@ try:
     if colour == "error":
         values, value_name = _errors(entry.ref, version, sel.dataset, model), "MSE"
     elif colour == "unit":
-        values, value_name = codes[:, int(st.session_state["lm_unit"])], f"unit {int(st.session_state['lm_unit'])}"
+        values, value_name = codes[:, int(st.session_state["lm_unit"])], f"code unit {int(st.session_state['lm_unit'])}"
 except AecoreError as err:
     show_error(err)
 selected = int(st.session_state["lm_index"])
 fig = lt.map_figure(proj, labels, data.classes, values=values, value_name=value_name, highlight=[selected],
-                    own=own_pos, height=640 if dims == 2 else 700)
+                    own=own_pos, height=660 if dims == 2 else 720, code_dim=code_dim)
+chart(fig, key=chart_key, on_select=_on_select, selection_mode=("points", "box", "lasso"),
+      config={"scrollZoom": True, "displaylogo": False})
+how = ("Drag to rotate, scroll to zoom; plotly has no box selection in 3-D, so click a point or type its index."
+       if dims == 3 else "Click a point, or draw a box or lasso (toolbar), to see the images below.")
+st.caption(f"{note} Hover shows an image's index, class and position (plotly's hover labels cannot hold "
+           f"images, so the thumbnails appear below when you select). {how}")
+if values is not None:
+    low, high = lt.robust_range(values[proj.index])
+    what = (f"per-image MSE of {plain(entry.label)}'s reconstruction (mean {float(values.mean()):.4f}); bright "
+            "points are the images it reconstructs worst" if colour == "error"
+            else f"the value of code unit {int(st.session_state['lm_unit'])}")
+    first, last = (lt.ordinal(p) for p in lt.ROBUST_PERCENTILES)
+    st.caption(f"Colour: {what}. The colour scale spans the {first} to {last} percentile ({low:.4g} to {high:.4g}), "
+               "so a few extreme images do not wash out the rest; hover for exact values.")
+st.download_button("Download map coordinates + codes (CSV)",
+                   lambda: lt.coords_csv(proj, labels, data.classes, codes),
+                   file_name=f"{slug}-{proj.method}-{proj.dims}d.csv", mime="text/csv", key="lm_csv")
 
-left, right = st.columns([3, 2])
-with left:
-    chart(fig, key="lm_chart", on_select=_on_select, selection_mode=("points", "box", "lasso"),
-                    config={"scrollZoom": True, "displaylogo": False})
-    how = ("Drag to rotate; plotly has no box selection in 3-D, so click a point or type its index." if dims == 3
-           else "Click a point, or draw a box or lasso (toolbar), to see the images.")
-    st.caption(f"{note} Hover shows an image's index, class and position (plotly's hover labels cannot hold "
-               f"images, so the thumbnails appear on the right when you select). {how}")
-    if colour == "error" and values is not None:
-        st.caption(f"Colour: per-image MSE of {plain(entry.label)}'s reconstruction (mean {float(values.mean()):.4f}); "
-                   "bright points are the images it reconstructs worst.")
-    st.download_button("Download map coordinates + codes (CSV)",
-                       lambda: lt.coords_csv(proj, labels, data.classes, codes),
-                       file_name=f"{slug}-{proj.method}-{proj.dims}d.csv", mime="text/csv", key="lm_csv")
+side = shape[-1] if len(shape) == 3 else 8
+scale = tile_scale(side)
+per_row = max(1, ROW_PX[projector_on()] // ((side + 2) * scale))     # tiles across without shrinking
 
-with right:
-    st.subheader("Selected image")
-    r1, r2, r3 = st.columns([2, 2, 2])
-    with r1:
-        st.number_input(f"Index (0 to {n_images - 1:,})", 0, n_images - 1, step=1, key="lm_index")
-    with r2:
-        bind("lm_k", 8, int, lo=1, hi=32)
-        k = st.slider("Neighbours", 1, 32, key="lm_k")
-    with r3:
-        bind("lm_metric", "euclidean", choices=list(lt.METRICS))
-        metric = st.radio("Distance", list(lt.METRICS), key="lm_metric")
-    sync_url("lm_index", "lm_k", "lm_metric")
-    selected = int(st.session_state["lm_index"])
-    try:
-        info = lt.detail(model, data, codes, index=selected, k=k, metric=metric)
-    except AecoreError as err:
-        show_error(err)
-    else:
-        side = shape[-1] if len(shape) == 3 else 8
-        scale = max(1, round(84 / side))
-        name = plain(data.classes[int(labels[selected])]) if 0 <= labels[selected] < len(data.classes) else "?"
-        pos = proj.position_of(selected)
-        where = (f"at ({', '.join(f'{v:.2f}' for v in pos)})" if pos is not None
-                 else "not on this map (outside the t-SNE subset)")
-        big, small = scale * side, max(1, scale * 2 // 3) * side            # display widths in pixels
-        st.image([image_grid(info.image, padding=0, scale=scale), image_grid(info.recon, padding=0, scale=scale)],
-                 caption=[f"#{selected} · {name}", f"reconstruction · MSE {info.mse:.4f}"], width=big)
-        st.caption(f"Test image #{selected} ({name}) {where}, ringed on the map.")
-        thumbs = [image_grid(info.neighbour_images[i:i + 1], padding=0, scale=max(1, scale * 2 // 3))
-                  for i in range(len(info.neighbours))]
-        st.image(thumbs, caption=[f"#{int(j)} · {plain(data.classes[int(labels[j])])} · {d:.3f}"
-                                  for j, d in zip(info.neighbours, info.distances)], width=small)
-        same = int(sum(labels[j] == labels[selected] for j in info.neighbours))
-        st.caption(f"Its {len(info.neighbours)} nearest test images in the full {code_dim}-D code space "
-                   f"({metric} distance shown); {same} of {len(info.neighbours)} share its class.")
-        strip = image_grid(torch.cat([info.image, info.recon, info.neighbour_images]),
-                           nrow=len(info.neighbours) + 2, scale=2)
-        download_png(strip, f"{slug}-{selected}-neighbours.png", label="Download strip (PNG)", key="lm_png_strip")
+
+def _class_of(i: int) -> str:
+    c = int(labels[i])
+    return plain(data.classes[c]) if 0 <= c < len(data.classes) else "?"
+
+
+def _show_detail(d: lt.Detail, title: str) -> None:
+    """The image beside its reconstruction, then its nearest neighbours, each as one picture at the
+    page's tile size (no caption under a narrow tile, where words would break), named in a caption."""
+    beside = not projector_on()          # on a projector the tiles need the whole width: one above the other
+    pair, rest = st.columns([1, 3]) if beside else (st.container(), st.container())
+    across = max(1, per_row * 2 // 3) if beside else per_row
+    with pair:
+        st.image(image_grid(torch.cat([d.image, d.recon]), nrow=2, padding=2, scale=scale))
+        st.caption(f"{title} Right: its reconstruction, MSE {d.mse:.4f}.")
+    with rest:
+        st.image(image_grid(d.neighbour_images, nrow=min(across, len(d.neighbours)), padding=2, scale=scale))
+        st.caption(f"Its {len(d.neighbours)} nearest test images in the full {code_dim}-D code space, closest first "
+                   f"(reading order), with class and {metric} distance: "
+                   + ", ".join(f"#{int(j)} ({_class_of(j)}, {dist:.3f})" for j, dist in zip(d.neighbours, d.distances))
+                   + ".")
+
+
+# --- the selected image and its neighbours ------------------------------------------------------------
+st.subheader("Selected image")
+r1, r2, r3 = st.columns(3)
+with r1:
+    st.number_input(f"Index (0 to {n_images - 1:,})", 0, n_images - 1, step=1, key="lm_index")
+with r2:
+    bind("lm_k", 8, int, lo=1, hi=32)
+    k = st.slider("Neighbours", 1, 32, key="lm_k")
+with r3:
+    bind("lm_metric", "euclidean", choices=list(lt.METRICS))
+    metric = st.radio("Distance", list(lt.METRICS), key="lm_metric", horizontal=True)
+sync_url("lm_index", "lm_k", "lm_metric")
+selected = int(st.session_state["lm_index"])
+try:
+    info = lt.detail(model, data, codes, index=selected, k=k, metric=metric)
+except AecoreError as err:
+    show_error(err)
+else:
+    pos = proj.position_of(selected)
+    where = (f"at ({', '.join(f'{v:.2f}' for v in pos)}), ringed on the map" if pos is not None
+             else "not on this map (outside the t-SNE subset)")
+    _show_detail(info, f"Test image #{selected} ({_class_of(selected)}) {where}.")
+    same = int(sum(labels[j] == labels[selected] for j in info.neighbours))
+    st.caption(f"{same} of its {len(info.neighbours)} neighbours {'shares' if same == 1 else 'share'} its class.")
+    strip = image_grid(torch.cat([info.image, info.recon, info.neighbour_images]),
+                       nrow=len(info.neighbours) + 2, scale=2)
+    download_png(strip, f"{slug}-{selected}-neighbours.png", label="Download strip (PNG)", key="lm_png_strip")
 
 # --- a box or lasso selection -------------------------------------------------------------------------
-picked = [i for i in st.session_state.get("lm_picked", []) if 0 <= i < n_images]
+picked = [i for i in (st.session_state.get("lm_picked") or {}).get("points", []) if 0 <= i < n_images]
 if len(picked) > 1:
     st.subheader(f"{len(picked):,} points selected")
-    shown = picked[:100]
-    grid = image_grid(data.as_float(torch.as_tensor(shown)).view(-1, *shape), nrow=20, scale=2)
+    most = per_row * (4 if projector_on() else 6)                      # a few rows of tiles, not a wall
+    shown = picked[:most]
+    grid = image_grid(data.as_float(torch.as_tensor(shown)).view(-1, *shape), nrow=per_row, scale=scale)
     counts = np.bincount(labels[picked].clip(min=0), minlength=len(data.classes))
     mix = ", ".join(f"{plain(data.classes[c])} × {int(n)}"
                     for c, n in sorted(enumerate(counts), key=lambda t: -t[1]) if n)
-    st.image(grid, caption=f"{'The first 100' if len(picked) > 100 else 'All'} of the selected images. Classes: {mix}.")
-    download_png(grid, f"{slug}-selection.png", label="Download selection (PNG)", key="lm_png_sel")
+    st.image(grid)
+    st.caption(f"{f'The first {len(shown)}' if len(picked) > len(shown) else 'All'} of the selected images, in "
+               f"reading order. Classes: {mix}.")
+    download_png(image_grid(data.as_float(torch.as_tensor(picked[:100])).view(-1, *shape), nrow=20, scale=2),
+                 f"{slug}-selection.png", label="Download selection (PNG)", key="lm_png_sel")
 
 # --- your own image: what the model makes of it -----------------------------------------------------
-if own_detail is not None:
+if own_detail is not None and own_pos is not None:
     with own_box:
-        side = shape[-1] if len(shape) == 3 else 8
-        scale = max(1, round(84 / side))
         st.caption(f"Converted for the model: {plain(own[1])}.")
-        st.image([image_grid(own_detail.image, padding=0, scale=scale),
-                  image_grid(own_detail.recon, padding=0, scale=scale)],
-                 caption=["your image", f"reconstruction · MSE {own_detail.mse:.4f}"], width=scale * side)
-        st.caption(f"On the map (★) at ({', '.join(f'{v:.2f}' for v in own_pos)}): placed {proj.placement}.")
-        st.image([image_grid(own_detail.neighbour_images[i:i + 1], padding=0, scale=max(1, scale * 2 // 3))
-                  for i in range(len(own_detail.neighbours))],
-                 caption=[f"#{int(j)} · {plain(data.classes[int(labels[j])])} · {d:.3f}"
-                          for j, d in zip(own_detail.neighbours, own_detail.distances)],
-                 width=max(1, scale * 2 // 3) * side)
-        st.caption(f"Its {len(own_detail.neighbours)} nearest test images in code space ({metric}).")
+        _show_detail(own_detail, f"Your image, on the map (★) at ({', '.join(f'{v:.2f}' for v in own_pos)}): "
+                                 f"placed {proj.placement}.")

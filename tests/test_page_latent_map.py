@@ -4,9 +4,12 @@ image's neighbours, t-SNE in the background, own images and refusals."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import torch
+import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from aecore.data import load_dataset
@@ -17,12 +20,19 @@ from tests.helpers import arr, ok, open_app, png_of_a_digit
 
 
 def page(query: dict | None = None) -> AppTest:
-    return open_app("latent_map.py", query, timeout=180)
+    """The page on the tiny zoo's 2-D AE unless the query names a model (which one a fresh visitor
+    gets is the catalog's showcase choice, not this page's)."""
+    return open_app("latent_map.py", {"model": "mnist/ae-d2", **(query or {})}, timeout=180)
+
+
+def spec(at: AppTest) -> dict:
+    charts = [c for c in at.get("plotly_chart") if "lm_chart" in str(c.proto.id)]
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
 
 
 def traces(at: AppTest) -> list[dict]:
-    chart = next(c for c in at.get("plotly_chart") if "lm_chart" in str(c.proto.id))
-    return json.loads(chart.proto.spec)["data"]
+    return spec(at)["data"]
 
 
 def map_points(at: AppTest) -> dict[int, np.ndarray]:
@@ -50,6 +60,7 @@ def test_default_map_pca_of_every_test_image_coloured_by_class(tiny_zoo):
     at = page()
     ok(at)
     assert at.selectbox(key="model").value == "mnist/ae-d2" and at.radio(key="lm_method").value == "pca"
+    # (the tiny zoo's maps.npz hold PCA only: a model without a UMAP map opens on PCA)
     data = traces(at)
     classes = [t["name"] for t in data if t["name"] not in ("selected",)]
     assert classes == [str(c) for c in range(10)] and data[-1]["name"] == "selected"
@@ -117,10 +128,10 @@ def test_selected_image_neighbours_follow_index_k_and_distance(tiny_zoo):
     ok(at)
     codes = tiny_codes(tiny_zoo, "mnist/ae-d2")
     idx, dist = lt.nearest(codes, codes[5], 4, "cosine", exclude=[5])
-    strip = at.get("image")[1]
-    shown = [c.split(" · ")[0] for c in strip.captions]
-    assert shown == [f"#{int(i)}" for i in idx[0]]
+    listed = next(c.value for c in at.caption if "nearest test images" in c.value)
+    assert re.findall(r"#(\d+) \(", listed) == [str(int(i)) for i in idx[0]]
     assert "Its 4 nearest test images" in captions(at) and "cosine distance" in captions(at)
+    assert f"{dist[0][0]:.3f}" in listed
 
 
 def test_tsne_runs_in_the_background_with_the_pca_map_meanwhile(tiny_zoo):
@@ -160,3 +171,104 @@ def test_own_image_is_placed_on_the_map_and_bad_files_refused(tiny_zoo):
     assert not at.exception
     assert any("Cannot use this image" in e.value for e in at.error)
     assert not any(t["name"] == "your image" for t in traces(at))
+
+
+# --- issue 17: what a viewer sees ---------------------------------------------------------------------
+def test_map_spans_the_main_column_with_titled_axes(tiny_zoo):
+    at = page()
+    ok(at)
+    layout = spec(at)["layout"]
+    assert 600 <= layout["height"] <= 700
+    # in no column: the chart gets the main column's full width
+    assert at.columns and not any("lm_chart" in str(c.proto.id) for col in at.columns for c in col.get("plotly_chart"))
+    assert "width" not in layout                                       # the chart stretches to the column
+    # a 2-D code is its own PCA map: the axes are its units
+    assert (layout["xaxis"]["title"]["text"], layout["yaxis"]["title"]["text"]) == ("code unit 0", "code unit 1")
+    at.selectbox(key="model").set_value("mnist/ae-d8").run()
+    at.radio(key="lm_dims").set_value(3).run()
+    ok(at)
+    scene = spec(at)["layout"]["scene"]
+    assert [scene[a]["title"]["text"] for a in ("xaxis", "yaxis", "zaxis")] == ["PC 1", "PC 2", "PC 3"]
+    assert scene["aspectmode"] == "cube"
+    points = np.array(list(map_points(at).values()))
+    for i, a in enumerate(("xaxis", "yaxis", "zaxis")):                 # every point inside the view
+        lo, hi = scene[a]["range"]
+        assert lo < points[:, i].min() and points[:, i].max() < hi
+
+
+def test_error_colours_span_the_2nd_to_98th_percentile(tiny_zoo):
+    at = page({"model": "mnist/ae-d8", "lm_color": "error"})
+    ok(at)
+    t = traces(at)[0]
+    errors = arr(t["marker"]["color"])
+    assert t["marker"]["cmin"] == pytest.approx(np.percentile(errors, 2), rel=1e-4)
+    assert t["marker"]["cmax"] == pytest.approx(np.percentile(errors, 98), rel=1e-4)
+    assert t["marker"]["cmax"] < errors.max()
+    assert "MSE (colours: 2nd to 98th percentile)" == t["marker"]["colorbar"]["title"]["text"]
+    assert "2nd to 98th percentile" in captions(at)
+
+
+def test_a_box_selection_is_dropped_when_the_projection_changes(tiny_zoo):
+    at = page({"model": "mnist/ae-d8"})
+    ok(at)
+    view = at.session_state["lm_view"]
+    at.session_state["lm_picked"] = {"view": view, "points": [3, 1, 4, 15, 9]}     # as the chart's callback stores it
+    at.run()
+    ok(at)
+    assert any(h.value == "5 points selected" for h in at.subheader)
+    assert at.session_state["lm_view"] == view                        # same map, same selection
+    at.radio(key="lm_dims").set_value(3).run()                         # another projection: the box means nothing
+    ok(at)
+    assert at.session_state["lm_view"] != view
+    assert not any("points selected" in h.value for h in at.subheader)
+    assert "lm_picked" not in at.session_state
+    at.radio(key="lm_dims").set_value(2).run()                         # and it does not come back
+    assert not any("points selected" in h.value for h in at.subheader)
+    # a selection stored under a map that is no longer shown is dropped as well
+    at.session_state["lm_picked"] = {"view": "umap-2d-10000-000000000000", "points": [1, 2]}
+    at.run()
+    assert not any("points selected" in h.value for h in at.subheader)
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """The images a page shows, by URL: AppTest's in-memory media store, kept after the run."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import app_test
+
+    stores = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
+
+    def size_of(url: str) -> tuple[int, int]:
+        import io
+
+        content = stores[-1].get_file(url.rsplit("/", 1)[-1]).content
+        return Image.open(io.BytesIO(content)).size
+
+    return size_of
+
+
+@pytest.mark.parametrize("projector, least", [("0", 56), ("1", 140)])
+def test_image_tiles_follow_the_projector_switch(tiny_zoo, media, projector, least):
+    at = page({"projector": projector})
+    view = at.session_state["lm_view"]
+    at.session_state["lm_picked"] = {"view": view, "points": list(range(12))}
+    at.run()
+    ok(at)
+    images = at.get("image")
+    assert len(images) == 3                                # selected + reconstruction, neighbours, selection
+    # a 28-px MNIST image: the pair is 2 tiles across, the neighbours row at least 1, the selection grid too
+    pair_w, pair_h = media(images[0].value[0])
+    assert pair_h >= least and pair_w >= 2 * least
+    for image in images[1:]:
+        width, height = media(image.value[0])
+        assert height >= least
+    assert all(not any(image.captions) for image in images)   # names go in captions beside, never under a tile
+    if projector == "0":
+        assert media(images[0].value[0])[1] < 140

@@ -13,6 +13,7 @@ thread (`JOBS`) so a page can show the PCA map meanwhile and poll for the result
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -107,6 +108,14 @@ def selection_indices(selection: Mapping[str, Any] | None) -> list[int]:
     return out
 
 
+def view_id(proj: Projection) -> str:
+    """A short name of exactly this map (method, dimensions, its points and their positions): a
+    selection made on one map means nothing on another, so the page drops it when this changes."""
+    digest = hashlib.blake2b(np.ascontiguousarray(proj.coords).tobytes(), digest_size=6)
+    digest.update(np.ascontiguousarray(proj.index).tobytes())
+    return f"{proj.method}-{proj.dims}d-{len(proj.index)}-{digest.hexdigest()}"
+
+
 # --- figures and exports -----------------------------------------------------------------------------
 def class_colours(n: int) -> list[str]:
     from plotly.colors import qualitative
@@ -115,12 +124,72 @@ def class_colours(n: int) -> list[str]:
     return [palette[i % len(palette)] for i in range(n)]
 
 
+AXIS_PREFIX = {"pca": "PC", "umap": "UMAP", "tsne": "t-SNE"}
+ROBUST_PERCENTILES = (2.0, 98.0)   # colour range of a map coloured by values: outliers do not wash it out
+RANGE_MARGIN = 0.06                # 3-D axis ranges: the data's extent plus this fraction on each side
+CAMERA_EYE = dict(x=1.4, y=1.4, z=1.05)   # a 3-D view that shows the whole cube, not one corner of it
+
+
+def ordinal(p: float) -> str:
+    """2 -> '2nd', 98 -> '98th', 2.5 -> '2.5th'."""
+    if float(p) != int(p):
+        return f"{p:g}th"
+    n = int(p)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def axis_titles(method: str, dims: int, code_dim: int | None = None) -> list[str]:
+    """The map's axis titles: "PC 1", "UMAP 2", "t-SNE 3", or "code unit 0" when the axes are the
+    code's own (method 'code', or PCA of a code with no more than `dims` units, which is the code
+    itself). Code units count from 0, as the page's unit picker does; an axis a short code pads with
+    zeros says so."""
+    if method == "code" or (method == "pca" and code_dim is not None and code_dim <= dims):
+        units = dims if code_dim is None else code_dim
+        return [f"code unit {i}" if i < units else f"(none: a {units}-D code)" for i in range(dims)]
+    prefix = AXIS_PREFIX.get(method, str(method))
+    return [f"{prefix} {i + 1}" for i in range(dims)]
+
+
+def robust_range(values: np.ndarray, percentiles: tuple[float, float] = ROBUST_PERCENTILES) -> tuple[float, float]:
+    """(low, high) colour limits: the given percentiles of the finite values, so that a few extreme
+    values (an image the model cannot reconstruct at all) do not squeeze every other colour into one
+    end of the scale. Falls back to the full range when the percentiles coincide; never low == high."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0
+    low, high = (float(p) for p in np.percentile(v, percentiles))
+    if high <= low:
+        low, high = float(v.min()), float(v.max())
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    return low, high
+
+
+def scene_ranges(points: np.ndarray, margin: float = RANGE_MARGIN) -> list[list[float]]:
+    """[[lo, hi]] per axis of `points` (M, dims) with `margin` of each axis's extent added on both sides
+    (1 for a flat axis), so that no point sits on the edge of a 3-D view."""
+    points = np.asarray(points, dtype=np.float64).reshape(len(points), -1)
+    out = []
+    for column in points.T:
+        column = column[np.isfinite(column)]
+        lo, hi = (float(column.min()), float(column.max())) if column.size else (0.0, 0.0)
+        pad = (hi - lo) * margin if hi > lo else 1.0
+        out.append([lo - pad, hi + pad])
+    return out
+
+
 def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, values: np.ndarray | None = None,
                value_name: str = "", highlight: Sequence[int] = (), own: np.ndarray | None = None,
-               title: str = "", height: int = 620) -> Any:
+               title: str = "", height: int = 620, code_dim: int | None = None) -> Any:
     """A plotly scatter of the map: one trace per class (legend toggles classes), or one trace coloured
-    by `values` (N,) when given. Every point's customdata is its test index; hover shows index, class
-    and position. `highlight`: test indices ringed; `own`: (dims,) position of the user's image (★)."""
+    by `values` (N,) when given, its colour range the 2nd to 98th percentile (`robust_range`, named in
+    the colour bar's title). Every point's customdata is its test index; hover shows index, class and
+    position. `highlight`: test indices ringed; `own`: (dims,) position of the user's image (★).
+    Axes are titled after the projection (`axis_titles`; `code_dim`, the code's size, tells a PCA that
+    is the code itself). A 3-D map gets axis ranges that hold every point, a cube and a camera that
+    shows all of it."""
     import plotly.graph_objects as go
 
     three = proj.dims == 3
@@ -128,7 +197,8 @@ def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, 
     labels = np.asarray(labels)[proj.index]
     size = 2.5 if three else 5
     axes = ("x", "y", "z")[:proj.dims]
-    hover = ("#%{customdata} · %{text}<br>" + ", ".join(f"{a} %{{{a}:.2f}}" for a in axes))
+    names = axis_titles(proj.method, proj.dims, code_dim)
+    hover = ("#%{customdata} · %{text}<br>" + ", ".join(f"{n} %{{{a}:.2f}}" for a, n in zip(axes, names)))
 
     def xyz(rows: np.ndarray) -> dict[str, np.ndarray]:
         return {a: proj.coords[rows, i] for i, a in enumerate(axes)}
@@ -149,26 +219,42 @@ def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, 
                                   marker=dict(size=size, color="#999999", opacity=0.6)))
     else:
         v = np.asarray(values, dtype=np.float32)[proj.index]
-        names = [str(classes[c]) if 0 <= c < len(classes) else "unlabelled" for c in labels]
+        cmin, cmax = robust_range(v)
+        low, high = (ordinal(p) for p in ROBUST_PERCENTILES)
+        names_of = [str(classes[c]) if 0 <= c < len(classes) else "unlabelled" for c in labels]
+        # the colour bar stands on the bottom of the plot, its title along it: the legend (above the
+        # plot, from chart()) and the colour bar never meet
+        colorbar = dict(title=dict(text=f"{value_name} (colours: {low} to {high} percentile)", side="right"),
+                        len=0.85, y=0.0, yanchor="bottom", thickness=16)
         fig.add_trace(scatter(**xyz(np.arange(len(v))), mode="markers", name=value_name, customdata=proj.index,
-                              text=[f"{n} · {value_name} {x:.4g}" for n, x in zip(names, v)],
+                              text=[f"{n} · {value_name} {x:.4g}" for n, x in zip(names_of, v)],
                               hovertemplate=hover + "<extra></extra>", showlegend=False,
-                              marker=dict(size=size, color=v, colorscale="Viridis", opacity=0.8,
-                                          colorbar=dict(title=dict(text=value_name)))))
+                              marker=dict(size=size, color=v, colorscale="Viridis", opacity=0.8, cmin=cmin,
+                                          cmax=cmax, colorbar=colorbar)))
     rows = np.asarray([r for i in highlight for r in np.nonzero(proj.index == int(i))[0]], dtype=np.int64)
     if rows.size:
         fig.add_trace(scatter(**xyz(rows), mode="markers", name="selected", customdata=proj.index[rows],
                               text=["selected"] * rows.size, hovertemplate=hover + "<extra></extra>",
                               marker=dict(size=size * 3.2, color="rgba(0,0,0,0)",
                                           line=dict(color="black", width=2))))
+    points = proj.coords
     if own is not None:
         own = np.asarray(own, dtype=np.float32).reshape(-1)
         fig.add_trace(scatter(**{a: [float(own[i])] for i, a in enumerate(axes)}, mode="markers", name="your image",
                               customdata=[-1], text=["your image"], hovertemplate=hover + "<extra></extra>",
                               marker=dict(size=18 if not three else 9, symbol="diamond" if three else "star",
                                           color="black", line=dict(color="white", width=1.5))))
+        points = np.vstack([points, own[None, :proj.dims]])
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 30, b=10), title=title or None,
                       legend=dict(itemsizing="constant"))
+    if three:
+        ranges = scene_ranges(points)
+        fig.update_layout(scene=dict(
+            **{f"{a}axis": dict(title=dict(text=n), range=r, autorange=False) for a, n, r in zip(axes, names, ranges)},
+            aspectmode="cube", camera=dict(eye=CAMERA_EYE, center=dict(x=0, y=0, z=0)),
+            domain=dict(x=[0.0, 1.0], y=[0.0, 1.0])))
+    else:
+        fig.update_layout(xaxis_title=names[0], yaxis_title=names[1])
     return fig
 
 
