@@ -6,7 +6,7 @@ from aecore.errors import AecoreError
 from aecore.lab import inside
 from aecore.models import GREEDY_STAGES, RANKED_CODE, has_role, models_with
 from pages.common import (chart, as_bool, bind, code, download_png, model_page, plain, show_error, sync_url,
-                          test_codes)
+                          test_codes, tile_scale)
 
 sel = model_page("Filters",
                  "Each unit of a fully connected first layer has one weight per input pixel: laid out as an image, "
@@ -14,6 +14,23 @@ sel = model_page("Filters",
                  "to the output. Convolutional models show their kernels.")
 
 model, ref = sel.model, sel.entry.ref
+
+
+def per_model(key: str, default) -> None:
+    """A setting whose range or default depends on the model (the filter count, the unit order): a
+    model opens on the value the visitor last had on it, else on its own `default`, never on the value
+    the previous model left (4 kernels of a conv AE must not become 4 of a stacked AE's 256 filters).
+    A link (or the first visit) still opens on its own value: only a change of model resets it."""
+    memory = st.session_state.setdefault(f"_{key}_by_model", {})
+    last = st.session_state.get(f"_{key}_model")
+    if last is not None and last != ref:
+        st.session_state[key] = memory.get(ref, default)
+    st.session_state[f"_{key}_model"] = ref
+
+
+def remember(key: str) -> None:
+    """Keep this model's value of `key` (after its widget ran) for when the visitor comes back to it."""
+    st.session_state.setdefault(f"_{key}_by_model", {})[ref] = st.session_state[key]
 
 
 try:
@@ -26,6 +43,7 @@ if isinstance(found, str):
     st.info(f"No filter view for **{plain(sel.entry.label)}**: {plain(found)}.")
 else:
     largest = max(f.shape[0] for f in found.values())
+    per_model("n_filters", min(64, largest))
     bind("n_filters", min(64, largest), int, lo=1, hi=largest)
     bind("per_filter", True, as_bool)
     left, right = st.columns([3, 1])
@@ -36,6 +54,7 @@ else:
                                    "Sparsity page)")
         else:
             count = 1
+        remember("n_filters")
     with right:
         per_filter = st.toggle("Scale each filter on its own", key="per_filter",
                                help="Off: one shared scale, so weak units look faint")
@@ -44,9 +63,12 @@ else:
     units = getattr(model.config, "latent_dim", None)
     order = None
     if units and any(f.shape[0] == units for f in found.values()):
+        per_model("by_activity", has_role(sel.entry.model, RANKED_CODE))
         bind("by_activity", has_role(sel.entry.model, RANKED_CODE), as_bool)
-        if st.toggle("Most active units first", key="by_activity",
-                     help="Sorted by each unit's mean activation over the test images; off: the model's own order"):
+        ranked = st.toggle("Most active units first", key="by_activity",
+                           help="Sorted by each unit's mean activation over the test images; off: the model's own order")
+        remember("by_activity")
+        if ranked:
             order = inside.most_active_first(test_codes(sel))
         sync_url("by_activity")
     sync_url("n_filters", "per_filter")
@@ -61,7 +83,7 @@ else:
         if sorted_here:
             f = f[order]
         try:
-            grid = inside.filter_grid(f, count=n, per_filter=per_filter)
+            grid = inside.filter_grid(f, count=n, per_filter=per_filter, scale=tile_scale(max(f.shape[2:])))
         except Exception as err:  # noqa: BLE001 - a drawing problem must not hide the other grids
             show_error(err)
             continue
@@ -96,7 +118,8 @@ if has_role(sel.entry.model, GREEDY_STAGES):
         else:
             st.info("metrics.json has no loss history for this stage.")
     with right:
-        grid = inside.filter_grid(stage.filters, count=min(64, stage.filters.shape[0]))
+        grid = inside.filter_grid(stage.filters, count=min(64, stage.filters.shape[0]),
+                                  scale=tile_scale(max(stage.filters.shape[2:])))
         st.image(grid, caption=f"First-layer filters after {stage.name} (each scaled on its own)")
         download_png(grid, f"{ref.replace('/', '_').replace(':', '_')}-{stage.name}.png", key="png-stage")
         if stage.change is not None:

@@ -16,7 +16,7 @@ from aecore.pca import PCA
 from aecore.viz import image_grid
 from aecore.maps import read_maps
 from pages.common import (chart, bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data,
-                          train_data)
+                          tile_scale, train_data)
 
 sel = model_page("Sparsity",
                  "A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
@@ -124,7 +124,11 @@ if has_role(entry.model, RANKED_CODE):
     def _pca(dataset: str, k: int) -> PCA:
         return PCA.fit(train_data(dataset).as_float(), k)
 
-    pca = _pca(sel.dataset, sp.pca_components_for(model))
+    try:
+        pca = _pca(sel.dataset, sp.pca_components_for(model))
+    except AecoreError as err:        # no training split to fit PCA on: say so (as plain text), keep the page
+        show_error(err)
+        st.stop()
     bind("k", min(8, n_units), int, lo=0, hi=n_units)
     k = st.slider("k", 0, n_units, key="k", help="Each image keeps only its k most active units")
     sync_url("k")
@@ -138,7 +142,8 @@ if has_role(entry.model, RANKED_CODE):
         m1.metric(f"Rank-ordered, top {k} units", f"{float(out['ranked_mse'].mean()):.5f}", help="MSE per pixel")
         m2.metric(f"PCA, {min(max(k, 1), pca.k) if k else 0} components", f"{float(out['pca_mse'].mean()):.5f}",
                   help="MSE per pixel; PCA fitted on the training split")
-        grid = image_grid(torch.cat([x.cpu(), out["ranked"], out["pca"]]), nrow=8, scale=3)
+        grid = image_grid(torch.cat([x.cpu(), out["ranked"], out["pca"]]), nrow=8,
+                          scale=tile_scale(max(x.shape[-2:])))
         st.image(grid, caption=f"Rows: 8 test images; from their top {k} ranked units; PCA with k components")
         download_png(grid, f"{slug}-anytime-k{k}.png", key="png-anytime")
         if pca.k < n_units:
@@ -150,9 +155,13 @@ if has_role(entry.model, RANKED_CODE):
         return sp.error_curves(model, pca, xs)
 
     n_curve = min(500, n_images)
-    ranked, pca_err = _curves(entry.ref, version, sel.dataset, n_curve)
-    chart(sp.error_curve_figure(ranked, pca_err, k), key="curves")
-    st.caption(f"Mean over the first {n_curve} test images.")
+    try:
+        ranked, pca_err = _curves(entry.ref, version, sel.dataset, n_curve)
+    except AecoreError as err:
+        show_error(err)
+    else:
+        chart(sp.error_curve_figure(ranked, pca_err, k), key="curves")
+        st.caption(f"Mean over the first {n_curve} test images.")
 
 # --- a contractive AE: Jacobian norm over the latent map ---------------------------------------------
 if has_role(entry.model, CONTRACTIVE):

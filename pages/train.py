@@ -19,18 +19,21 @@ UPLOAD_MB = jobs.MAX_UPLOAD_BYTES // 2**20
 NOISES = ["none", "gaussian", "masking", "saltpepper"]
 NOISE_HELP = {"gaussian": "σ of x + N(0, σ²), clipped to [0, 1]", "masking": "fraction ν of pixels set to 0",
               "saltpepper": "fraction ν of pixels set to 0 or 1"}
-IMAGE_CAPS = [1000, 5000, 10_000, 30_000, 60_000]
+DEFAULT_IMAGES = 10_000
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 BUDGETS = ["10", "100", "1000", "all"]
 JOB_KEY = "train_job"
 
 st.title("Train a model")
-st.write("Pick a model and its data, start, and watch the loss fall. Training runs on the server in the "
+st.write("Pick an architecture and its data, start, and watch the loss fall. Training runs on the server in the "
          "background; the finished model is saved to your models folder and appears in every page's model "
          "picker, marked *(yours)*.")
 
 select_finished_run("train_select")       # a model that just finished
-sel = sidebar()
+# the sidebar's Model picker is the trained model the other pages show; this page's own picker (below) is the
+# architecture to train, so it is called that: one picker labelled "Model" on the page
+sel = sidebar(model_help="The trained model the other pages show; a model trained here is selected in it when "
+                         "it finishes. What to train is the Architecture on this page.")
 dataset_default = sel.dataset if sel is not None else DATASETS[0]
 
 
@@ -65,11 +68,19 @@ bind("tr_noise", "none", choices=NOISES)
 
 left, right = st.columns(2)
 with left:
-    model_name = st.selectbox("Model", models, key="tr_model", on_change=_model_changed,
-                              help="All families of aecore; the Data & models page says what each one is")
+    model_name = st.selectbox("Architecture", models, key="tr_model", on_change=_model_changed,
+                              help="The kind of autoencoder to train: every family of aecore (the Data & models "
+                                   "page says what each one is). The new model then appears in the sidebar's "
+                                   "Model picker.")
     st.caption(get_model_class(model_name).description)
     data_choice = st.radio("Data", DATASETS + [FOLDER], key="tr_data", horizontal=True,
                            help="The training split (the bundled test split when that is all there is)")
+    summary, summary_error = None, None          # the split as it loads here: its real size caps the images
+    if data_choice != FOLDER:
+        try:
+            summary = train_summary(data_choice)
+        except AecoreError as err:
+            summary_error = err
     folder_path, folder_size, folder_gray, where, uploaded = "", 32, False, UPLOAD, None
     if data_choice == FOLDER:
         # a visitor reads only what the server's operator shares (AECORE_FOLDER_ROOTS), or uploads
@@ -134,10 +145,16 @@ with right:
         budget = st.select_slider("Labelled training images", BUDGETS, value="100", key="tr_labels",
                                   help="Class-balanced, seeded; the rest of the images are used without labels")
         labels = None if budget == "all" else int(budget)
-    max_images = st.select_slider("Training images (at most)", IMAGE_CAPS, value=10_000, key="tr_images",
+    image_options = jobs.image_choices(summary[0] if summary else None)
+    if st.session_state.get("tr_images") not in image_options:     # first visit, or another dataset's size
+        before = st.session_state.get("tr_images")
+        fewer = [n for n in image_options if isinstance(before, int) and n <= before]
+        st.session_state["tr_images"] = fewer[-1] if fewer else min(DEFAULT_IMAGES, image_options[-1])
+    max_images = st.select_slider("Training images (at most)", image_options, key="tr_images",
                                   format_func=lambda n: f"{n:,}",
-                                  help="A seeded random choice when the split is larger; 10 % of them are held "
-                                       "out for the validation loss")
+                                  help="The largest choice is every training image there is here; a seeded random "
+                                       "choice when the split is larger; 10 % of them are held out for the "
+                                       "validation loss")
     with st.expander("More options"):
         lr = st.select_slider("Learning rate", LRS, value=1e-3, key="tr_lr", format_func=lambda v: f"{v:g}")
         batch_size = st.select_slider("Batch size", [16, 32, 64, 128, 256, 512], value=128, key="tr_batch")
@@ -149,15 +166,14 @@ name = st.text_input("Name of the new model", key="tr_name", placeholder=auto_na
                      help="Letters, digits, - and _. A name in use gets -2, -3, …: nothing is overwritten.")
 name = name.strip() or auto_name
 
-if data_choice != FOLDER:
-    try:
-        n_train, source, notice = train_summary(data_choice)
-    except AecoreError as err:
-        show_error(err)
-    else:
-        st.caption(f"Training data: {n_train:,} images ({plain(source)}); at most {max_images:,} are used.")
-        if notice:
-            st.info(notice)
+page_notice = None                       # shown here once; the run's panel does not repeat it
+if summary_error is not None:
+    show_error(summary_error)
+elif summary is not None:
+    n_train, source, page_notice = summary
+    st.caption(f"Training data: {n_train:,} images ({plain(source)}); at most {min(max_images, n_train):,} are used.")
+    if page_notice:
+        st.info(plain(page_notice))
 
 
 def chosen_dataset() -> str:
@@ -211,6 +227,18 @@ def metric_line(metrics: dict) -> None:
             col.metric(label, fmt.format(metrics[k]))
 
 
+def loss_caption(snap) -> None:
+    """What the chart's loss is, and why it is not the per-pixel MSE shown on the other pages."""
+    mse = snap.metrics.get("mse")
+    measured = (f"This model's test MSE per pixel, the number the other pages show, is {mse:.4f} (measured on the "
+                "test images after training)." if isinstance(mse, (int, float)) and math.isfinite(mse) else
+                "The per-pixel MSE the other pages show (the squared error averaged over the pixels of the test "
+                "images) is measured when the run ends." if snap.active else "")
+    about = f"The training loss is {snap.loss_about}. " if snap.loss_about else ""
+    st.caption("**What the loss is.** " + plain(about + "Each point is the mean over the batches since the one "
+                                                "before. It is not the per-pixel MSE of the other pages. " + measured))
+
+
 def panel() -> None:
     job = jobs.get(st.session_state.get(JOB_KEY))
     if job is None:
@@ -221,7 +249,8 @@ def panel() -> None:
     snap = job.snapshot()
     st.subheader(f"Run: {plain(snap.name)}")
     for notice in snap.notices:
-        st.info(plain(notice))
+        if notice != page_notice:            # the offline notice is above already, for this data
+            st.info(plain(notice))
     if snap.active:
         st.progress(min(max(snap.progress, 0.0), 1.0), text=f"{plain(snap.message)} — {snap.elapsed:.0f} s")
         c1, c2 = st.columns([1, 3])
@@ -271,6 +300,7 @@ def panel() -> None:
             st.caption(f"Epoch {last['epoch']} ({last['stage']}): training loss {last['train'].get('loss', float('nan')):.4g}"
                        + (f", validation loss {val:.4g}" if val is not None else "")
                        + ". Thin lines: each part of the loss; dashed: validation loss after each epoch.")
+        loss_caption(snap)
     elif snap.active:
         st.caption("The loss chart appears after the first few batches.")
     if not snap.active:

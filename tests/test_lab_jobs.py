@@ -422,10 +422,34 @@ def test_the_uploads_folder_stays_bounded(monkeypatch):
 def test_offline_training_data_notice_and_held_out_metrics():
     snap = finish(jobs.start(spec("mnist-small", dataset="mnist", epochs=1, max_images=300)))
     assert snap.status == "done", snap.error
-    assert any("bundled **test** split" in n for n in snap.notices)
+    assert any("bundled test split" in n for n in snap.notices)
+    assert not any("*" in n for n in snap.notices)                 # plain text: a page shows it through plain()
     saved = load_model(snap.path)
     assert saved.info["recipe"]["train_split"] == "test" and saved.info["recipe"]["train_images"] == 270
     assert saved.metrics["n"] == 30 and "held-out" in saved.metrics["split"]
+
+
+def test_image_choices_end_at_the_images_there():
+    assert jobs.image_choices(10_000) == [1000, 5000, 10_000]          # offline mnist: the bundled test split
+    assert jobs.image_choices(1438) == [1000, 1438]                    # digits
+    assert jobs.image_choices(60_000) == [1000, 5000, 10_000, 30_000, 60_000]
+    assert jobs.image_choices(None)[-1] == jobs.MAX_TRAIN_IMAGES      # a folder: known only when it loads
+    assert jobs.image_choices(10**6)[-1] == jobs.MAX_TRAIN_IMAGES
+    assert jobs.image_choices(40) == [jobs.MIN_TRAIN_IMAGES]           # never below what a job accepts
+
+
+@pytest.mark.parametrize("name", ["ae", "sparse-ae", "vae", "hyper-semi", "rank-ordered-ae", "stacked-ae"])
+def test_loss_about_says_what_the_chart_shows(name):
+    from aecore.models import get_model_class, make_config
+
+    config = make_config(name, jobs.model_config(spec(model=name, dataset="mnist", config={}), (1, 28, 28)))
+    about = jobs.loss_about(get_model_class(name)(config=config))
+    assert "784 pixel values of an image" in about
+    expected = {"ae": "squared error of the reconstruction", "sparse-ae": "binary cross-entropy",
+                "vae": "negative ELBO", "hyper-semi": "cross-entropy on the labelled images",
+                "rank-ordered-ae": "averaged over the reconstructions from the top 1", "stacked-ae": "greedy stage"}
+    assert expected[name] in about
+    assert ("penalty" in about) == (name == "sparse-ae")
 
 
 def test_regularizer_defaults_come_from_the_model_configs():

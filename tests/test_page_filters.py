@@ -6,6 +6,27 @@ from streamlit.testing.v1 import AppTest
 from tests.helpers import open_and_select, open_app
 
 
+@pytest.fixture
+def media(monkeypatch):
+    """(width, height) of an image the page shows, by its URL: AppTest's in-memory media store, kept after
+    the run (the Sparsity page's tests use it too)."""
+    import io
+
+    from PIL import Image
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import app_test
+
+    stores = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
+    return lambda url: Image.open(io.BytesIO(stores[-1].get_file(url.rsplit("/", 1)[-1]).content)).size
+
+
 def open_page(select: str | None = None, **query) -> AppTest:
     """Open the page (query = the URL's parameters), then pick `select` in the sidebar."""
     return open_and_select("filters.py", select, query, timeout=60)
@@ -82,9 +103,40 @@ def test_stacked_ae_stage_play_back(tiny_zoo):
     assert len(at.get("plotly_chart")) == 1 and len(at.get("download_button")) == 2
 
 
-def test_dataset_without_models_gets_a_message(tiny_zoo):
+def test_a_dataset_without_models_is_not_offered(tiny_zoo):
+    """digits has no model (nothing to show): the sidebar offers only datasets with a model."""
     at = open_app("filters.py")
-    at.selectbox(key="dataset").set_value("digits").run()
     assert not at.exception
-    assert any("No model for digits" in i.value for i in at.info)
-    assert not at.get("image")
+    assert at.selectbox(key="dataset").options == ["mnist"]
+
+
+def test_a_model_switch_shows_the_new_models_default_count(tiny_zoo):
+    """Issue 17: the count kept from a model with few filters (conv-ae-d8: 4 kernels) must not follow the
+    visitor to a model with more (stacked-ae: 32 tied filters): each model opens at min(64, its filters),
+    and a count the visitor chose on a model comes back with that model."""
+    at = open_page("mnist/conv-ae-d8")
+    assert at.slider(key="n_filters").value == 4 and at.slider(key="n_filters").max == 4
+    at.selectbox(key="model").set_value("mnist/stacked-ae").run()
+    assert not at.exception
+    assert at.slider(key="n_filters").value == 32 and at.slider(key="n_filters").max == 32
+    assert captions(at)[0] == "32 of 32 (1×28×28 each)"
+    assert at.query_params["n_filters"] == "32"
+    at.slider(key="n_filters").set_value(5).run()                       # the visitor's own count on this model
+    at.selectbox(key="model").set_value("mnist/ae-d8").run()
+    assert at.slider(key="n_filters").value == 64 and captions(at)[0] == "64 of 64 (1×28×28 each)"
+    at.selectbox(key="model").set_value("mnist/stacked-ae").run()
+    assert at.slider(key="n_filters").value == 5 and captions(at)[0] == "5 of 32 (1×28×28 each)"
+    assert not at.exception
+
+
+@pytest.mark.parametrize("projector, least", [("0", 56), ("1", 140)])
+@pytest.mark.parametrize("model", ["mnist/ae-d8", "mnist/conv-ae-d8"])     # 28-px filters, 3x3 kernels
+def test_filter_tiles_follow_the_projector_switch(tiny_zoo, media, model, projector, least):
+    at = open_page(None, model=model, n_filters="1", projector=projector)
+    images = at.get("image")
+    assert images
+    for image in images:                                  # one filter: the grid is one tile (+ a 1-px frame)
+        width, height = media(image.value[0])
+        assert height >= least and width == height
+    if projector == "0":
+        assert all(media(image.value[0])[1] < 140 for image in images)

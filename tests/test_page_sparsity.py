@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import arr, open_and_select, open_app
 from tests.test_lab_frontier import frontier_zoo
+from tests.test_page_filters import media  # noqa: F401 - the fixture: a shown image's size by its URL
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +158,56 @@ def test_page_starts_on_a_sparse_model(tiny_zoo):
     assert not at.exception and at.selectbox(key="model").value.startswith("mnist/sparse-ae")
 
 
-def test_dataset_without_models_gets_a_message(tiny_zoo):
+def test_a_dataset_without_models_is_not_offered(tiny_zoo):
+    """digits has no model (nothing to show): the sidebar offers only datasets with a model."""
     at = open_app("sparsity.py")
-    at.selectbox(key="dataset").set_value("digits").run()
-    assert not at.exception and any("No model for digits" in i.value for i in at.info)
+    assert not at.exception
+    assert at.selectbox(key="dataset").options == ["mnist"]
+
+
+
+# --- issue 17: offline, a dataset whose files are missing; tiles for the projector -----------------------
+@pytest.fixture(scope="module")
+def patches_root(tiny_zoo_root, tmp_path_factory):
+    """The tiny zoo plus an (untrained) rank-ordered AE for cifar10-patches, a dataset with no bundled copy."""
+    import shutil
+
+    from aecore.models import build_model, get_model_class
+    from aecore.store import save_model, write_manifest
+
+    root = tmp_path_factory.mktemp("patches") / "pretrained"
+    shutil.copytree(tiny_zoo_root, root)
+    name = "rank-ordered-ae"
+    model = build_model(name, get_model_class(name).small_config((3, 7, 7)).to_dict())
+    save_model(model, root / "cifar10-patches" / name, dataset="cifar10-patches", metrics={"mse": 0.01},
+               notes="tiny test model (untrained)")
+    write_manifest(root)
+    return root
+
+
+def test_missing_data_offline_is_a_plain_text_message(patches_root, tmp_path, monkeypatch):
+    """Offline the cifar10-patches files are missing: one message that shows the data folder's path as the
+    very characters it holds (no markdown read into it), and no traceback."""
+    from pages.common import plain
+
+    monkeypatch.setenv("AECORE_PRETRAINED", str(patches_root))
+    data = tmp_path / "my_data__dir" / "*x*" / "[a](b)"                # markdown would eat these
+    monkeypatch.setenv("AECORE_DATA_DIR", str(data))
+    at = open_app("sparsity.py", {"dataset": "cifar10-patches"}, timeout=90)
+    assert not at.exception
+    assert at.selectbox(key="dataset").options == ["mnist", "cifar10-patches"]
+    assert at.selectbox(key="dataset").value == "cifar10-patches"
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert plain(str(data / "cifar10")) in message and str(data) not in message
+    assert "https\u200b://" in message                                                    # a URL, never a link
+    assert not at.get("plotly_chart") and not at.get("image")
+
+
+@pytest.mark.parametrize("projector, least", [("0", 56), ("1", 140)])
+def test_anytime_tiles_follow_the_projector_switch(tiny_zoo, media, projector, least):  # noqa: F811
+    at = open_page(None, model="mnist/rank-ordered-ae", projector=projector)
+    width, height = media(at.get("image")[0].value[0])
+    assert height >= 3 * least and width >= 8 * least               # 3 rows of 8 tiles
+    if projector == "0":
+        assert height < 3 * 140

@@ -208,3 +208,50 @@ def test_live_panel_and_stop_button(no_zoo):
     at = wait_for(at, lambda a: len(a.warning) > 0 or len(a.success) > 0)
     assert "nothing was saved" in at.warning[0].value or "Stopped by you" in at.warning[0].value
     assert not jobs.active_jobs()
+
+
+# --- issue 17: one Model picker, the real number of images, one offline notice, a plain loss axis --------
+def test_one_picker_is_labelled_model(tiny_zoo):
+    at = page()
+    assert not at.exception
+    assert [s.key for s in at.selectbox if s.label == "Model"] == ["model"]       # the sidebar's: trained models
+    assert at.selectbox(key="tr_model").label == "Architecture" and at.selectbox(key="tr_model").help
+
+
+def test_the_images_offered_are_the_images_there(no_zoo):
+    from aecore.data import load_dataset
+
+    at = page()
+    images = at.select_slider(key="tr_images")
+    n = len(load_dataset("mnist", "train"))                        # offline: the bundled 10,000 test images
+    assert images.options[-1] == f"{n:,}" and images.value == min(10_000, n)
+    assert not any("60,000" in o for o in images.options)
+    at.radio(key="tr_data").set_value("digits").run()
+    images = at.select_slider(key="tr_images")
+    assert images.options == ["1,000", "1,438"] and images.value == 1438        # 10,000 asked: all there is
+    assert any("Training data: 1,438 images" in c.value and "at most 1,438 are used" in c.value for c in at.caption)
+    at.select_slider(key="tr_images").set_value(1000).run()
+    at.radio(key="tr_data").set_value("mnist").run()
+    assert at.select_slider(key="tr_images").value == 1000 and not at.exception
+
+
+def test_offline_notice_once_and_a_loss_axis_in_plain_words(no_zoo):
+    at = page()
+    notices = lambda a: [i.value for i in a.info if "bundled test split" in i.value]   # noqa: E731
+    assert len(notices(at)) == 1 and "**" not in notices(at)[0]
+    at.slider(key="tr_epochs").set_value(1).run()
+    at.number_input(key="tr_latent").set_value(4).run()
+    at.select_slider(key="tr_images").set_value(1000).run()
+    at.text_input(key="tr_name").set_value("offline-mnist").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error
+    at = wait_for(at, lambda a: len(a.success) > 0)
+    assert len(notices(at)) == 1                                   # the run's own copy is not shown again
+    import json
+    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    assert layout["yaxis"]["title"]["text"] == jobs.LOSS_AXIS and "read-out" not in jobs.LOSS_AXIS
+    about = next(c.value for c in at.caption if "What the loss is" in c.value)
+    assert "squared error of the reconstruction, summed over the 784 pixel values" in about
+    assert "not the per-pixel MSE of the other pages" in about
+    shown = next(m.value for m in at.metric if m.label == "Test MSE / pixel")
+    assert f"test MSE per pixel, the number the other pages show, is {shown}" in about

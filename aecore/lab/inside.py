@@ -212,10 +212,12 @@ def stage_loss_figure(stage: Stage):
     return fig
 
 
-def filter_grid(f: Tensor, *, count: int | None = None, per_filter: bool = True, nrow: int | None = None) -> "np.ndarray":
+def filter_grid(f: Tensor, *, count: int | None = None, per_filter: bool = True, nrow: int | None = None,
+                scale: int | None = None) -> "np.ndarray":
     """The first `count` filters (N, C, H, W) as one (H, W, 3) uint8 grid (torchvision make_grid),
     each scaled on its own (`per_filter`) or all on one shared scale; grey = 0 either way.
-    Small kernels are magnified so a 3x3 kernel is visible."""
+    Each weight is drawn as a `scale` x `scale` block (a page passes its tile size, larger on a
+    projector); by default tiles of about 56 px, so a 3x3 kernel is visible."""
     import math
 
     from aecore.viz import image_grid
@@ -225,7 +227,9 @@ def filter_grid(f: Tensor, *, count: int | None = None, per_filter: bool = True,
         f = f.reshape(-1, 1, *f.shape[2:])
     shown = normalise(f) if per_filter else (0.5 + 0.5 * f / f.abs().max().clamp_min(1e-12)).clamp(0, 1)
     side = max(f.shape[2], f.shape[3])
-    scale = max(1, 56 // side)                        # tiles of about 56 px: 28 px filters x2, 3x3 kernels x18
+    if scale is None:
+        scale = max(1, 56 // side)                    # tiles of about 56 px: 28 px filters x2, 3x3 kernels x18
+    scale = max(1, int(scale))
     n = f.shape[0]
     return image_grid(shown, nrow=nrow or (n if n <= 8 else min(16, math.ceil(math.sqrt(2 * n)))), padding=1, scale=scale,
                       pad_value=1.0)

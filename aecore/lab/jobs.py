@@ -64,8 +64,8 @@ from aecore.data import dataset_info, load_dataset, split_off
 from aecore.data.base import ImageData
 from aecore.errors import AecoreError, ConfigError, DataError
 from aecore.lab.serving import use_machine_threads
-from aecore.models import (GREEDY_STAGES, SEMI_SUPERVISED, get_model_class, has_role, list_models, make_config,
-                           models_with)
+from aecore.models import (GENERATIVE, GREEDY_STAGES, RANKED_CODE, SEMI_SUPERVISED, get_model_class, has_role,
+                           list_models, make_config, models_with)
 from aecore.models.registry import check_fits_memory
 from aecore.paths import allowed_folder_roots, check_allowed_folder, inside, uploads_dir, user_model_path
 from aecore.train import CHECKPOINT_NAME, Callback, TrainConfig, Trainer, TrainState
@@ -334,12 +334,67 @@ def prepare_split(full: ImageData, *, max_images: int | None, seed: int,
 
 
 def fallback_notice(data: ImageData) -> str | None:
-    """What to tell the user when `load_dataset(name, "train")` gave the bundled test split."""
+    """What to tell the user when `load_dataset(name, "train")` gave the bundled test split (plain
+    text: a page shows it through its plain-text filter)."""
     if data.split == "train":
         return None
-    return (f"Only the bundled **test** split of {data.name} is on this machine ({len(data):,} images), so the "
+    return (f"Only the bundled test split of {data.name} is on this machine ({len(data):,} images), so the "
             "model trains on (most of) it; its metrics are measured on the held-out part that it never saw. "
             "For the full training split, put the dataset's files in the data folder (see the README: Data).")
+
+
+IMAGE_STEPS = (1000, 5000, 10_000, 30_000, 60_000)   # the Train page's choices of training images
+
+
+def image_choices(available: int | None) -> list[int]:
+    """The Train page's choices for "training images (at most)": the usual steps below the number of
+    training images that are really there (`available`: the loaded split's size; None when unknown
+    before the run, e.g. a folder), then that number itself, so the largest choice is all of them
+    (never more than MAX_TRAIN_IMAGES, never below MIN_TRAIN_IMAGES)."""
+    top = MAX_TRAIN_IMAGES if available is None else max(MIN_TRAIN_IMAGES, min(int(available), MAX_TRAIN_IMAGES))
+    return [n for n in IMAGE_STEPS if n < top] + [top]
+
+
+LOSS_AXIS = "training loss (the model's own objective, per image)"
+
+
+def loss_about(model: torch.nn.Module) -> str:
+    """What `model`'s training loss is, in words, for the loss chart: its own objective, summed over an
+    image's values and averaged over the images of a batch, plus any weighted penalty. So it is not the
+    per-pixel MSE the other pages show (a mean over the pixels, measured on the test split). Told from
+    what the model declares (roles, config, regulariser), never from its name."""
+    name = getattr(model, "registry_name", "")
+    config = model.config
+    d = int(math.prod(config.input_shape))
+    values = f"the {d:,} pixel values of an image"
+    if has_role(name, SEMI_SUPERVISED):
+        return ("a weighted sum over a batch: the classifier's cross-entropy on the labelled images, plus the "
+                f"squared reconstruction error summed over {values} (times a small weight), plus terms on the "
+                "unlabelled images (VAT, the entropy of each prediction, minus the entropy of the mean "
+                "prediction). It trains a classifier, so it is no reconstruction error")
+    if has_role(name, GENERATIVE):
+        likelihood = ("binary cross-entropy" if getattr(config, "decoder", "bernoulli") == "bernoulli"
+                      else "Gaussian negative log-likelihood")
+        return (f"the negative ELBO of an image, in nats: the {likelihood} of its reconstruction summed over "
+                f"{values}, plus β × the KL divergence of its code from the prior")
+    cls = get_model_class(name) if name in list_models() else None
+    output = cls.non_image_output(config.to_dict()) if cls is not None and hasattr(config, "to_dict") else None
+    if output:
+        return f"the model's loss on its own output ({output}), summed over {values}"
+    if getattr(config, "loss", "mse") == "bce":
+        about = f"the binary cross-entropy of the reconstruction, summed over {values}"
+    else:
+        about = f"the squared error of the reconstruction, summed over {values} ({d:,} × the per-pixel MSE)"
+    if has_role(name, RANKED_CODE):
+        about += (f", averaged over the reconstructions from the top 1, 2, …, {config.latent_dim} units "
+                  "(the rank-ordered code's progressive error)")
+    weight = cls.regularizer_weight if cls is not None else None
+    if weight is not None:
+        about += f", plus the penalty weighted by the regulariser strength ({weight.about})"
+    if has_role(name, GREEDY_STAGES):
+        about += ("; in a greedy stage after the first, a layer's squared error reconstructing the code of the "
+                  "layer below it instead")
+    return about
 
 
 # --- the job --------------------------------------------------------------------------------------
@@ -364,6 +419,7 @@ class JobSnapshot:
     saved: str | None             # catalog ref 'user:<name>' once saved
     path: str | None
     metrics: dict[str, Any]
+    loss_about: str = ""          # what the training loss is (`loss_about`), for the chart's caption
 
     @property
     def active(self) -> bool:
@@ -470,6 +526,7 @@ class TrainingJob:
         self.requested_name = spec.name
         self.name = name
         self.model = model
+        self.loss_about = loss_about(model)
         self.device = device
         self.cancel = threading.Event()
         self._callbacks = list(callbacks)
@@ -531,7 +588,8 @@ class TrainingJob:
                 epochs=[dict(r) for r in self._epochs], stage_starts=list(self._stage_starts),
                 elapsed=end - self._started,
                 saved=f"user:{self.name}" if self._path is not None else None,
-                path=str(self._path) if self._path is not None else None, metrics=dict(self._metrics))
+                path=str(self._path) if self._path is not None else None, metrics=dict(self._metrics),
+                loss_about=self.loss_about)
 
     # --- the thread ------------------------------------------------------------------------
     def _set(self, **values: Any) -> None:
@@ -957,8 +1015,9 @@ def store_upload(data: bytes) -> Path:
 
 # --- the live chart --------------------------------------------------------------------------------
 def loss_figure(snap: JobSnapshot, *, log_y: bool = False):
-    """Plotly figure: every loss part of the training read-outs against the step, the validation
-    loss at the end of each epoch, and a dotted line where each greedy stage begins."""
+    """Plotly figure: every loss part of the training read-outs (each the mean over the batches since
+    the one before) against the step, the validation loss at the end of each epoch, and a dotted line
+    where each greedy stage begins. The y axis is the model's own objective (`loss_about`)."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -977,7 +1036,7 @@ def loss_figure(snap: JobSnapshot, *, log_y: bool = False):
     for step, stage in snap.stage_starts:
         fig.add_vline(x=step, line_dash="dot", line_color="grey", annotation_text=stage,
                       annotation_position="top left")
-    fig.update_layout(xaxis_title="optimiser step", yaxis_title="loss (mean per read-out)", height=360,
+    fig.update_layout(xaxis_title="optimiser step", yaxis_title=LOSS_AXIS, height=360,
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h", "y": -0.25})
     if log_y:
         fig.update_yaxes(type="log")
