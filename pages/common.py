@@ -292,6 +292,18 @@ def tile_scale(side: int, *, screen_px: int = SCREEN_TILE_PX) -> int:
     return max(1, round(screen_px / side))
 
 
+def columns(spec: int | list[int]) -> list:
+    """st.columns(spec), but on a projector more than two become rows of two: a control's label or a
+    metric in a quarter of the page is cut short ("informative (12 o…") at the projector's type size."""
+    widths = [1] * spec if isinstance(spec, int) else list(spec)
+    if not projector_on() or len(widths) <= 2:
+        return list(st.columns(widths))
+    out: list = []
+    for start in range(0, len(widths), 2):
+        out.extend(st.columns(2))
+    return out[:len(widths)]
+
+
 def projector_switch() -> None:
     """The sidebar's projector toggle (every page has it; the link says projector=1)."""
     bind("projector", False, as_bool)

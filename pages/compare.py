@@ -5,8 +5,8 @@ import streamlit as st
 from aecore.errors import AecoreError
 from aecore.lab import catalog, compare, export
 from aecore.lab.semi import model_folder
-from pages.common import (MAX_REF, PROJECTOR_PER_ROW, bind, download_png, load_model, plain, projector_on, show_error,
-                          showcase, sidebar, sync_url, test_data, tile_scale)
+from pages.common import (MAX_REF, PROJECTOR_PER_ROW, bind, columns, download_png, load_model, plain, projector_on,
+                          show_error, showcase, sidebar, sync_url, test_data, tile_scale)
 
 NOISES = ["none", "gaussian", "masking", "saltpepper"]
 NOISE_DEFAULT = {"gaussian": 0.5, "masking": 0.5, "saltpepper": 0.2}
@@ -44,7 +44,7 @@ bind("cmp_noise", "none", choices=NOISES, shared="noise_kind")
 refs = st.multiselect("Models", list(entries), key="cmp_models", format_func=lambda r: entries[r].label,
                       max_selections=compare.MAX_MODELS, help=f"Models trained on {plain(sel.dataset)}; up to "
                                                               f"{compare.MAX_MODELS}")
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4 = columns(4)
 count = c1.slider("Images", 2, 16, key="cmp_n")
 seed = int(c2.number_input("Seed", 0, 1_000_000, key="cmp_seed", help="Which test images (and which noise)"))
 noise_kind = c3.selectbox("Noise", NOISES, key="cmp_noise", help="Corrupt the inputs; outputs are scored against "

@@ -11,9 +11,9 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (DATASETS, PROJECTOR_PER_ROW, bind, chart, dataset_choices, download_png, keep_model,
-                          load_model, own_image_section, projector_on, require_fit, show_error, sidebar, sync_url,
-                          test_data, tile_scale)
+from pages.common import (DATASETS, PROJECTOR_PER_ROW, bind, chart, columns, dataset_choices, download_png,
+                          keep_model, load_model, own_image_section, projector_on, require_fit, show_error, sidebar,
+                          sync_url, test_data, tile_scale)
 from pages.common import plain as plain_text    # `plain` here is the plain AE
 
 SWEEP_IMAGES = 100
@@ -76,7 +76,7 @@ require_fit(sel)
 # --- controls ----------------------------------------------------------------------------------------
 bind("count", 8, int, lo=1, hi=16, shared="count")
 bind("seed", 0, int, lo=0, hi=10_000, shared="seed")
-c1, c2, c3, c4 = st.columns([3, 2, 1, 1])
+c1, c2, c3, c4 = columns([3, 2, 1, 1])
 with c1:
     kind = st.radio("Noise", KINDS, format_func=dn.LABELS.get, horizontal=True, key="dn_kind",
                     on_change=_prefer_denoiser, help="Changing it also picks a denoiser trained on that noise")

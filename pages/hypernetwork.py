@@ -6,7 +6,7 @@ from aecore.errors import AecoreError
 from aecore.lab import catalog, hyper, inside
 from aecore.models import HYPERNETWORK, get_model_class, has_role, models_with
 from aecore.lab.reconstruct import comparison_grid
-from pages.common import (PROJECTOR_PER_ROW, bind, chart, code, download_png, load_model, model_page, plain,
+from pages.common import (PROJECTOR_PER_ROW, bind, chart, code, columns, download_png, load_model, model_page, plain,
                           projector_on, show_error, sync_url, tile_scale)
 
 HYPER_MODELS = models_with(HYPERNETWORK)
@@ -57,7 +57,7 @@ else:
 # --- parameter counts ---------------------------------------------------------------------------
 st.header("Trained numbers vs generated numbers")
 counts = hyper.parameter_counts(model)
-cols = st.columns(4)
+cols = columns(4)
 cols[0].metric("Hypernetwork (trained)", f"{counts['hypernetwork']:,}",
                help=f"embedding {counts['embedding']:,} + generator {counts['generator']:,}")
 cols[1].metric("Primary weights (generated)", f"{counts['primary']:,}")

@@ -15,8 +15,8 @@ from aecore.models import CONTRACTIVE, RANKED_CODE, SPARSE_CODE, has_role
 from aecore.pca import PCA
 from aecore.viz import image_grid
 from aecore.maps import read_maps
-from pages.common import (chart, bind, download_png, model_page, plain, show_error, sync_url, test_codes, test_data,
-                          tile_scale, train_data)
+from pages.common import (bind, chart, columns, download_png, model_page, plain, show_error, sync_url, test_codes,
+                          test_data, tile_scale, train_data)
 
 sel = model_page("Sparsity",
                  "A sparse code uses few units per image (**population sparsity**) and each unit fires for few "
@@ -52,7 +52,7 @@ sync_url("threshold")
 
 stats = sp.sparsity(codes, threshold)
 p = sp.target_rate(model)
-cols = st.columns(4)
+cols = columns(4)
 cols[0].metric("Units off per image", f"{100 * stats.population.mean():.1f} %", help="population sparsity, mean")
 cols[1].metric("Mean firing rate", f"{100 * stats.lifetime.mean():.1f} %", help="lifetime sparsity, mean over units")
 cols[2].metric("Dead units", f"{len(stats.dead)} of {n_units}", help=f"never above the threshold on {n_images:,} test images")

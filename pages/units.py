@@ -10,8 +10,8 @@ from aecore.lab import sparsity as sp
 from aecore.lab import units as un
 from aecore.models import SPARSE_CODE, has_role
 from aecore.viz import image_grid
-from pages.common import (PROJECTOR_PER_ROW, bind, chart, download_png, model_page, plain, projector_on, show_error,
-                          sync_url, test_codes, test_data, tile_scale)
+from pages.common import (PROJECTOR_PER_ROW, bind, chart, columns, download_png, model_page, plain, projector_on,
+                          show_error, sync_url, test_codes, test_data, tile_scale)
 
 sel = model_page("Units",
                  "One code unit at a time: the test images that turn it on most, how strongly it fires, what it "
@@ -51,7 +51,7 @@ except AecoreError as err:
 
 on = "not 0" if basis.threshold == 0 else f"above {basis.threshold:g}"
 p = sp.target_rate(model)
-cols = st.columns(4)
+cols = columns(4)
 cols[0].metric("Firing rate", f"{100 * view.firing_rate:.1f} %",
                help=f"lifetime sparsity: the fraction of the {n_images:,} test images where it is {on}")
 cols[1].metric("Mean activation", f"{view.mean_activation:.3f}", delta=f"target p = {p:g}" if p is not None else None,

@@ -10,7 +10,7 @@ from aecore.lab import catalog
 from aecore.lab import vae as vl
 from aecore.models import GENERATIVE, has_role, models_with
 from aecore.viz import image_grid
-from pages.common import (PROJECTOR_PER_ROW, chart, bind, code, download_png, model_page, own_image, plain,
+from pages.common import (PROJECTOR_PER_ROW, bind, chart, code, columns, download_png, model_page, own_image, plain,
                           projector_on, require_fit, show_error, sync_url, test_codes, test_data, tile_scale)
 
 
@@ -166,7 +166,7 @@ with tab_trav:
     bind("vl_t_dim", "informative", choices=dim_options)
     bind("vl_span", 3.0, float, lo=0.5, hi=5.0)
     bind("vl_t_steps", 9, int, lo=3, hi=15)
-    t1, t2, t3, t4 = st.columns(4)
+    t1, t2, t3, t4 = columns(4)
     with t1:
         base = int(st.number_input("Around test image", 0, n_images - 1, step=1, key="vl_t_index"))
     with t2:
