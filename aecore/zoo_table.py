@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aecore.atomic import atomic_write
 from aecore.errors import ConfigError, ModelFileError
+from aecore.models import get_model_class
 from aecore.paths import pretrained_dir
 from aecore.store import METRICS, read_json_file, list_pretrained, read_config
 
@@ -20,12 +21,15 @@ def _fmt(value, digits: int) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def key_figures(m: dict) -> str:
-    """The model-specific numbers its goal is about, as one short cell."""
+def key_figures(m: dict, *, target_rate: float | None = None) -> str:
+    """The model-specific numbers its goal is about, as one short cell. A penalty aiming at a mean
+    activation (`target_rate`, KL sparsity) is judged by that mean, not by zeros it never asks for."""
     parts = []
     if "psnr_gain" in m:
         parts.append(f"{m['noise']}: {m['noisy_psnr']:.1f} → {m['psnr']:.1f} dB (+{m['psnr_gain']:.1f})")
-    if "population_sparsity" in m:
+    if target_rate is not None and "mean_activation" in m:
+        parts.append(f"mean activation {m['mean_activation']:.4f} (target p = {target_rate:g})")
+    elif "population_sparsity" in m:
         parts.append(f"population sparsity {100 * m['population_sparsity']:.1f} %")
     if "nll" in m:
         parts.append(f"NLL {m['nll']:.2f} nats ({m['nll_samples']} IS samples)")
@@ -52,7 +56,10 @@ def rows(root: str | Path | None = None) -> list[dict]:
         folder = root / model_id
         config = read_config(folder)              # checked as loading checks it (fields, types, sizes)
         metrics = read_metrics(folder / METRICS)
-        out.append({"id": model_id, "model": config["model"], "metrics": metrics,
+        target = None
+        if "mean_activation" in metrics:                # only sparse codes measure it: build those to ask
+            target = get_model_class(config["model"])(config=config["config_object"]).target_rate()
+        out.append({"id": model_id, "model": config["model"], "metrics": metrics, "target_rate": target,
                     "latent": config["config"].get("latent_dim"), "trained_on": config.get("trained_on", ""),
                     "epochs": (config.get("recipe") or {}).get("epochs"), "metrics_file": folder / METRICS})
     return out
@@ -88,7 +95,8 @@ def _row(row: dict) -> str:
     seconds = (m.get("training") or {}).get("seconds")
     return " | ".join([
         f"| `{row['id']}`", f"`{row['model']}`", str(row["latent"] or "–"), f"{m['parameters']:,}",
-        _fmt(m.get("mse"), 4), _fmt(m.get("pca_mse"), 4), _fmt(m.get("psnr"), 1), key_figures(m),
+        _fmt(m.get("mse"), 4), _fmt(m.get("pca_mse"), 4), _fmt(m.get("psnr"), 1),
+        key_figures(m, target_rate=row.get("target_rate")),
         str(row["epochs"] or "–"), "–" if seconds is None else f"{seconds / 60:.1f} min",
     ]) + " |"
 

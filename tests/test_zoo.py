@@ -122,3 +122,12 @@ def test_every_recipe_ships_trained_with_its_recorded_recipe():
         recorded = {k: v for k, v in recorded.items() if k not in ("zoo_id", "val_fraction")}
         recipe = zoo.RECIPES[model_id.split("/", 1)[1]]
         assert recorded == TrainConfig.from_dict(recipe.train, where=recipe.id).to_dict(), model_id
+
+
+def test_zoo_table_judges_kl_sparsity_by_its_mean_activation():
+    """KL sparsity asks for a mean activation p, not zeros: its cell says the mean against p."""
+    from aecore.zoo_table import key_figures
+
+    m = {"population_sparsity": 0.336, "mean_activation": 0.0553}
+    assert key_figures(m, target_rate=0.05) == "mean activation 0.0553 (target p = 0.05)"
+    assert key_figures(m) == "population sparsity 33.6 %"
