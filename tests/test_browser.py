@@ -266,3 +266,16 @@ def test_projector_mode_shows_big_tiles_on_every_page(server, browser, viewport)
         assert page.locator('[data-testid="stSidebar"] [data-testid="stCheckbox"] input').first.is_checked(), title
         _assert_no_exception(page, f"projector-{width}x{height}-{Path(file).stem}")
     page.close()
+
+
+def test_filter_count_follows_the_model(server, browser):
+    """After a model with 4 first-layer filters, a model with 32 shows all 32, not 4 of them."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{server}/filters?model=mnist%2Fconv-ae-d8", wait_until="domcontentloaded")
+    _settle(page)
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("4 of 4", exact=False).first.wait_for(timeout=60_000)
+    _pick(page, 1, "stacked-ae")
+    main.get_by_text("32 of 32", exact=False).first.wait_for(timeout=60_000)
+    _assert_no_exception(page, "filters-after-switch")
+    page.close()
