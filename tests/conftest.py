@@ -64,3 +64,24 @@ def no_job_left_running():
     for job in jobs.active_jobs():
         job.stop()
         job.join(60)
+
+
+@pytest.fixture
+def media(monkeypatch):
+    """(width, height) of an image a page shows, by its URL: AppTest's in-memory media store, kept after
+    the run (for the projector's tile sizes)."""
+    import io
+
+    from PIL import Image
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import app_test
+
+    stores = []
+
+    class Kept(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            stores.append(self)
+
+    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
+    return lambda url: Image.open(io.BytesIO(stores[-1].get_file(url.rsplit("/", 1)[-1]).content)).size

@@ -6,27 +6,6 @@ from streamlit.testing.v1 import AppTest
 from tests.helpers import open_and_select, open_app
 
 
-@pytest.fixture
-def media(monkeypatch):
-    """(width, height) of an image the page shows, by its URL: AppTest's in-memory media store, kept after
-    the run (the Sparsity page's tests use it too)."""
-    import io
-
-    from PIL import Image
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-    from streamlit.testing.v1 import app_test
-
-    stores = []
-
-    class Kept(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            stores.append(self)
-
-    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
-    return lambda url: Image.open(io.BytesIO(stores[-1].get_file(url.rsplit("/", 1)[-1]).content)).size
-
-
 def open_page(select: str | None = None, **query) -> AppTest:
     """Open the page (query = the URL's parameters), then pick `select` in the sidebar."""
     return open_and_select("filters.py", select, query, timeout=60)

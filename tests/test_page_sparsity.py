@@ -8,7 +8,6 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers import arr, open_and_select, open_app
 from tests.test_lab_frontier import frontier_zoo
-from tests.test_page_filters import media  # noqa: F401 - the fixture: a shown image's size by its URL
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +204,7 @@ def test_missing_data_offline_is_a_plain_text_message(patches_root, tmp_path, mo
 
 
 @pytest.mark.parametrize("projector, least", [("0", 56), ("1", 140)])
-def test_anytime_tiles_follow_the_projector_switch(tiny_zoo, media, projector, least):  # noqa: F811
+def test_anytime_tiles_follow_the_projector_switch(tiny_zoo, media, projector, least):
     at = open_page(None, model="mnist/rank-ordered-ae", projector=projector)
     width, height = media(at.get("image")[0].value[0])
     assert height >= 3 * least and width >= 8 * least               # 3 rows of 8 tiles
