@@ -19,6 +19,7 @@ PAGES = [
     ("pages/hypernetwork.py", "Hypernetwork", ":material/hub:", "Inside the models"),
     ("pages/sparsity.py", "Sparsity", ":material/blur_on:", "Inside the models"),
     ("pages/units.py", "Units", ":material/neurology:", "Inside the models"),
+    ("pages/layers.py", "Layers", ":material/account_tree:", "Inside the models"),
     ("pages/train.py", "Train", ":material/model_training:", "Train & compare"),
     ("pages/semi_supervised.py", "Semi-supervised", ":material/label:", "Train & compare"),
     ("pages/compare.py", "Compare", ":material/balance:", "Train & compare"),
