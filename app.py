@@ -15,6 +15,7 @@ PAGES = [
     ("pages/denoise.py", "Corrupt & denoise", ":material/auto_fix_high:", "Explore"),
     ("pages/latent_map.py", "Latent map", ":material/scatter_plot:", "Explore"),
     ("pages/vae_lab.py", "VAE lab", ":material/tune:", "Explore"),
+    ("pages/decode.py", "Decode anywhere", ":material/gesture:", "Explore"),
     ("pages/filters.py", "Filters", ":material/grid_view:", "Inside the models"),
     ("pages/hypernetwork.py", "Hypernetwork", ":material/hub:", "Inside the models"),
     ("pages/sparsity.py", "Sparsity", ":material/blur_on:", "Inside the models"),

@@ -279,3 +279,50 @@ def test_filter_count_follows_the_model(server, browser):
     main.get_by_text("32 of 32", exact=False).first.wait_for(timeout=60_000)
     _assert_no_exception(page, "filters-after-switch")
     page.close()
+
+
+def _plots(page) -> str:
+    """What the page's plotly charts draw (their traces), to tell whether a control changed them."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .map(p => JSON.stringify(p.data)).join('|')""")
+
+
+def _changes(page, before: str, timeout: float = 60) -> bool:
+    """Whether the charts come to differ from `before` within `timeout` seconds (a rerun's result
+    can arrive after the 'running' indicator has already gone quiet once)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if _plots(page) != before:
+            return True
+        page.wait_for_timeout(250)
+    return False
+
+
+def test_layers_view_follows_its_controls(server, browser):
+    """Another layer, then another test image: the activation figure changes each time."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{server}/layers?model=mnist%2Fconv-ae-d8", wait_until="domcontentloaded")
+    _settle(page)
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
+    first = _plots(page)
+    box = page.locator('[data-testid="stMain"] [data-testid="stSelectbox"]').filter(
+        has=page.locator('input[aria-label="Layer"]'))
+    for attempt in range(3):                # a click while the page redraws does not open the list
+        box.click()
+        try:
+            page.get_by_role("option").nth(1).click(timeout=10_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            _settle(page)
+    assert _changes(page, first)
+    _settle(page)
+    second = _plots(page)
+    slider = page.locator('[data-testid="stMain"] [data-testid="stSlider"] input[type="range"]').first
+    slider.focus()
+    slider.press("ArrowRight")
+    assert _changes(page, second)
+    _settle(page)
+    _assert_no_exception(page, "layers-after-controls")
+    page.close()
