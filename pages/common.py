@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+import pandas  # noqa: F401  whole, before any page runs: plotly reads sys.modules for it and, while another
+               # session's thread was still importing it, got a half-made module ('no attribute Series')
 import streamlit as st
 
 from aecore.data import dataset_info, load_dataset
