@@ -55,7 +55,9 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from bench.load_sessions import cpu_seconds, descendants, machine_busy_seconds  # noqa: E402  (/proc readers)
 from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 from streamlit.proto.NumberInput_pb2 import NumberInput  # noqa: E402
@@ -175,11 +177,12 @@ class Run:
 class Session:
     """One browser tab, as seen by the server: a websocket, the widgets of the page it shows, their values."""
 
-    def __init__(self, url: str, name: str = "s0", timeout: float = RUN_TIMEOUT):
+    def __init__(self, url: str, name: str = "s0", timeout: float = RUN_TIMEOUT, source: str | None = None):
         parsed = urlparse(url)
         self.http = f"{parsed.scheme}://{parsed.netloc}"
         self.ws_url = ("wss" if parsed.scheme == "https" else "ws") + f"://{parsed.netloc}/_stcore/stream"
         self.name, self.timeout = name, timeout
+        self.source = source                         # the client's own address (one visitor per address)
         self.ws = None
         self.reader: asyncio.Task | None = None
         self.pages: dict[str, str] = {}              # url path ('denoise') -> page_script_hash
@@ -202,8 +205,9 @@ class Session:
     async def connect(self) -> None:
         from websockets.asyncio.client import connect
 
+        extra = {"local_addr": (self.source, 0)} if self.source else {}
         self.ws = await connect(self.ws_url, subprotocols=["streamlit"], origin=self.http, max_size=None,
-                                open_timeout=self.timeout, ping_interval=None)
+                                open_timeout=self.timeout, ping_interval=None, **extra)
         self.reader = asyncio.create_task(self._read(), name=f"{self.name}-reader")
 
     async def close(self) -> None:
@@ -626,22 +630,6 @@ async def browser_bench_loop(url: str, index: int, *, duration: float, timeout: 
 
 
 # --- the server ------------------------------------------------------------------------------------------
-def descendants(pid: int) -> list[int]:
-    out, todo, seen = [], [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def rss_mb(pid: int | None) -> float | None:
     if not pid:
         return None
@@ -655,17 +643,11 @@ def rss_mb(pid: int | None) -> float | None:
     return round(total / 2**20, 1) if total else None
 
 
-def cpu_seconds(pid: int | None) -> float | None:
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds a process and its descendants have used so far."""
     if not pid:
         return None
-    total = 0.0
-    for p in descendants(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    return sum(cpu_seconds(p) or 0.0 for p in descendants(pid))
 
 
 def free_port() -> int:
@@ -779,11 +761,6 @@ def print_summary(res: dict) -> None:
         print("  error:", line)
 
 
-def machine_busy_seconds() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
 async def run_load(url: str, *, sessions: int, every: float, duration: float, mix: dict[str, float],
                    teacher_train: bool = False, timeout: float = RUN_TIMEOUT, server_pid: int | None = None,
                    train_epochs: int | None = None,
@@ -797,7 +774,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
         await w.close()
     rss = {"start": rss_mb(server_pid), "all_open": None, "peak": rss_mb(server_pid), "after_close": None}
     launched_here = bool(server_pid) and server_pid in descendants(os.getpid())
-    cpu0 = (cpu_seconds(server_pid), cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter())
+    cpu0 = (tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter())
     opened = [0]
 
     def one_open() -> None:
@@ -827,8 +804,8 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
     cpu = None
     if server_pid:
         wall = time.perf_counter() - cpu0[3]
-        server = cpu_seconds(server_pid) - cpu0[0]
-        client = cpu_seconds(os.getpid()) - cpu0[1] - (server if launched_here else 0.0)   # a launched server is ours
+        server = tree_cpu_seconds(server_pid) - cpu0[0]
+        client = tree_cpu_seconds(os.getpid()) - cpu0[1] - (server if launched_here else 0.0)   # a launched server is ours
         busy = machine_busy_seconds() - cpu0[2]
         cpu = {"window_s": round(wall, 1), "cores": os.cpu_count(), "server_s": round(server, 1),
                "client_s": round(client, 1), "others_s": round(max(busy - server - client, 0.0), 1),

@@ -1,0 +1,127 @@
+"""The README's nginx recipe, run: two app servers sharing one AECORE_HOME behind it on loopback, visitors
+from eight addresses. Both servers get visitors, each visitor stays on one (its websocket and the images
+of its page), and nothing fails."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import load_protocol as lp  # noqa: E402
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+VISITORS = [f"127.0.0.{i}" for i in range(2, 10)]       # Linux answers on all of 127/8
+
+pytestmark = pytest.mark.skipif(NGINX is None, reason="Debian nginx not installed (apt-get install nginx-light)")
+
+
+def readme_recipe() -> str:
+    """The nginx `http` block between the README's markers, unindented."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- nginx:begin -->", 1)[1].split("<!-- nginx:end -->", 1)[0]
+    return "\n".join(line[4:] for line in block.strip("\n").splitlines())
+
+
+def nginx_conf(recipe: str, ports: list[int], listen: int, work: Path) -> str:
+    """A whole nginx.conf around the recipe, its ports replaced, every file it writes inside `work`."""
+    recipe = recipe.replace("127.0.0.1:8501", f"127.0.0.1:{ports[0]}").replace("127.0.0.1:8502", f"127.0.0.1:{ports[1]}")
+    recipe = re.sub(r"listen 8080;", f"listen 127.0.0.1:{listen};", recipe)
+    temps = "\n".join(f"    {kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""worker_processes 1;
+pid {work / 'nginx.pid'};
+error_log {work / 'error.log'};
+events {{ worker_connections 256; }}
+http {{
+    log_format upstream '$remote_addr $upstream_addr "$request" $status';
+    access_log {work / 'access.log'} upstream;
+{temps}
+{recipe}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, tiny_zoo_root):
+    work = tmp_path_factory.mktemp("nginx")
+    home = str(tmp_path_factory.mktemp("shared-home"))
+    env = dict(os.environ, AECORE_OFFLINE="1", AECORE_PRETRAINED=str(tiny_zoo_root), AECORE_UMAP_WARMUP="0")
+    ports, servers = [lp.free_port(), lp.free_port()], []
+    for i, port in enumerate(ports):
+        servers.append(lp.launch_server(port=port, env=env, home=home, log=work / f"app{i}.log")[0])
+    listen = lp.free_port()
+    (work / "nginx.conf").write_text(nginx_conf(readme_recipe(), ports, listen, work))
+    nginx = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        for port in ports:
+            lp.wait_healthy(f"http://127.0.0.1:{port}", deadline)
+        lp.wait_healthy(f"http://127.0.0.1:{listen}", deadline, nginx)
+        yield f"http://127.0.0.1:{listen}", work
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+        for server in servers:
+            lp.stop_server(server)
+
+
+async def _visit(url: str, source: str) -> tuple[lp.Session, list[str], list[str]]:
+    """Open Corrupt & denoise and move its noise slider twice, from one address."""
+    import random
+
+    s = lp.Session(url, source, timeout=90, source=source)
+    await s.connect()
+    try:
+        runs = [await s.open("denoise")]
+        rng = random.Random(source)
+        for _ in range(2):
+            runs.append(await lp.do_denoise(s, rng))
+        images = [img.url for e in s.elements if e.WhichOneof("type") == "imgs" for img in e.imgs.imgs]
+        problems = [f"{r.kind}: {r.error or r.exceptions or r.alerts}" for r in runs
+                    if r.seconds is None or r.error or r.exceptions or r.alerts]
+        return s, problems + ([] if images else ["no image on the page"]), images
+    finally:
+        await s.close()
+
+
+def _get(url: str, path: str, source: str) -> int:
+    host, port = url.rsplit("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_two_servers_behind_the_readme_recipe(proxy):
+    url, work = proxy
+
+    async def everyone():
+        return await asyncio.gather(*(_visit(url, source) for source in VISITORS))
+
+    visits = asyncio.run(everyone())
+    for session, problems, images in visits:
+        assert not problems, (session.name, problems)
+        # an image of the visitor's page is served by the visitor's server: the proxy kept it there
+        assert _get(url, images[0] if images[0].startswith("/") else "/" + images[0], session.source) == 200
+    upstream_of: dict[str, set[str]] = {}
+    for line in (work / "access.log").read_text().splitlines():
+        remote, upstream = line.split(" ", 2)[:2]
+        if remote in VISITORS:
+            upstream_of.setdefault(remote, set()).add(upstream)
+    assert set(upstream_of) == set(VISITORS)
+    assert all(len(ups) == 1 for ups in upstream_of.values()), upstream_of      # each visitor on one server
+    assert len(set().union(*upstream_of.values())) == 2, upstream_of             # both servers have visitors
