@@ -1,6 +1,8 @@
 """Latent map: the test split's codes projected to 2-D or 3-D (PCA, UMAP, t-SNE), coloured by class,
 reconstruction error or one code unit; click a point for its image, reconstruction and nearest
-neighbours in code space; place your own image on the map."""
+neighbours in code space; place your own image on the map. As in an embedding projector: the images
+themselves as thumbnails on a 2-D map (hover for a larger one, click to select), a search box for a
+class or a test image, and UMAP's and t-SNE's parameters with the stages their layout passes through."""
 
 import numpy as np
 import streamlit as st
@@ -10,8 +12,9 @@ from aecore.errors import AecoreError
 from aecore.lab import latent as lt
 from aecore.viz import image_grid
 from aecore.maps import read_maps
-from pages.common import (bind, chart, download_png, model_page, own_image, plain, projector_on, show_error, showcase,
-                          sync_url, test_codes, test_data, tile_scale)
+from pages._components.latent_thumbs import latent_thumbs
+from pages.common import (as_bool, bind, chart, download_png, model_page, own_image, plain, projector_on, show_error,
+                          showcase, sync_url, test_codes, test_data, tile_scale)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -37,6 +40,12 @@ def _maps(path: str, version: str) -> dict:
     return read_maps(path)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Packing the thumbnails into one picture…")
+def _atlas(dataset: str, n: int, shape: tuple, _data) -> lt.Atlas | None:
+    """The test split's sprite atlas (one PNG, cell i = image i): per dataset, not per model."""
+    return lt.atlas_of(_data, shape)
+
+
 @st.cache_resource(max_entries=16, show_spinner="Projecting…")
 def _quick(ref: str, version: str, dataset: str, method: str, dims: int, _codes: np.ndarray) -> lt.Projection:
     """PCA or the code's own axes: instant, cached per model and dimensions."""
@@ -48,6 +57,12 @@ n_images, code_dim = codes.shape
 labels = data.labels.numpy()
 maps = _maps(str(sel.loaded.path), version)
 
+
+def _class_of(i: int) -> str:
+    c = int(labels[i])
+    return plain(data.classes[c]) if 0 <= c < len(data.classes) else "?"
+
+
 # --- controls --------------------------------------------------------------------------------------
 bind("lm_dims", 2, int, choices=[2, 3])
 bind("lm_method", "umap" if "umap" in maps else "pca", choices=list(lt.METHODS))
@@ -56,6 +71,14 @@ tsne_max = min(lt.TSNE_MAX, n_images)
 bind("lm_unit", 0, int, lo=0, hi=code_dim - 1)
 bind("lm_seed", 0, int, lo=0, hi=10_000)
 bind("lm_tsne_n", lt.TSNE_DEFAULT, int, lo=min(500, tsne_max), hi=tsne_max)
+bind("lm_nn", lt.Tuning.n_neighbors, int, choices=list(lt.UMAP_NEIGHBOURS))
+bind("lm_md", lt.Tuning.min_dist, float, choices=list(lt.UMAP_MIN_DISTS))
+bind("lm_perp", int(lt.Tuning.perplexity), int, choices=list(lt.TSNE_PERPLEXITIES))
+bind("lm_stages", False, as_bool)
+bind("lm_find", "")
+st.session_state["lm_find"] = str(st.session_state["lm_find"])[:lt.MAX_FIND]     # a link may say anything
+bind("lm_images", False, as_bool)
+bind("lm_size", 16, int, choices=list(lt.THUMB_SIZES))
 
 c1, c2, c3, c4 = st.columns([1.4, 2.8, 1.9, 1.9])   # '2-D  3-D' on one line
 with c1:
@@ -78,14 +101,83 @@ with c4:
         tsne_n = st.slider("t-SNE points", min(500, tsne_max), tsne_max, step=100 if tsne_max >= 1000 else 1,
                            key="lm_tsne_n", help="t-SNE's cost grows with the points; a seeded random subset keeps "
                                                  "it interactive")
-sync_url("lm_dims", "lm_method", "lm_color", "lm_unit", "lm_seed", "lm_tsne_n")
+if method in ("umap", "tsne"):
+    t1, t2, t3 = st.columns([2.2, 2.2, 2.6])
+    if method == "umap":
+        with t1:
+            st.select_slider("UMAP neighbours (n_neighbors)", lt.UMAP_NEIGHBOURS, key="lm_nn",
+                             help="How many neighbours make up each point's neighbourhood: few keep fine local "
+                                  "detail, many the overall layout. 15 is UMAP's default (and the stored map's)")
+        with t2:
+            st.select_slider("UMAP min_dist", lt.UMAP_MIN_DISTS, key="lm_md",
+                             help="How closely points may pack: 0 gives tight clumps, larger values spread each "
+                                  "cluster out evenly. 0.1 is UMAP's default")
+    else:
+        with t1:
+            st.select_slider("t-SNE perplexity", lt.TSNE_PERPLEXITIES, key="lm_perp",
+                             help="About how many neighbours each point pays attention to: low values break the "
+                                  "map into many small clumps, high values keep more of the global shape. 30 is "
+                                  "sklearn's default")
+    with t3:
+        st.toggle("Show the layout settling", key="lm_stages",
+                  help="Compute the layout at several stages of its optimisation and play them as an "
+                       "animation (a stage slider and ▶ Play under the map)"
+                       + (". t-SNE's stages are runs stopped after more and more iterations: about 2.6 times "
+                          "one map's time" if method == "tsne" else ". UMAP records them in one run"))
+f1, f2, f3 = st.columns([3.2, 1.6, 2.2])
+with f1:
+    st.text_input("Find a class or a test image", key="lm_find", max_chars=lt.MAX_FIND,
+                  placeholder=f"a class ({', '.join(map(str, data.classes[:2]))}, …) or an image (#123)",
+                  help="A class name or number highlights that class's points (the rest fade); #123 (or 123, "
+                       "when no class has that number) selects test image 123: ringed on the map, shown below")
+with f2:
+    st.toggle("Show images", key="lm_images", disabled=dims != 2,
+              help="Draw every point as its own image (2-D maps). Hover for a larger one, click to select it; "
+                   "scroll to zoom, drag to pan")
+with f3:
+    if dims == 2 and st.session_state["lm_images"]:
+        st.select_slider("Image size (px)", lt.THUMB_SIZES, key="lm_size",
+                         help="Thumbnails' size on the whole map; they grow as you zoom in")
+sync_url("lm_dims", "lm_method", "lm_color", "lm_unit", "lm_seed", "lm_tsne_n", "lm_nn", "lm_md", "lm_perp",
+         "lm_stages", "lm_find", "lm_images", "lm_size")
 seed = int(st.session_state["lm_seed"])
+tuning = lt.Tuning(n_neighbors=int(st.session_state["lm_nn"]), min_dist=float(st.session_state["lm_md"]),
+                   perplexity=float(st.session_state["lm_perp"]))
+staged = method in ("umap", "tsne") and bool(st.session_state["lm_stages"])
+tuned = method in ("umap", "tsne") and not tuning.is_default(method)
+images_on = dims == 2 and bool(st.session_state["lm_images"])
+
+# --- a search: a class stands out, an image is selected ------------------------------------------------
+found = lt.find(st.session_state["lm_find"], data.classes, n_images)
+if found.kind == "index" and st.session_state.get("lm_found") != st.session_state["lm_find"]:
+    st.session_state["lm_index"] = found.value          # once per search typed (a click later wins)
+st.session_state["lm_found"] = st.session_state["lm_find"]
+emphasis = found.value if found.kind == "class" else None
 
 # --- the projection: precomputed, instant, or in the background ---------------------------------------
-note, pending = "", None
+note, pending, stages, what = "", None, [], ""
+label = lt.METHOD_LABELS[method]
+
+
+def _meanwhile(key: tuple) -> tuple[lt.Projection, str]:
+    """The map shown while a projection is computed: the same map without its stages when it is at hand
+    (stored, or computed earlier on this server), else the PCA map of the same codes."""
+    if method == "umap" and not tuned:
+        stored, _ = lt.from_maps(maps, "umap", dims, labels)
+        if stored is not None:
+            return lt.attach_placement(stored, codes), "the stored UMAP map (maps.npz), without its stages"
+    earlier = lt.JOBS.get(key[:-1] + (False,)) if staged else None
+    if earlier is not None and earlier.future.done() and earlier.future.exception() is None:
+        return earlier.future.result().proj, f"the same {label} map, without its stages"
+    pca, _ = lt.from_maps(maps, "pca", dims, labels)
+    pca = lt.attach_placement(pca, codes) if pca is not None else \
+        _quick(entry.ref, version, sel.dataset, "pca", dims, codes)
+    return pca, "the PCA map of the same codes"
+
+
 try:
-    proj, why = (lt.from_maps(maps, method, dims, labels) if method in ("pca", "umap")
-                 else (None, ""))
+    use_stored = method == "pca" or (method == "umap" and not tuned and not staged)
+    proj, why = lt.from_maps(maps, method, dims, labels) if use_stored else (None, "")
     if proj is not None:
         proj = lt.attach_placement(proj, codes)
         note = (f"{lt.METHOD_LABELS[method]} map precomputed when the model was built (maps.npz), "
@@ -98,26 +190,25 @@ try:
     else:
         n_map = int(st.session_state["lm_tsne_n"]) if method == "tsne" else n_images
         index = lt.subsample(n_images, n_map, seed)
-        key = (entry.ref, version, sel.dataset, method, dims, seed, n_map)
-        job = lt.JOBS.submit(key, lambda progress: lt.fit_projection(codes, method, dims, seed=seed, index=index,
-                                                                     progress=progress))
+        key = (entry.ref, version, sel.dataset, method, dims, seed, n_map, tuning.key(method), staged)
+        job = lt.JOBS.submit(key, lambda progress: lt.fit_tuned(codes, method, dims, seed=seed, index=index,
+                                                                tuning=tuning, stages=staged, progress=progress))
         if job.future.done():
             try:
-                proj = job.future.result()
+                settled = job.future.result()
             except AecoreError:
                 raise
             except Exception as err:  # a numerical failure of UMAP/t-SNE: say so, keep the page
-                st.error(plain(f"{lt.METHOD_LABELS[method]} failed on these codes ({type(err).__name__}: {err}); "
-                               "try PCA or another seed."))
+                st.error(plain(f"{label} failed on these codes ({type(err).__name__}: {err}); "
+                               "try PCA, other parameters or another seed."))
                 st.stop()
-            note = (f"{lt.METHOD_LABELS[method]} of the {code_dim}-D codes computed here in {proj.seconds:.1f} s "
+            proj, stages = settled.proj, settled.stages
+            note = (f"{label} ({settled.params}) of the {code_dim}-D codes computed here in {proj.seconds:.1f} s "
                     f"(seed {seed}; cached for this server).")
         else:
             pending = key
-            proj, _ = lt.from_maps(maps, "pca", dims, labels)
-            proj = lt.attach_placement(proj, codes) if proj is not None else \
-                _quick(entry.ref, version, sel.dataset, "pca", dims, codes)
-            note = "Meanwhile: the PCA map of the same codes."
+            proj, what = _meanwhile(key)
+            note = f"Meanwhile: {what}."
         if method == "tsne":
             note += (f" t-SNE maps a seeded random subset of {len(index):,} of the {n_images:,} test images "
                      "(its cost grows faster than the points); neighbours are still searched among all of them.")
@@ -127,12 +218,14 @@ except AecoreError as err:
     show_error(err)
     st.stop()
 
-if pending is not None:
+status_box = st.container()   # always there: the elements below keep their places (and the thumbnail view its
+if pending is not None:       # frame) when this message comes or goes
     warm = lt.umap_warmup_state()["state"]
     extra = (" UMAP is still compiling its code in the background (once per server start), so this first map "
              "takes longer." if method == "umap" and warm == "running" else "")
-    st.info(f"Computing the {lt.METHOD_LABELS[method]} map ({dims}-D) in the background; the PCA map is shown "
-            f"until it is ready.{extra}")
+    status_box.info(f"Computing the {label} map ({dims}-D, {tuning.describe(method)}"
+                    f"{', with the stages of its layout' if staged else ''}) in the background; "
+                    f"{what} is shown until it is ready.{extra}")
 
     @st.fragment(run_every=1.0)
     def _progress() -> None:
@@ -141,7 +234,8 @@ if pending is not None:
             st.rerun()
         st.progress(min(max(job.fraction or 0.0, 0.0), 1.0), text=f"{job.text} — {job.elapsed:.0f} s")
 
-    _progress()
+    with status_box:
+        _progress()
 
 # --- your own image (placed on the map) -----------------------------------------------------------------
 k = int(st.session_state.get("lm_k", 8))
@@ -182,6 +276,15 @@ def _on_select() -> None:
         st.session_state["lm_index"] = picked[0]
 
 
+def _on_thumb() -> None:
+    """A click on a thumbnail: that image becomes the selected one (reports of the atlas held are no click)."""
+    click, index = lt.thumbnail_click(st.session_state.get("lm_thumbs"))
+    if click is not None and click != st.session_state.get("lm_thumb_click") and 0 <= index < n_images:
+        st.session_state["lm_thumb_click"] = click
+        st.session_state["lm_index"] = index
+        st.session_state["lm_picked"] = {"view": view, "points": [index]}
+
+
 values, value_name = None, ""
 try:
     if colour == "error":
@@ -191,14 +294,54 @@ try:
 except AecoreError as err:
     show_error(err)
 selected = int(st.session_state["lm_index"])
-fig = lt.map_figure(proj, labels, data.classes, values=values, value_name=value_name, highlight=[selected],
-                    own=own_pos, height=660 if dims == 2 else 720, code_dim=code_dim)
-chart(fig, key=chart_key, on_select=_on_select, selection_mode=("points", "box", "lasso"),
-      config={"scrollZoom": True, "displaylogo": False})
-how = ("Drag to rotate, scroll to zoom; plotly has no box selection in 3-D, so click a point or type its index."
-       if dims == 3 else "Click a point, or draw a box or lasso (toolbar), to see the images below.")
-st.caption(f"{note} Hover shows an image's index, class and position (plotly's hover labels cannot hold "
-           f"images, so the thumbnails appear below when you select). {how}")
+feedback = st.container()     # always there, as status_box
+if found.kind == "class":
+    members = labels == found.value
+    feedback.caption(f"Highlighting {plain(found.message)}: {int(members.sum()):,} test images, "
+               f"{int(members[proj.index].sum()):,} of them on this map; the other points fade. Clear the box "
+               "to see all again.")
+elif found.kind == "index":
+    spot = ("ringed on the map" if proj.position_of(found.value) is not None
+            else "not on this map (outside the t-SNE subset)")
+    feedback.caption(f"Found {plain(found.message)} ({_class_of(found.value)}): {spot}, and shown below.")
+elif found.kind == "unknown":
+    feedback.warning(plain(found.message))
+atlas = _atlas(sel.dataset, n_images, tuple(shape), data) if images_on else None
+if images_on and atlas is None:
+    st.info(f"{plain(sel.dataset)}'s images are not pictures this view can draw; here is the map without them.")
+    images_on = False
+if images_on:
+    args = lt.thumbnail_args(proj, labels, data.classes, atlas, values=values, value_name=value_name,
+                             selected=selected, emphasis=emphasis, own=own_pos, height=660,
+                             size=int(st.session_state["lm_size"]),
+                             held=lt.atlas_held(st.session_state.get("lm_thumbs")))
+    latent_thumbs(key="lm_thumbs", on_change=_on_thumb, **args)
+    st.caption(f"{note} Each point is its test image{', in its class colour' if values is None else ''}"
+               f"{' (grey images as ink of that colour)' if values is None and shape[0] == 1 else ''}: "
+               f"{len(proj.index):,} thumbnails cut from one {atlas.cols * atlas.cell_w:,} × "
+               f"{atlas.rows * atlas.cell_h:,} px picture ({len(atlas.png) / 2**20:.1f} MB, sent once). Hover for "
+               "the image, larger, with its index and class; click it to select it (below). Scroll to zoom, drag "
+               "to pan, double-click to see the whole map. Turn off Show images for box selection"
+               f"{', the stages' if stages else ''} and 3-D.")
+else:
+    fig = lt.map_figure(proj, labels, data.classes, values=values, value_name=value_name, highlight=[selected],
+                        own=own_pos, height=660 if dims == 2 else 720, code_dim=code_dim, emphasis=emphasis)
+    if stages:
+        fig = lt.add_stages(fig, proj, stages)
+    chart(fig, key=chart_key, on_select=_on_select, selection_mode=("points", "box", "lasso"),
+          config={"scrollZoom": True, "displaylogo": False})
+    how = ("Drag to rotate, scroll to zoom; plotly has no box selection in 3-D, so click a point or type its index."
+           if dims == 3 else "Click a point, or draw a box or lasso (toolbar), to see the images below; Show "
+                             "images draws each point as its image.")
+    st.caption(f"{note} Hover shows an image's index, class and position. {how}")
+    if stages:
+        st.caption(f"▶ Play runs through {len(stages)} stages of the {label} layout, the stage slider picks one "
+                   "(each stage fills the view: watch the shape, not the scale). "
+                   + ("They are one UMAP run seen after more and more epochs; the last is the map."
+                      if method == "umap" else
+                      "Each is t-SNE with the same seed stopped after that many iterations, the start of the full "
+                      "run; the first 250 exaggerate the attractions to form clusters (sklearn's early "
+                      "exaggeration)."))
 if values is not None:
     low, high = lt.robust_range(values[proj.index])
     what = (f"per-image MSE of {plain(entry.label)}'s reconstruction (mean {float(values.mean()):.4f}); bright "
@@ -214,11 +357,6 @@ st.download_button("Download map coordinates + codes (CSV)",
 side = shape[-1] if len(shape) == 3 else 8
 scale = tile_scale(side)
 per_row = max(1, ROW_PX[projector_on()] // ((side + 2) * scale))     # tiles across without shrinking
-
-
-def _class_of(i: int) -> str:
-    c = int(labels[i])
-    return plain(data.classes[c]) if 0 <= c < len(data.classes) else "?"
 
 
 def _show_detail(d: lt.Detail, title: str) -> None:

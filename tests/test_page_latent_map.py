@@ -9,7 +9,6 @@ import re
 import numpy as np
 import torch
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from aecore.data import load_dataset
@@ -230,30 +229,6 @@ def test_a_box_selection_is_dropped_when_the_projection_changes(tiny_zoo):
     assert not any("points selected" in h.value for h in at.subheader)
 
 
-@pytest.fixture
-def media(monkeypatch):
-    """The images a page shows, by URL: AppTest's in-memory media store, kept after the run."""
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-    from streamlit.testing.v1 import app_test
-
-    stores = []
-
-    class Kept(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            stores.append(self)
-
-    monkeypatch.setattr(app_test, "MemoryMediaFileStorage", Kept)
-
-    def size_of(url: str) -> tuple[int, int]:
-        import io
-
-        content = stores[-1].get_file(url.rsplit("/", 1)[-1]).content
-        return Image.open(io.BytesIO(content)).size
-
-    return size_of
-
-
 @pytest.mark.parametrize("projector, least", [("0", 56), ("1", 140)])
 def test_image_tiles_follow_the_projector_switch(tiny_zoo, media, projector, least):
     at = page({"projector": projector})
@@ -272,3 +247,137 @@ def test_image_tiles_follow_the_projector_switch(tiny_zoo, media, projector, lea
     assert all(not any(image.captions) for image in images)   # names go in captions beside, never under a tile
     if projector == "0":
         assert media(images[0].value[0])[1] < 140
+
+
+# --- issue 18: thumbnails, search, tuned projections and their stages ---------------------------------------
+def thumbs(at: AppTest):
+    found = [c for c in at.get("component_instance") if c.proto.component_name.endswith("latent_thumbs")]
+    return found[0] if found else None
+
+
+def test_search_selects_an_image_and_highlights_a_class(tiny_zoo):
+    at = page({"model": "mnist/ae-d8"})
+    at.text_input(key="lm_find").set_value("#123").run()
+    ok(at)
+    assert at.number_input(key="lm_index").value == 123
+    ring = next(t for t in traces(at) if t["name"] == "selected")
+    assert arr(ring["customdata"]).tolist() == [123]
+    assert "Found test image #123 (6): ringed on the map" in captions(at) and "Test image #123 (6)" in captions(at)
+    at.number_input(key="lm_index").set_value(5).run()                # a later choice wins over the search
+    ok(at)
+    assert at.number_input(key="lm_index").value == 5
+    at.text_input(key="lm_find").set_value("7").run()                 # a class: it stands out, the rest fades
+    ok(at)
+    opacity = {t["name"]: t["marker"]["opacity"] for t in traces(at) if t["name"] != "selected"}
+    assert opacity["7"] == 0.9 and {v for k, v in opacity.items() if k != "7"} == {lt.FADED}
+    assert "Highlighting class 7: 1,028 test images, 1,028 of them on this map" in captions(at)
+    assert at.number_input(key="lm_index").value == 5
+    at.text_input(key="lm_find").set_value("zebra").run()             # garbage: a clear message, never an error
+    assert not at.exception and not at.error
+    assert "Nothing matches 'zebra'" in at.warning[0].value and "#9,999" in at.warning[0].value
+    at.text_input(key="lm_find").set_value("#12345").run()
+    assert not at.exception and "There is no test image #12,345" in at.warning[0].value
+
+
+def test_search_from_a_link(tiny_zoo):
+    at = page({"lm_find": "#321"})
+    ok(at)
+    assert at.number_input(key="lm_index").value == 321 and at.text_input(key="lm_find").value == "#321"
+    at = page({"lm_find": "x" * 5000})                                # a link may say anything
+    assert not at.exception and len(at.text_input(key="lm_find").value) == lt.MAX_FIND
+
+
+@pytest.fixture
+def fake_fits(monkeypatch):
+    """lt.fit_tuned replaced by a quick stand-in that records its arguments (UMAP on 10,000 codes takes a
+    minute): each call returns the codes' first two axes, with three made-up stages when asked for."""
+    calls = []
+
+    def fit_tuned(codes, method, dims=2, *, seed=0, index=None, tuning=lt.Tuning(), stages=False, progress=None):
+        calls.append(dict(method=method, dims=dims, seed=seed, tuning=tuning, stages=stages))
+        index = np.arange(len(codes)) if index is None else index
+        coords = np.asarray(codes[index, :dims], dtype=np.float32) * (1 + tuning.n_neighbors / 100)
+        proj = lt.Projection(method, dims, coords, index, "computed", 0.01)
+        shown = [(f"stage {k}", coords * (k + 1) / 3) for k in range(3)] if stages else []
+        return lt.Settled(proj, shown, tuning.describe(method, len(index)))
+
+    monkeypatch.setattr(lt, "fit_tuned", fit_tuned)
+    return calls
+
+
+def _finish(at: AppTest, calls: list, count: int) -> None:
+    """Wait for the background job(s) the page submitted, then run it again: the map is the result."""
+    for key in list(lt.JOBS._jobs):
+        lt.JOBS.get(key).future.result(60)
+    at.run()
+    ok(at)
+    assert len(calls) == count
+
+
+def test_umap_sliders_reach_the_projection_and_stages_animate(tiny_zoo, fake_fits):
+    at = page({"model": "mnist/ae-d8", "lm_method": "umap", "lm_seed": "77"})
+    ok(at)
+    assert at.select_slider(key="lm_nn").value == 15 and at.select_slider(key="lm_md").value == 0.1
+    at.select_slider(key="lm_nn").set_value(50).run()
+    at.select_slider(key="lm_md").set_value(0.5).run()
+    _finish(at, fake_fits, 3)                          # one job per setting: (15, 0.1) at first, (50, 0.1), (50, 0.5)
+    last = fake_fits[-1]
+    assert (last["method"], last["seed"], last["tuning"].n_neighbors, last["tuning"].min_dist) == ("umap", 77, 50, 0.5)
+    assert "UMAP (n_neighbors 50, min_dist 0.5) of the 8-D codes computed here" in captions(at)
+    assert at.query_params["lm_nn"] in ("50", ["50"]) and at.query_params["lm_md"] in ("0.5", ["0.5"])
+    points = map_points(at)
+    codes = tiny_codes(tiny_zoo, "mnist/ae-d8")
+    np.testing.assert_allclose(points[9], codes[9, :2] * 1.5, rtol=1e-5)
+    assert "frames" not in spec(at) or not spec(at)["frames"]
+    at.toggle(key="lm_stages").set_value(True).run()
+    _finish(at, fake_fits, 4)
+    assert fake_fits[-1]["stages"] is True
+    figure = spec(at)
+    assert [f["name"] for f in figure["frames"]] == ["stage 0", "stage 1", "stage 2"]
+    assert figure["layout"]["sliders"][0]["active"] == 2
+    assert figure["layout"]["updatemenus"][0]["buttons"][0]["label"] == "▶ Play"
+    assert "▶ Play runs through 3 stages of the UMAP layout" in captions(at)
+    again = page({"model": "mnist/ae-d8", "lm_method": "umap", "lm_seed": "77", "lm_nn": "50", "lm_md": "0.5"})
+    ok(again)                                                          # a setting seen before: cached, no new run
+    assert len(fake_fits) == 4 and "UMAP (n_neighbors 50, min_dist 0.5)" in captions(again)
+
+
+def test_tsne_perplexity_slider_reaches_the_projection(tiny_zoo, fake_fits):
+    at = page({"model": "mnist/ae-d8", "lm_method": "tsne", "lm_tsne_n": "500", "lm_seed": "78"})
+    ok(at)
+    at.select_slider(key="lm_perp").set_value(5).run()
+    _finish(at, fake_fits, 2)                                          # perplexity 30 at first, then 5
+    assert fake_fits[-1]["tuning"].perplexity == 5.0 and fake_fits[-1]["method"] == "tsne"
+    assert "t-SNE (perplexity 5) of the 8-D codes" in captions(at) and len(map_points(at)) == 500
+    keys = [k for k in lt.JOBS._jobs if k[3] == "tsne" and k[5] == 78]    # cached per model and parameters
+    assert sorted(k[7:] for k in keys) == [(("tsne", 5.0), False), (("tsne", 30.0), False)]
+
+
+def test_thumbnail_toggle_draws_the_component_instead_of_the_plotly_map(tiny_zoo):
+    at = page({"model": "mnist/ae-d8"})
+    at.toggle(key="lm_images").set_value(True).run()
+    ok(at)
+    view = thumbs(at)
+    assert view is not None
+    assert not [c for c in at.get("plotly_chart") if "lm_chart" in str(c.proto.id)]
+    args = json.loads(view.proto.json_args)
+    assert args["n_points"] == 10_000 and args["geom"]["n"] == 10_000 and args["geom"]["cols"] == 100
+    assert args["selected"] == 0 and args["emphasis"] == -1 and args["size"] == 16 and args["classes"][7] == "7"
+    sent = {s.key: s.bytes for s in view.proto.special_args}
+    assert {"atlas", "xy", "index", "labels", "colours"} <= set(sent) and sent["atlas"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(sent["xy"]) == 10_000 * 2 * 4 and len(sent["index"]) == 10_000 * 4
+    assert "10,000 thumbnails cut from one 2,800 × 2,800 px picture" in captions(at)
+    assert at.query_params["lm_images"] in ("1", ["1"])
+    # a search and a recolouring reach the view; the image size slider too
+    at.text_input(key="lm_find").set_value("3").run()
+    at.selectbox(key="lm_color").set_value("error").run()
+    at.select_slider(key="lm_size").set_value(32).run()
+    ok(at)
+    args = json.loads(thumbs(at).proto.json_args)
+    assert args["emphasis"] == 3 and args["value_name"] == "MSE" and args["size"] == 32 and args["legend"] == []
+    assert "values" in {s.key for s in thumbs(at).proto.special_args}
+    # 3-D: no thumbnails, the plotly map (the toggle waits, greyed out)
+    at.radio(key="lm_dims").set_value(3).run()
+    ok(at)
+    assert thumbs(at) is None and at.toggle(key="lm_images").disabled
+    assert spec(at)["data"][0]["type"] == "scatter3d"

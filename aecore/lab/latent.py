@@ -1,5 +1,8 @@
 """Latent maps in the app: reconstruction errors and nearest neighbours of a clicked or uploaded
-image, the map figure, its CSV export, slow projections in a background thread, the UMAP warm-up.
+image, the map figure, its CSV export, slow projections in a background thread, the UMAP warm-up;
+the embedding-projector tools: finding a class or an image by what the user types (`find`), UMAP and
+t-SNE with the user's parameters and the stages of their optimisation (`fit_tuned`, `add_stages`), and
+what the thumbnail view draws (`thumbnail_args`, over the sprite atlas of `aecore.lab.atlas`).
 
 The numbers behind a map (codes, projections, placing a new code, maps.npz, nearest neighbours) are
 `aecore.maps`; the names the Latent map page uses from there are imported here too, so the page
@@ -21,7 +24,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -29,11 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from aecore.data.base import ImageData
-from aecore.errors import ConfigError
+from aecore.errors import ConfigError, DataError
 from aecore.evaluate import per_image_mse
+from aecore.lab.atlas import Atlas, build_atlas
 from aecore.lab.serving import freeze_long_lived
-from aecore.maps import (METHOD_LABELS, METHODS, METRICS, Progress, Projection,  # noqa: F401 - the page's
-                         attach_placement, fit_projection, from_maps, nearest, subsample)
+from aecore.maps import (METHOD_LABELS, METHODS, METRICS, PLACE_K, Progress, Projection,  # noqa: F401 - the page's
+                         _TqdmProgress, attach_placement, fit_projection, from_maps, nearest, subsample)
 
 log = logging.getLogger("aecore")
 
@@ -128,6 +132,7 @@ AXIS_PREFIX = {"pca": "PC", "umap": "UMAP", "tsne": "t-SNE"}
 ROBUST_PERCENTILES = (2.0, 98.0)   # colour range of a map coloured by values: outliers do not wash it out
 RANGE_MARGIN = 0.06                # 3-D axis ranges: the data's extent plus this fraction on each side
 CAMERA_EYE = dict(x=1.4, y=1.4, z=1.05)   # a 3-D view that shows the whole cube, not one corner of it
+FADED = 0.08                       # opacity of the points outside a searched class
 
 
 def ordinal(p: float) -> str:
@@ -182,11 +187,12 @@ def scene_ranges(points: np.ndarray, margin: float = RANGE_MARGIN) -> list[list[
 
 def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, values: np.ndarray | None = None,
                value_name: str = "", highlight: Sequence[int] = (), own: np.ndarray | None = None,
-               title: str = "", height: int = 620, code_dim: int | None = None) -> Any:
+               title: str = "", height: int = 620, code_dim: int | None = None, emphasis: int | None = None) -> Any:
     """A plotly scatter of the map: one trace per class (legend toggles classes), or one trace coloured
     by `values` (N,) when given, its colour range the 2nd to 98th percentile (`robust_range`, named in
     the colour bar's title). Every point's customdata is its test index; hover shows index, class and
-    position. `highlight`: test indices ringed; `own`: (dims,) position of the user's image (★).
+    position. `highlight`: test indices ringed; `own`: (dims,) position of the user's image (★);
+    `emphasis`: a class whose points stand out while every other point fades (a search for a class).
     Axes are titled after the projection (`axis_titles`; `code_dim`, the code's size, tells a PCA that
     is the code itself). A 3-D map gets axis ranges that hold every point, a cube and a camera that
     shows all of it."""
@@ -209,14 +215,15 @@ def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, 
         for k, name in enumerate(classes):
             rows = np.nonzero(labels == k)[0]
             if rows.size:
+                opacity = 0.75 if emphasis is None else (0.9 if k == emphasis else FADED)
                 fig.add_trace(scatter(**xyz(rows), mode="markers", name=str(name), customdata=proj.index[rows],
                                       text=[str(name)] * rows.size, hovertemplate=hover + "<extra></extra>",
-                                      marker=dict(size=size, color=colours[k], opacity=0.75)))
+                                      marker=dict(size=size, color=colours[k], opacity=opacity)))
         rows = np.nonzero((labels < 0) | (labels >= len(classes)))[0]
         if rows.size:
             fig.add_trace(scatter(**xyz(rows), mode="markers", name="unlabelled", customdata=proj.index[rows],
                                   text=["unlabelled"] * rows.size, hovertemplate=hover + "<extra></extra>",
-                                  marker=dict(size=size, color="#999999", opacity=0.6)))
+                                  marker=dict(size=size, color="#999999", opacity=0.6 if emphasis is None else FADED)))
     else:
         v = np.asarray(values, dtype=np.float32)[proj.index]
         cmin, cmax = robust_range(v)
@@ -226,11 +233,17 @@ def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, 
         # plot, from chart()) and the colour bar never meet
         colorbar = dict(title=dict(text=f"{value_name} (colours: {low} to {high} percentile)", side="right"),
                         len=0.85, y=0.0, yanchor="bottom", thickness=16)
-        fig.add_trace(scatter(**xyz(np.arange(len(v))), mode="markers", name=value_name, customdata=proj.index,
-                              text=[f"{n} · {value_name} {x:.4g}" for n, x in zip(names_of, v)],
-                              hovertemplate=hover + "<extra></extra>", showlegend=False,
-                              marker=dict(size=size, color=v, colorscale="Viridis", opacity=0.8, cmin=cmin,
-                                          cmax=cmax, colorbar=colorbar)))
+        texts = np.asarray([f"{n} · {value_name} {x:.4g}" for n, x in zip(names_of, v)], dtype=object)
+        everything = np.arange(len(v))
+        groups = ([(everything, 0.8)] if emphasis is None else     # a searched class drawn last, over the rest
+                  [(everything[labels != emphasis], FADED), (everything[labels == emphasis], 0.9)])
+        for k, (rows, opacity) in enumerate(groups):
+            last = k == len(groups) - 1
+            fig.add_trace(scatter(**xyz(rows), mode="markers", name=value_name, customdata=proj.index[rows],
+                                  text=list(texts[rows]), hovertemplate=hover + "<extra></extra>", showlegend=False,
+                                  marker=dict(size=size, color=v[rows], colorscale="Viridis", opacity=opacity,
+                                              cmin=cmin, cmax=cmax, showscale=last,
+                                              colorbar=colorbar if last else None)))
     rows = np.asarray([r for i in highlight for r in np.nonzero(proj.index == int(i))[0]], dtype=np.int64)
     if rows.size:
         fig.add_trace(scatter(**xyz(rows), mode="markers", name="selected", customdata=proj.index[rows],
@@ -274,6 +287,371 @@ def coords_csv(proj: Projection, labels: np.ndarray, classes: Sequence[str], cod
     return buffer.getvalue().encode()
 
 
+# --- search: a class or a test image, by what the user types --------------------------------------------
+MAX_FIND = 100     # characters of a search read; longer is no class name or index
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a search names: nothing ('none'), a class ('class', value = its number), a test image
+    ('index', value = its index), or nothing it could ('unknown'). `message` says it in words: which
+    class, or why nothing matched and what the box takes."""
+
+    kind: str
+    value: int | None = None
+    message: str = ""
+
+
+def find(text: Any, classes: Sequence[str], n_images: int) -> Found:
+    """Read a search box: '#123' is test image 123; a class name (any case, or a unique part of one:
+    'boot' for 'Ankle boot') or 'class 3' is that class; a bare number is the class with that number
+    when there is one (MNIST's '7') and otherwise the test image with that index ('123'). Anything
+    else is 'unknown', with a message that says what the box takes."""
+    s = " ".join(str(text if text is not None else "").split())[:MAX_FIND]
+    names = [str(c) for c in classes]
+    last = n_images - 1
+    if not s:
+        return Found("none")
+    if s.startswith("#"):
+        return _image(s[1:].strip().replace(",", ""), s, n_images)
+    folded = s.casefold()
+    exact = [k for k, name in enumerate(names) if name.casefold() == folded]
+    if exact:
+        return Found("class", exact[0], f"class {names[exact[0]]}")
+    words = folded.split()
+    if len(words) == 2 and words[0] in ("class", "label") and words[1].isdigit():
+        k = int(words[1])
+        if k < len(names):
+            return Found("class", k, f"class {k} ({names[k]})")
+        return Found("unknown", message=f"There is no class {k}: the classes are numbered 0 to {len(names) - 1}.")
+    if folded.replace(",", "").isdigit():
+        number = int(folded.replace(",", ""))
+        if number < len(names):
+            return Found("class", number, f"class {number} ({names[number]}); for test image {number}, "
+                                          f"type #{number}")
+        return _image(str(number), s, n_images)
+    parts = [k for k, name in enumerate(names) if folded in name.casefold()]
+    if len(parts) == 1:
+        return Found("class", parts[0], f"class {names[parts[0]]}")
+    if len(parts) > 1:
+        return Found("unknown", message=f"'{s}' is part of {len(parts)} class names ("
+                                        + ", ".join(names[k] for k in parts[:6]) + "): type more of one.")
+    examples = f" ({', '.join(names[:2])}, …)" if len(names) > 1 else ""
+    numbers = f", a class number (0 to {len(names) - 1})" if names else ""
+    return Found("unknown", message=f"Nothing matches '{s}': type a class name{examples}{numbers}, or a test "
+                                    f"image's index (#0 to #{last:,}).")
+
+
+def _image(number: str, said: str, n_images: int) -> Found:
+    try:
+        i = int(number)
+    except ValueError:
+        return Found("unknown", message=f"'{said}' names no test image: after # comes an index, #0 to "
+                                        f"#{n_images - 1:,}.")
+    if not 0 <= i < n_images:
+        return Found("unknown", message=f"There is no test image #{i:,}: the test split's images are #0 to "
+                                        f"#{n_images - 1:,}.")
+    return Found("index", i, f"test image #{i:,}")
+
+
+# --- UMAP and t-SNE with the user's parameters, and the stages of their optimisation -----------------------
+UMAP_NEIGHBOURS = (2, 5, 10, 15, 20, 30, 50, 100, 200)    # the values the page offers (cached per value)
+UMAP_MIN_DISTS = (0.0, 0.05, 0.1, 0.25, 0.5, 0.8, 0.99)
+TSNE_PERPLEXITIES = (2, 5, 10, 20, 30, 50, 100)
+TSNE_STAGES = (250, 300, 400, 600, 1000)   # t-SNE iterations shown (sklearn runs at least 250: the exaggeration)
+UMAP_STAGE_FRACTIONS = (0.05, 0.125, 0.25, 0.5)   # of UMAP's epochs; the first epoch and the last are stages too
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The knobs of the nonlinear maps; the defaults are the ones the stored maps and `fit_projection`
+    use (UMAP's own n_neighbors 15 and min_dist 0.1, a t-SNE perplexity of 30)."""
+
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    perplexity: float = 30.0
+
+    def key(self, method: str) -> tuple:
+        """The parameters that matter for `method` (a cache key: t-SNE does not depend on min_dist)."""
+        if method == "umap":
+            return ("umap", int(self.n_neighbors), float(self.min_dist))
+        if method == "tsne":
+            return ("tsne", float(self.perplexity))
+        return (method,)
+
+    def is_default(self, method: str) -> bool:
+        return self.key(method) == Tuning().key(method)
+
+    def describe(self, method: str, n_points: int | None = None) -> str:
+        """'n_neighbors 15, min_dist 0.1' / 'perplexity 30' as used on `n_points` (clamped as `fit_tuned` does)."""
+        if method == "umap":
+            used = self.neighbours_for(n_points) if n_points else int(self.n_neighbors)
+            return f"n_neighbors {used}, min_dist {float(self.min_dist):g}"
+        if method == "tsne":
+            used = self.perplexity_for(n_points) if n_points else float(self.perplexity)
+            return f"perplexity {used:g}"
+        return ""
+
+    def neighbours_for(self, n_points: int) -> int:
+        return int(max(2, min(int(self.n_neighbors), n_points - 1)))
+
+    def perplexity_for(self, n_points: int) -> float:
+        """sklearn needs perplexity < points; like `fit_projection`, at most a third of them."""
+        return float(min(float(self.perplexity), (n_points - 1) / 3))
+
+
+@dataclass
+class Settled:
+    """A nonlinear map and, when asked for, the layouts it passed through: `stages` [(label, (M, dims))],
+    the last one the map itself."""
+
+    proj: Projection
+    stages: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    params: str = ""                       # the parameters as used, in words
+
+
+def umap_epochs(n_points: int) -> int:
+    """The epochs `fit_projection` gives UMAP: 200 above 2,000 points (interactive), UMAP's own 500 below."""
+    return 200 if n_points > 2000 else 500
+
+
+def umap_stage_epochs(epochs: int) -> list[int]:
+    """Epoch counts after which the layout is shown: the first epoch, a few fractions, the last."""
+    return sorted({1, *(max(1, round(epochs * f)) for f in UMAP_STAGE_FRACTIONS), epochs})
+
+
+def fit_tuned(codes: np.ndarray, method: str, dims: int = 2, *, seed: int = 0, index: np.ndarray | None = None,
+              tuning: Tuning = Tuning(), stages: bool = False, progress: Progress | None = None) -> Settled:
+    """Project codes[index] like `fit_projection`, with `tuning`'s UMAP or t-SNE parameters; with
+    `stages`, also the layouts along the way.
+
+    UMAP's stages come from one run (umap-learn records the layout after the epochs asked for); the
+    last is the map, identical to a run of that many epochs. t-SNE's stage k is a run of k iterations
+    with the same seed (sklearn has no callback): each stage is exactly the start of the full run, at
+    the price of running the iterations again (TSNE_STAGES: 2.6 runs' time). Other methods and the
+    default parameters without stages go to `fit_projection` itself."""
+    if method not in ("umap", "tsne") or (tuning.is_default(method) and not stages):
+        proj = fit_projection(codes, method, dims, seed=seed, index=index, progress=progress)
+        return Settled(proj, [], tuning.describe(method, len(proj.index)))
+    index, x = _mappable(codes, index, dims)
+    t0 = time.perf_counter()
+    if method == "umap":
+        coords, transform, shown = _umap_stages(x, dims, seed, tuning, stages, progress)
+        placement = "with the fitted UMAP reducer's transform"
+    else:
+        shown = _tsne_stages(x, dims, seed, tuning.perplexity_for(len(x)),
+                             TSNE_STAGES if stages else TSNE_STAGES[-1:], progress)
+        coords, transform = shown[-1][1], None
+        placement = (f"at the distance-weighted mean map position of its {PLACE_K} nearest mapped codes "
+                     "(t-SNE has no transform for new points)")
+    proj = Projection(method, dims, coords, index, "computed", time.perf_counter() - t0, transform, placement)
+    if progress:
+        progress(1.0, f"{METHOD_LABELS[method]} done")
+    return Settled(proj, shown if stages else [], tuning.describe(method, len(x)))
+
+
+def _mappable(codes: np.ndarray, index: np.ndarray | None, dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """(index, codes[index]) once they can make a map (`fit_projection` refuses the same things)."""
+    index = np.arange(len(codes)) if index is None else np.asarray(index, dtype=np.int64)
+    x = np.asarray(codes, dtype=np.float32)[index]
+    why = (f"maps are 2-D or 3-D, not {dims}-D" if dims not in (2, 3) else
+           f"a map needs at least 5 codes, got {len(x)}" if len(x) < 5 else
+           "the model's codes contain NaN or infinite values; it cannot be mapped" if not np.isfinite(x).all() else "")
+    if why:
+        raise (ConfigError if dims not in (2, 3) else DataError)(why)
+    return index, x
+
+
+def _umap_stages(x: np.ndarray, dims: int, seed: int, tuning: Tuning, stages: bool,
+                 progress: Progress | None) -> tuple[np.ndarray, Callable, list[tuple[str, np.ndarray]]]:
+    import umap
+
+    epochs = umap_epochs(len(x))
+    after = umap_stage_epochs(epochs)
+    if progress:
+        progress(None, "UMAP: finding nearest neighbours and the initial layout")
+    writer = _TqdmProgress(progress, "UMAP: optimising the layout") if progress else None
+    # umap-learn snapshots the layout after epoch n (counted from 0) for each n < the largest in the list
+    reducer = umap.UMAP(n_components=dims, random_state=seed, n_jobs=1, n_neighbors=tuning.neighbours_for(len(x)),
+                        min_dist=float(tuning.min_dist),
+                        n_epochs=[a - 1 for a in after[:-1]] + [epochs] if stages else epochs,
+                        tqdm_kwds={"disable": writer is None, "file": writer, "bar_format": "{n}/{total}",
+                                   "mininterval": 0.25})
+    coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)
+    shown: list[tuple[str, np.ndarray]] = []
+    if stages:
+        layouts = [np.asarray(e, dtype=np.float32) for e in reducer.embedding_list_]
+        shown = [(f"{a:,} epoch{'s' if a != 1 else ''}", c) for a, c in zip(after, layouts)]
+        shown[-1] = (shown[-1][0], coords)                 # the map itself (UMAP marks unconnected points NaN)
+        reducer.n_epochs = epochs                          # its transform reads one number, not the list
+    return coords, reducer.transform, shown
+
+
+def _tsne_stages(x: np.ndarray, dims: int, seed: int, perplexity: float, iterations: Sequence[int],
+                 progress: Progress | None) -> list[tuple[str, np.ndarray]]:
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    total, done, out = float(sum(iterations)), 0, []
+    for k, n_iter in enumerate(iterations):
+        if progress:
+            progress(done / total, f"t-SNE of {len(x):,} codes: stage {k + 1} of {len(iterations)} "
+                                   f"({n_iter:,} iterations)" if len(iterations) > 1 else f"t-SNE of {len(x):,} codes")
+        # one OpenMP thread, as in fit_projection (bench/README.md); same seed: a prefix of the full run
+        with threadpool_limits(limits=1, user_api="openmp"):
+            coords = TSNE(n_components=dims, random_state=seed, init="pca", perplexity=perplexity,
+                          max_iter=int(n_iter)).fit_transform(x)
+        done += n_iter
+        out.append((f"{n_iter:,} iterations", np.asarray(coords, dtype=np.float32)))
+    return out
+
+
+def add_stages(fig: Any, proj: Projection, stages: Sequence[tuple[str, np.ndarray]], *,
+               duration_ms: int = 700) -> Any:
+    """Give a `map_figure` of `proj` one animation frame per stage (the same traces, each point where it
+    was at that stage, each stage's own axis ranges), a stage slider that starts on the map itself (the
+    last stage) and a play button that runs through them all. `stages` (label, (M, dims)) follow
+    proj.index's order; a label says how far the optimisation got ('25 epochs', '400 iterations'). The
+    user's own image (★) stays put."""
+    import plotly.graph_objects as go
+
+    if not stages:
+        return fig
+    row_of = {int(i): r for r, i in enumerate(proj.index)}
+    axes = ("x", "y", "z")[:proj.dims]
+    three = proj.dims == 3
+
+    def frame_data(coords: np.ndarray) -> list[dict]:
+        out = []
+        for trace in fig.data:
+            ids = np.asarray(trace.customdata if trace.customdata is not None else [], dtype=np.int64).reshape(-1)
+            if ids.size == 0 or (ids < 0).any():
+                out.append({"type": trace.type, **{a: getattr(trace, a) for a in axes}})   # the ★ stays put
+                continue
+            rows = np.asarray([row_of[int(i)] for i in ids])
+            out.append({"type": trace.type, **{a: coords[rows, j] for j, a in enumerate(axes)}})
+        return out
+
+    def ranges(coords: np.ndarray) -> dict:
+        r = scene_ranges(coords[np.isfinite(coords).all(axis=1)] if len(coords) else coords)
+        if three:
+            return {"scene": {f"{a}axis": {"range": rng, "autorange": False} for a, rng in zip(axes, r)}}
+        return {f"{a}axis": {"range": rng, "autorange": False} for a, rng in zip(axes, r)}
+
+    labels = [label for label, _ in stages]
+    fig.frames = [go.Frame(data=frame_data(coords), name=label, layout=ranges(coords)) for label, coords in stages]
+    fig.update_layout(ranges(stages[-1][1]))
+    step = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    fig.update_layout(
+        sliders=[dict(active=len(labels) - 1, x=0.11, len=0.84, y=0, yanchor="top", pad=dict(t=50, b=0),
+                      currentvalue=dict(prefix="After ", font=dict(size=14)),
+                      steps=[dict(method="animate", label=label, args=[[label], step]) for label in labels])],
+        updatemenus=[dict(type="buttons", showactive=False, x=0.0, y=0, xanchor="left", yanchor="top",
+                          pad=dict(t=50, r=10), buttons=[dict(
+                              label="▶ Play", method="animate",
+                              args=[None, dict(mode="immediate", fromcurrent=False, transition=dict(duration=0),
+                                               frame=dict(duration=duration_ms, redraw=True))])])],
+        margin=dict(b=120))
+    return fig
+
+
+# --- the thumbnail view ------------------------------------------------------------------------------------
+THUMB_SIZES = (8, 12, 16, 24, 32, 48)     # px of a thumbnail before zooming in, the choices the page offers
+
+
+def atlas_of(data: ImageData, input_shape: Sequence[int]) -> Atlas | None:
+    """The sprite atlas of a whole split (cell i = image i), or None when its images are no pictures
+    (a flat vector that the model's input shape does not make (C, H, W) with C 1 or 3)."""
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        return None
+    images = data.images.cpu().numpy().reshape(len(data), *shape)
+    return build_atlas(images)
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    """'#1f77b4' or 'rgb(31, 119, 180)' -> (31, 119, 180)."""
+    c = colour.strip()
+    if c.startswith("#"):
+        return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
+    r, g, b = (int(float(v)) for v in c[c.index("(") + 1:c.index(")")].split(",")[:3])
+    return r, g, b
+
+
+def point_colours(labels: np.ndarray, n_classes: int, values: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3) uint8 colours as the map draws its points: the class colours (grey when unlabelled), or
+    Viridis over `values`' robust range (`robust_range`), as the plotly map's colour bar."""
+    labels = np.asarray(labels)
+    if values is None:
+        palette = np.array([hex_rgb(c) for c in class_colours(max(1, n_classes))] + [(153, 153, 153)], dtype=np.uint8)
+        return palette[np.where((labels >= 0) & (labels < n_classes), labels, len(palette) - 1)]
+    from plotly.colors import sequential
+
+    stops = np.array([hex_rgb(c) for c in sequential.Viridis], dtype=np.float64)        # (S, 3)
+    low, high = robust_range(values)
+    t = np.clip((np.asarray(values, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+    t = np.where(np.isfinite(t), t, 0.0)
+    at = np.linspace(0.0, 1.0, len(stops))
+    return np.stack([np.interp(t, at, stops[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def thumbnail_args(proj: Projection, labels: np.ndarray, classes: Sequence[str], atlas: Atlas, *,
+                   values: np.ndarray | None = None, value_name: str = "", selected: int | None = None,
+                   emphasis: int | None = None, own: np.ndarray | None = None, height: int = 660,
+                   size: int = 16, held: str | None = None) -> dict[str, Any]:
+    """What the thumbnail view (a canvas in the browser) needs to draw a 2-D map: the points' positions
+    (float32), test indices (= atlas cells, int32), classes (int16) and colours (RGB bytes) as raw bytes,
+    the atlas (PNG bytes, left out when `held`, the key of the atlas the browser says it holds, is
+    `atlas.key`) and its geometry, and plain values for the rest. The browser draws test image i from
+    cell i."""
+    if proj.dims != 2:
+        raise ConfigError("thumbnails are drawn on 2-D maps")
+    labels = np.asarray(labels)
+    if len(labels) != atlas.n:
+        raise DataError(f"the atlas holds {atlas.n:,} images, the split {len(labels):,}")
+    point_labels = labels[proj.index]
+    colours = point_colours(labels, len(classes), values)[proj.index]
+    legend = ([[str(name), "#%02x%02x%02x" % hex_rgb(c)] for name, c in zip(classes, class_colours(len(classes)))]
+              if values is None else [])
+    args: dict[str, Any] = dict(
+        geom=atlas.args(), view=view_id(proj), n_points=int(len(proj.index)),
+        xy=np.ascontiguousarray(proj.coords[:, :2], dtype="<f4").tobytes(),
+        index=np.ascontiguousarray(proj.index, dtype="<i4").tobytes(),
+        labels=np.ascontiguousarray(point_labels, dtype="<i2").tobytes(),
+        colours=np.ascontiguousarray(colours, dtype=np.uint8).tobytes(),
+        colour_key=hashlib.blake2b(colours.tobytes(), digest_size=6).hexdigest(),
+        classes=[str(c) for c in classes], legend=legend, value_name=str(value_name),
+        selected=int(selected) if selected is not None else -1,
+        emphasis=int(emphasis) if emphasis is not None else -1,
+        own=[float(own[0]), float(own[1])] if own is not None else None,
+        height=int(height), size=int(size), have=held)
+    if values is not None:
+        args["values"] = np.ascontiguousarray(np.asarray(values)[proj.index], dtype="<f4").tobytes()
+    if held != atlas.key:
+        args["atlas"] = atlas.png
+    return args
+
+
+def thumbnail_click(value: Any) -> tuple[str | None, int | None]:
+    """(click id, test index) of a click the thumbnail view reported, or (None, None): its value is
+    {'have': atlas key, 'click': id, 'index': i}, and carries no click until one happens."""
+    if not isinstance(value, Mapping):
+        return None, None
+    click, index = value.get("click"), value.get("index")
+    if not isinstance(click, str) or not click or isinstance(index, bool):
+        return None, None
+    try:
+        return click, int(index)
+    except (TypeError, ValueError):
+        return None, None
+
+
+def atlas_held(value: Any) -> str | None:
+    """The atlas key the browser reports it holds (so the atlas need not be sent again)."""
+    have = value.get("have") if isinstance(value, Mapping) else None
+    return have if isinstance(have, str) else None
+
+
 # --- background projections ------------------------------------------------------------------------
 @dataclass
 class Job:
@@ -300,7 +678,7 @@ class ProjectionJobs:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aecore-map")
 
-    def submit(self, key: Hashable, fn: Callable[[Progress], Projection]) -> Job:
+    def submit(self, key: Hashable, fn: Callable[[Progress], Any]) -> Job:
         """Start fn(progress) for `key` unless it is already running or done; returns its job."""
         with self._lock:
             job = self._jobs.get(key)
