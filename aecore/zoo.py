@@ -79,8 +79,13 @@ RECIPES: dict[str, Recipe] = {r.id: r for r in [
     _r("dae-saltpepper", "ae", "denoising AE trained on salt-and-pepper noise nu = 0.2",
        {"hidden": [256], "latent_dim": 64}, epochs=30, batch_size=128, lr=2e-3, noise="saltpepper:0.2",
        **COSINE),
-    _r("sparse-ae-l1", "sparse-ae", "one-layer sparse AE, 256 ReLU units, L1 penalty on the code",
-       {"latent_dim": 256, "penalty": "l1"}, epochs=20, batch_size=128, lr=1e-3, **COSINE),
+    # trained as Conerly et al. 2024 (aecore.models.sparse_ae): L1 weighted by decoder column norms, W_enc =
+    # W_dec^T at norm 0.1, lambda warmed up over the first 445 steps (5 %); plain L1 reached 85 % zeros only
+    # with 210-220 of 256 units dead, this one 85.4 % (MNIST) / 88.6 % (Fashion) with 0 / 10 dead
+    _r("sparse-ae-l1", "sparse-ae", "one-layer sparse AE, 256 ReLU units, L1 penalty weighted by decoder norms "
+       "(Conerly et al. 2024)",
+       {"latent_dim": 256, "penalty": "l1", "weight": 0.17, "l1_decoder_norm": True, "init_decoder_norm": 0.1,
+        "weight_warmup_steps": 445}, epochs=20, batch_size=128, lr=3e-3, **COSINE),
     # beta 10, lr 1e-2 and Ng's weight decay: the mean activation lands within 25 % of p (beta 3 left it 0.072)
     _r("sparse-ae-kl", "sparse-ae", "one-layer sparse AE, 256 sigmoid units, KL to target rate p = 0.05",
        {"latent_dim": 256, "penalty": "kl", "target_rate": 0.05, "weight": 10.0}, epochs=20, batch_size=128, lr=1e-2,
