@@ -29,7 +29,7 @@ PAGES = [
 sections: dict[str, list] = {}
 for file, title, icon, section in PAGES:
     sections.setdefault(section, []).append(st.Page(file, title=title, icon=icon, default=file == PAGES[0][0]))
-page = st.navigation(sections)
+page = st.navigation(sections, expanded=True)   # every page listed: no 'View more' to find in front of a class
 try:
     page.run()
 except Exception as err:  # never a traceback in front of a class; st.stop/st.rerun are BaseException

@@ -29,8 +29,18 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-def test_default_view_shows_metrics_grid_pca_and_errors(tiny_zoo):
+def test_page_opens_on_the_model_that_beats_pca_most(tiny_zoo):
+    from aecore.lab import catalog
+
+    entries = catalog.entries("mnist")
+    best = max((e for e in entries if e.pca_gain is not None), key=lambda e: e.pca_gain)
     at = page()
+    ok(at)
+    assert at.selectbox(key="model").value == best.ref == catalog.showcase(entries).ref
+
+
+def test_default_view_shows_metrics_grid_pca_and_errors(tiny_zoo):
+    at = page({"model": "mnist/ae-d2"})
     ok(at)
     assert at.selectbox(key="model").value == "mnist/ae-d2"
     measured = json.loads((tiny_zoo / "mnist" / "ae-d2" / "metrics.json").read_text())
