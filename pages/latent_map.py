@@ -13,8 +13,8 @@ from aecore.lab import latent as lt
 from aecore.viz import image_grid
 from aecore.maps import read_maps
 from pages._components.latent_thumbs import latent_thumbs
-from pages.common import (as_bool, bind, chart, download_png, model_page, own_image, plain, projector_on, show_error,
-                          showcase, sync_url, test_codes, test_data, tile_scale)
+from pages.common import (as_bool, bind, chart, columns, download_png, model_page, own_image, plain, projector_on,
+                          show_error, showcase, sync_url, test_codes, test_data, tile_scale)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -124,7 +124,7 @@ if method in ("umap", "tsne"):
                        "animation (a stage slider and ▶ Play under the map)"
                        + (". t-SNE's stages are runs stopped after more and more iterations: about 2.6 times "
                           "one map's time" if method == "tsne" else ". UMAP records them in one run"))
-f1, f2, f3 = st.columns([3.2, 1.6, 2.2])
+f1, f2, f3 = columns([3.2, 1.6, 2.2])          # on a projector: two to a row, labels whole
 with f1:
     st.text_input("Find a class or a test image", key="lm_find", max_chars=lt.MAX_FIND,
                   placeholder=f"a class ({', '.join(map(str, data.classes[:2]))}, …) or an image (#123)",
