@@ -8,10 +8,11 @@ import streamlit as st
 
 from aecore.data import load_dataset
 from aecore.errors import AecoreError
-from aecore.lab import export, jobs
+from aecore.lab import export, jobs, watch
 from aecore.models import BASELINE, GREEDY_STAGES, SEMI_SUPERVISED, get_model_class, list_models, models_with
 from aecore.paths import FOLDER_ROOTS_ENV, allowed_folder_roots
-from pages.common import chart, DATASETS, bind, plain, select_finished_run, show_error, sidebar, sync_url
+from pages.common import (PROJECTOR_PER_ROW, chart, DATASETS, bind, plain, projector_on, select_finished_run, show_error,
+                          sidebar, sync_url, tile_scale)
 
 FOLDER = "your images…"
 UPLOAD, SERVER = "an archive you upload", "a folder on this server"
@@ -239,6 +240,74 @@ def loss_caption(snap) -> None:
                                                 "before. It is not the per-pixel MSE of the other pages. " + measured))
 
 
+def controls(job: jobs.TrainingJob, snap: jobs.JobSnapshot) -> None:
+    """Pause / resume, step (to the epoch's end, or a few batches) and stop, for the running job. Each acts
+    in its click's callback, so the rerun that follows draws the new state."""
+    c1, c2, c3, c4 = st.columns(4)
+    if snap.status == "training" and not job.cancel.is_set():
+        if snap.control in ("paused", "pausing"):
+            held = snap.control == "paused"
+            c1.button("Resume", key="tr_resume", type="primary", on_click=job.resume, help="Train on from here")
+            c2.button(watch.step_label(snap.at_epoch_end), key="tr_step_epoch", disabled=not held,
+                      on_click=job.step, args=("epoch",),
+                      help="Train to the end of this epoch (from an epoch's end: one whole epoch), then pause "
+                           "again; the pictures show the model there")
+            c3.button(f"Step {watch.STEP_BATCHES} batches", key="tr_step_batch", disabled=not held,
+                      on_click=job.step, args=("batch", watch.STEP_BATCHES),
+                      help=f"Train on {watch.STEP_BATCHES} batches, then pause again")
+        else:
+            c1.button("Pause", key="tr_pause", on_click=job.pause,
+                      help="Hold the training after the current batch, to look at the model; Resume or Step go "
+                           f"on (a pause ends by itself after {watch.MAX_PAUSE / 60:g} minutes)")
+    if job.cancel.is_set():
+        c4.button("Stopping…", key="tr_stop", disabled=True)
+    else:
+        c4.button("Stop", key="tr_stop", on_click=job.stop,
+                  help="Frees the training slot at once; the run ends after the current batch and is saved if an "
+                       "epoch finished")
+
+
+def watch_section(snap: jobs.JobSnapshot) -> None:
+    """The model's reconstructions of fixed test images and the map of its codes, as it learns."""
+    view = snap.watch
+    if view is None:
+        if snap.watch_error:
+            st.caption(f"The pictures of the model stopped ({plain(snap.watch_error)}); the training goes on.")
+        elif snap.active:
+            st.caption("Pictures of the model (its reconstructions and a map of its codes) appear when training "
+                       "begins.")
+        return
+    st.markdown("**Watch it learn**")
+    upto = None
+    labels = [s.label for s in view.snapshots]
+    if not snap.active and len(labels) > 1:    # the run is over: its snapshots stay as they are
+        pick = st.select_slider("Look back: the model at", labels, value=labels[-1], key=f"tr_back_{snap.id}",
+                                help="The grid's last row and the map show the model at this snapshot")
+        upto = labels.index(pick)
+    try:
+        side = int(view.probe.images.shape[-1])
+        picture = watch.grid(view, scale=tile_scale(side), upto=upto,
+                             per_band=PROJECTOR_PER_ROW if projector_on() else watch.RECON_IMAGES)
+        rows = watch.grid_rows(view, upto=upto)[1]
+        figure = watch.map_figure(view, index=upto, height=380)
+    except Exception as err:  # noqa: BLE001 - a message, never a traceback
+        show_error(err)
+        return
+    left, right = (st.container(), st.container()) if projector_on() else st.columns([1, 1])
+    with left:
+        st.image(picture, caption=f"Rows: {' · '.join(rows)}. The same {len(view.probe.images)} test images every "
+                                  "time, and the model's reconstructions of them: 'epoch 3' at the end of epoch 3, "
+                                  "'epoch 4, 40 %' part-way through epoch 4. New at every epoch's end (more often "
+                                  "in long epochs).")
+    with right:
+        chart(figure, key="tr_map")
+        st.caption(watch.describe(view))
+    spent = f"{view.count} snapshots, {view.cost:.1f} s in all"
+    if snap.train_seconds:
+        spent += f" of the {snap.train_seconds:.0f} s of training"
+    st.caption(spent + ".")
+
+
 def panel() -> None:
     job = jobs.get(st.session_state.get(JOB_KEY))
     if job is None:
@@ -253,12 +322,8 @@ def panel() -> None:
             st.info(plain(notice))
     if snap.active:
         st.progress(min(max(snap.progress, 0.0), 1.0), text=f"{plain(snap.message)} — {snap.elapsed:.0f} s")
-        c1, c2 = st.columns([1, 3])
-        if job.cancel.is_set():
-            c1.button("Stopping…", key="tr_stop", disabled=True)
-        elif c1.button("Stop", key="tr_stop", help="Frees the training slot at once; the run ends after the current batch and is saved if an epoch finished"):
-            job.stop()
-        c2.caption("Closing this tab does not stop the run: it continues on the server and saves the model "
+        controls(job, snap)
+        st.caption("Closing this tab does not stop the run: it continues on the server and saves the model "
                    "when it finishes (the save is atomic, so a model folder is never half-written). "
                    "A stopped run is saved only if at least one epoch finished, with that epoch's weights.")
     else:
@@ -291,6 +356,7 @@ def panel() -> None:
                                    mime="application/zip", key="tr_zip", on_click="ignore")
             except AecoreError as err:
                 show_error(err)
+    watch_section(snap)
     if snap.steps:
         log_y = st.toggle("Log scale", key="tr_logy")
         chart(jobs.loss_figure(snap, log_y=log_y), key="tr_loss")

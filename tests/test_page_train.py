@@ -57,7 +57,7 @@ def test_train_a_tiny_model_and_find_it_in_the_picker(no_zoo):
     assert "page-digits (yours)" in picker.options and picker.value == "user:page-digits"
     assert at.selectbox(key="dataset").value == "digits"
     assert {m.label for m in at.metric} >= {"Test MSE / pixel", "PSNR", "Parameters"}
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2                          # the code map and the loss
     assert not at.button(key="tr_start").disabled
     # the run is the page's own: a fresh session does not see it
     other = page()
@@ -247,11 +247,85 @@ def test_offline_notice_once_and_a_loss_axis_in_plain_words(no_zoo):
     assert not at.exception and not at.error
     at = wait_for(at, lambda a: len(a.success) > 0)
     assert len(notices(at)) == 1                                   # the run's own copy is not shown again
-    import json
-    layout = json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    layout = loss_layout(at)
     assert layout["yaxis"]["title"]["text"] == jobs.LOSS_AXIS and "read-out" not in jobs.LOSS_AXIS
     about = next(c.value for c in at.caption if "What the loss is" in c.value)
     assert "squared error of the reconstruction, summed over the 784 pixel values" in about
     assert "not the per-pixel MSE of the other pages" in about
     shown = next(m.value for m in at.metric if m.label == "Test MSE / pixel")
     assert f"test MSE per pixel, the number the other pages show, is {shown}" in about
+
+
+# --- issue 18: watch a model learn, with pause, step and resume --------------------------------------------
+def layouts(at: AppTest) -> list[dict]:
+    import json
+    return [json.loads(c.proto.spec)["layout"] for c in at.get("plotly_chart")]
+
+
+def loss_layout(at: AppTest) -> dict:
+    return next(x for x in layouts(at) if x.get("yaxis", {}).get("title", {}).get("text") == jobs.LOSS_AXIS)
+
+
+def map_layout(at: AppTest) -> dict:
+    return next(x for x in layouts(at) if "Codes of" in x.get("title", {}).get("text", ""))
+
+
+def where(at: AppTest) -> str:
+    """The progress bar's text without the seconds: 'Paused: epoch 3 of 200, batch 4 of 11'."""
+    return at.get("progress")[0].proto.text.split(" — ")[0]
+
+
+def rows(at: AppTest) -> list[str]:
+    """The grid's row names, from its caption."""
+    return at.get("image")[0].captions[0].split("Rows: ", 1)[1].split(". The same", 1)[0].split(" · ")
+
+
+def test_watch_the_model_learn_pause_step_resume_and_look_back(no_zoo):
+    at = page()
+    at.radio(key="tr_data").set_value("digits").run()
+    at.slider(key="tr_epochs").set_value(200).run()
+    at.number_input(key="tr_latent").set_value(2).run()
+    at.text_input(key="tr_name").set_value("watched").run()
+    at.button(key="tr_start").click().run()
+    assert not at.exception and not at.error
+    at = wait_for(at, lambda a: len(a.get("image")) == 1 and len(a.get("plotly_chart")) == 2)
+    assert rows(at)[0] == "test image" and len(rows(at)) >= 2
+    assert "The same 8 test images every time" in at.get("image")[0].captions[0]
+    picture = map_layout(at)
+    assert picture["xaxis"]["title"]["text"] == "code unit 0"               # a 2-D code is its own map
+    assert any("fixed test images, drawn on the code's own axes" in c.value for c in at.caption)
+    assert {b.key for b in at.button} >= {"tr_pause", "tr_stop"}
+
+    at.button(key="tr_pause").click().run()
+    at = wait_for(at, lambda a: where(a).startswith("Paused: epoch"))
+    held = where(at)
+    assert {b.key for b in at.button} >= {"tr_resume", "tr_step_epoch", "tr_step_batch", "tr_stop"}
+    epoch = int(held.split("epoch ")[1].split(" of")[0])
+    at_end = held.endswith("batch 11 of 11")               # a pause on an epoch's last batch holds at its end
+    assert at.button(key="tr_step_epoch").label == ("Step one epoch" if at_end else "Step to the epoch's end")
+    assert rows(at)[-1] == (f"epoch {epoch}" if at_end else f"epoch {epoch}, {100 * int(held.split('batch ')[1].split(' of')[0]) / 11:.0f} %")
+    time.sleep(1.0)
+    at.run()
+    assert where(at) == held                                               # nothing moves while paused
+
+    at.button(key="tr_step_epoch").click().run()
+    at = wait_for(at, lambda a: where(a).startswith("Paused") and where(a) != held)
+    assert at.button(key="tr_step_epoch").label == "Step one epoch"
+    epoch += at_end                                                        # from an epoch's end: the next one
+    assert where(at) == f"Paused: epoch {epoch} of 200, batch 11 of 11"
+    assert rows(at)[-1] == f"epoch {epoch}"                                # the model it holds: that epoch's end
+    at.button(key="tr_step_batch").click().run()
+    at = wait_for(at, lambda a: where(a).startswith("Paused") and where(a).endswith("batch 10 of 11"))
+    assert rows(at)[-1].startswith(f"epoch {epoch + 1}, ")
+
+    at.button(key="tr_resume").click().run()
+    at = wait_for(at, lambda a: where(a).startswith("Training"))
+    at.button(key="tr_stop").click().run()
+    at = wait_for(at, lambda a: len(a.warning) > 0 or len(a.success) > 0)
+    assert "Stopped by you" in at.warning[0].value
+    back = next(s for s in at.select_slider if s.key.startswith("tr_back_"))
+    assert back.options[0] == "untrained" and back.value == back.options[-1]
+    back.set_value("untrained").run()
+    assert not at.exception and rows(at)[-1] == "untrained"
+    assert "untrained" in map_layout(at)["title"]["text"]
+    assert not jobs.active_jobs()

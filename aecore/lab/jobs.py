@@ -38,6 +38,12 @@ and bounded:
   - saving (a few atomic file writes) never holds a slot: a Stop there lets the save finish.
 A worker thread left behind only ever fills its own result box, which nothing reads any more: it
 never writes into the job's state and never saves a model (saving is the job thread's alone).
+
+Watching and pausing (`aecore.lab.watch`): a job takes snapshots of the model on fixed test images
+(their reconstructions, a 2-D map of codes) as it trains, for the Train page, and can be paused,
+stepped (to the end of the epoch, or N batches) and resumed: `pause()`, `step()`, `resume()`. Both are
+trainer callbacks, so the trainer knows nothing of them. A paused run keeps its slot (it is still
+training) for at most `watch.MAX_PAUSE`; a Stop ends a pause at once, as any Stop.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ import torch
 from aecore.data import dataset_info, load_dataset, split_off
 from aecore.data.base import ImageData
 from aecore.errors import AecoreError, ConfigError, DataError
+from aecore.lab import watch as watching
 from aecore.lab.serving import use_machine_threads
 from aecore.models import (GENERATIVE, GREEDY_STAGES, RANKED_CODE, SEMI_SUPERVISED, get_model_class, has_role,
                            list_models, make_config, models_with)
@@ -420,6 +427,15 @@ class JobSnapshot:
     path: str | None
     metrics: dict[str, Any]
     loss_about: str = ""          # what the training loss is (`loss_about`), for the chart's caption
+    control: str = "running"      # pause / step state (`watch.Control.state`): running, pausing, paused, stepping
+    at_epoch_end: bool = False    # paused at an epoch's end (else after a batch)
+    watch: watching.WatchView | None = None   # the snapshots so far (None: not watched, or none yet)
+    watch_error: str | None = None            # why the snapshots stopped (the run went on)
+    train_seconds: float | None = None        # wall time of the training phase (Trainer.fit), once over
+
+    @property
+    def paused(self) -> bool:
+        return self.status == "training" and self.control == "paused"
 
     @property
     def active(self) -> bool:
@@ -455,8 +471,9 @@ class _Recorder(Callback):
                     job._parts = {k: v[::2] for k, v in job._parts.items()}
             job._progress = state.progress
             stage = f"{state.stage}, " if state.n_stages > 1 else ""
-            job._message = (f"Training: {stage}epoch {state.epoch + 1} of {state.epochs}, "
-                            f"batch {state.batch} of {state.batches_per_epoch}")
+            job._where = (f"{stage}epoch {state.epoch + 1} of {state.epochs}, "
+                          f"batch {state.batch} of {state.batches_per_epoch}")
+            job._message = f"Training: {job._where}"
 
     def on_epoch_end(self, state: TrainState) -> None:
         with self.job._lock:
@@ -509,6 +526,21 @@ class _Worker:
 _LEFT_BEHIND: list[threading.Thread] = []      # workers abandoned while still running (for the log)
 
 
+def _keep_a_thread_pool() -> None:
+    """Give the job's thread an OpenMP thread pool of its own, kept while it waits on the trainer.
+
+    GNU OpenMP (torch's CPU threads) lets a waiting thread spin at length while it counts no more
+    threads in the process than CPUs, and only briefly, then sleep, when it counts more. The CLI
+    loads its data in the thread that calls the trainer, so that thread's pool exists and the
+    trainer's threads wait politely; a job loads in a worker thread that ends (its pool with it), so
+    the trainer's threads alone were counted and spun. On a machine busy with other work (other
+    sessions, other programs) a spinning thread burns the time slices its team-mate needs: a job
+    trained 10-20 x slower than the same run from the CLI (bench/training_view_overhead.py, 2026-12-03).
+    One small parallel operation here keeps this thread's pool, so a job waits as the CLI does."""
+    if torch.get_num_threads() > 1:
+        torch.ones(1 << 18).add_(1.0)          # above torch's grain size: runs on the pool's threads
+
+
 def left_behind() -> int:
     """How many abandoned worker threads (a stuck or slow load or measurement) are still running."""
     with _REGISTRY_LOCK:
@@ -520,7 +552,7 @@ class TrainingJob:
     """One training run in a daemon thread. Construct through `start()` (it checks the limits)."""
 
     def __init__(self, spec: JobSpec, name: str, model: torch.nn.Module, *,
-                 callbacks: Iterable[Callback] = (), device: str | None = None):
+                 callbacks: Iterable[Callback] = (), device: str | None = None, watch: bool = True):
         self.id = uuid.uuid4().hex[:12]
         self.spec = spec
         self.requested_name = spec.name
@@ -529,6 +561,12 @@ class TrainingJob:
         self.loss_about = loss_about(model)
         self.device = device
         self.cancel = threading.Event()
+        self.control = watching.Control(self.cancel)     # pause / step / resume (aecore.lab.watch)
+        self.watching = watch                            # take snapshots (aecore.lab.watch.Snapshots)
+        self._watch: watching.Snapshots | None = None
+        self._watch_error: str | None = None
+        self._where = ""
+        self._train_seconds: float | None = None
         self._callbacks = list(callbacks)
         self._lock = threading.Lock()
         self._status: str = "queued"
@@ -555,6 +593,18 @@ class TrainingJob:
             if self._status == "queued":          # its thread has not begun: it will do nothing
                 self._status, self._message = "stopped", "Stopped before it began: nothing was saved."
                 self._finished = time.monotonic()
+        self.control.wake()                       # a paused run ends its hold at once
+
+    def pause(self) -> None:
+        """Hold the training at the next batch's end (see `aecore.lab.watch.Control`)."""
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def step(self, unit: str = "epoch", count: int = 1) -> None:
+        """Go on to the end of the epoch ('epoch') or for `count` batches ('batch'), then hold again."""
+        self.control.step(unit, count)
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
@@ -578,18 +628,28 @@ class TrainingJob:
             return self._status
 
     def snapshot(self) -> JobSnapshot:
+        control, at_epoch_end, timed_out = self.control.state, self.control.at_epoch_end, self.control.ended_by_time
+        view = self._watch.view() if self._watch is not None else None
+        watch_error = self._watch.error if self._watch is not None else self._watch_error
         with self._lock:
             end = self._finished if self._finished is not None else time.monotonic()
+            message, notices = self._message, list(self._notices)
+            if self._status == "training" and control in ("paused", "pausing") and self._where:
+                message = (f"Paused: {self._where}" if control == "paused" else f"Pausing after this batch: {self._where}")
+            if timed_out:
+                notices.append(f"A pause ends by itself after {watching.MAX_PAUSE / 60:g} minutes (a paused run keeps "
+                               "one of the machine's training slots), so this run went on.")
             return JobSnapshot(
                 id=self.id, name=self.name, requested_name=self.requested_name, spec=self.spec.to_dict(),
-                status=self._status, progress=self._progress, message=self._message, error=self._error,
-                notices=list(self._notices), steps=list(self._steps),
+                status=self._status, progress=self._progress, message=message, error=self._error,
+                notices=notices, steps=list(self._steps),
                 parts={k: list(v) for k, v in self._parts.items()},
                 epochs=[dict(r) for r in self._epochs], stage_starts=list(self._stage_starts),
                 elapsed=end - self._started,
                 saved=f"user:{self.name}" if self._path is not None else None,
                 path=str(self._path) if self._path is not None else None, metrics=dict(self._metrics),
-                loss_about=self.loss_about)
+                loss_about=self.loss_about, control=control if self._status == "training" else "running",
+                at_epoch_end=at_epoch_end, watch=view, watch_error=watch_error, train_seconds=self._train_seconds)
 
     # --- the thread ------------------------------------------------------------------------
     def _set(self, **values: Any) -> None:
@@ -648,6 +708,7 @@ class TrainingJob:
         work = None
         try:
             use_machine_threads()      # pages compute on one thread each (serving.py); training keeps the default
+            _keep_a_thread_pool()
             work = Path(tempfile.mkdtemp(prefix=f"aecore-job-{self.id}-"))   # per-epoch checkpoints
             self._train_and_save(work)
         except _Stopped:
@@ -660,6 +721,8 @@ class TrainingJob:
         finally:
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)
+            if self._watch is not None:
+                self._watch.close()          # the snapshots stay; the model and its device copies go
             with self._lock:
                 if self._status in ACTIVE:        # cannot happen; never leave a job "running" for ever
                     self._status, self._message = "failed", "Failed"
@@ -715,10 +778,25 @@ class TrainingJob:
             with self._lock:
                 self._notices.append(notice)
         config = train_config(spec)
+        callbacks: list[Callback] = [_Recorder(self)]
+        if self.watching:              # after the recorder: a snapshot's label agrees with the progress text
+            try:
+                snapshots = watching.Snapshots(model, watching.Probe.of(test, seed=spec.seed, noise=spec.noise))
+            except Exception as err:  # noqa: BLE001 - the pictures are never worth the run
+                log.warning("training job %s (%s): no snapshots: %s", self.id, self.name, err)
+                self._watch_error = str(err)
+            else:
+                self.control.on_hold.append(snapshots.capture_if_stale)     # a pause shows the model it holds
+                callbacks.append(snapshots)
+                with self._lock:
+                    self._watch = snapshots
         self._enter("training", "Training…")
-        trainer = Trainer(model, train, config=config, val=val, callbacks=[_Recorder(self), *self._callbacks],
+        trainer = Trainer(model, train, config=config, val=val, callbacks=[*callbacks, self.control, *self._callbacks],
                           device=self.device, checkpoint_dir=work, cancel=self.cancel)
+        began = time.perf_counter()
         result = trainer.fit()
+        with self._lock:
+            self._train_seconds = time.perf_counter() - began
         notes_cut: list[str] = []
         if result.cancelled:
             if not result.history:
@@ -835,10 +913,11 @@ def _warm_imports(spec: JobSpec) -> None:
 
 
 def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
-          callbacks: Iterable[Callback] = (), device: str | None = None) -> TrainingJob:
+          callbacks: Iterable[Callback] = (), device: str | None = None, watch: bool = True) -> TrainingJob:
     """Check the spec and the limits, then start a job; JobError (a message for the user) if not.
     A `folder:` dataset must be one an app visitor may read (`app_folder`); the job trains on its
-    resolved path."""
+    resolved path. `watch`: take snapshots for the Train page (`aecore.lab.watch`); pause / step /
+    resume work either way."""
     model = check_spec(spec)
     spec = app_spec(spec)
     _warm_imports(spec)
@@ -854,7 +933,7 @@ def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
                 raise JobError(f"a model named {name!r} exists already (or is being trained); choose another "
                                "name — models are never overwritten from the app")
             name = free_name(name)
-        job = TrainingJob(spec, name, model, callbacks=callbacks, device=device)
+        job = TrainingJob(spec, name, model, callbacks=callbacks, device=device, watch=watch)
         if name != spec.name.strip():
             job._notices.append(f"A model named {spec.name.strip()} exists already, so this one is saved as "
                                 f"{name} (nothing is overwritten).")
