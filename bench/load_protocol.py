@@ -57,7 +57,7 @@ from urllib.parse import parse_qs, urlparse
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load_sessions import cpu_seconds, descendants, machine_busy_seconds  # noqa: E402  (/proc readers)
+from bench.load_sessions import cpu_seconds, descendants, machine_busy_seconds, rss_bytes  # noqa: E402
 from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 from streamlit.proto.NumberInput_pb2 import NumberInput  # noqa: E402
@@ -631,15 +631,8 @@ async def browser_bench_loop(url: str, index: int, *, duration: float, timeout: 
 
 # --- the server ------------------------------------------------------------------------------------------
 def rss_mb(pid: int | None) -> float | None:
-    if not pid:
-        return None
-    total = 0
-    for p in descendants(pid):
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
-        except (OSError, StopIteration, ValueError):
-            continue
+    """Resident MB of a process and its descendants; None without one."""
+    total = rss_bytes(pid) if pid else 0
     return round(total / 2**20, 1) if total else None
 
 
