@@ -212,17 +212,19 @@ def test_choices_survive_sidebar_navigation_and_back(server, browser):
     _settle(page)
     _pick(page, 0, "fashion-mnist")
     assert f"{FASHION_MODEL} (yours)" in _sidebar_choice(page, 1)
-    seed = page.locator('[data-testid="stMain"] input[aria-label="Seed"]')
-    for attempt in range(3):            # a value typed while the page redraws can be lost: type it again
-        seed.fill("7")
-        seed.press("Enter")
+    # While a rerun redraws, the faded old input and the new one can both be there, and a value typed
+    # into the old one is lost: settle, type it into the one shown, and again if the link did not take it.
+    for attempt in range(3):
+        _settle(page)
         try:
+            seed = page.locator('[data-testid="stMain"] input[aria-label="Seed"]').last
+            seed.fill("7")
+            seed.press("Enter")
             page.wait_for_function("() => location.search.includes('seed=7')", timeout=30_000)
             break
         except Exception:
             if attempt == 2:
                 raise
-            _settle(page)
     _settle(page)
     for title in ["Corrupt & denoise", "Latent map", "Filters", "Sparsity", "Units", "Compare", "Reconstructions"]:
         _go(page, title)
