@@ -383,9 +383,9 @@ def test_codes(sel: Selection) -> np.ndarray:
 
 
 def dataset_choices() -> list[str]:
-    """The datasets that work offline and have a model, then any other one a listed model was trained on (a `folder:`
-    model trained on the Train page, the rank-ordered AE's cifar10-patches) that this server may load:
-    a known dataset name, or a `folder:` inside an allowed root (`check_dataset`)."""
+    """The datasets that work offline and have a model, then any other one a listed model was trained
+    on (a `folder:` model trained on the Train page, the rank-ordered AE's cifar10-patches) that this
+    server may load: a known dataset name, or a `folder:` inside an allowed root (`check_dataset`)."""
     trained_on = {e.dataset for e in catalog.entries()}
     offline = [d for d in DATASETS if d in trained_on] or DATASETS      # `digits` has no model: not offered
     return offline + sorted(d for d in trained_on - set(DATASETS) - {""} if dataset_allowed(d))
