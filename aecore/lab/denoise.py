@@ -113,14 +113,14 @@ def _short(ref: str) -> str:
 
 
 def preferred_model(entries: list[Entry], facts: Mapping[str, Facts], kind: str) -> str | None:
-    """The denoiser to show first for this noise kind: a pretrained dae-* trained on that kind, else
-    any model trained on it (pretrained first), else None."""
+    """The denoiser to show first for this noise kind: a pretrained plain autoencoder (BASELINE role)
+    trained on that kind, else any model trained on it (pretrained first), else None. Chosen by role,
+    not by a name prefix."""
     matching = [e for e in entries if facts.get(e.ref) and facts[e.ref].noise and facts[e.ref].noise.kind == kind
                 and can_denoise(e, facts.get(e.ref))]
     if not matching:
         return None
-    rank = lambda e: (e.ref.startswith(USER_PREFIX), not _short(e.ref).startswith("dae"),  # noqa: E731
-                      not has_role(e.model, BASELINE))
+    rank = lambda e: (e.ref.startswith(USER_PREFIX), not has_role(e.model, BASELINE))  # noqa: E731
     return min(matching, key=rank).ref
 
 
