@@ -100,6 +100,7 @@ class Widget:
     type: str                      # the Element oneof: slider, selectbox, ...
     proto: Any                     # that element's proto (options, min, max, spec, ...)
     state: WidgetState | None      # what the frontend holds and sends; None: nothing until the user acts
+    fragment: str = ""             # the st.fragment it was drawn in: a change reruns only that fragment
 
     @property
     def label(self) -> str:
@@ -251,7 +252,7 @@ class Session:
         elif kind == "page_info_changed":
             self.query = msg.page_info_changed.query_string
         elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
-            self._element(msg.delta.new_element)
+            self._element(msg.delta.new_element, msg.delta.fragment_id)
         elif kind == "auto_rerun":
             self.auto_rerun = (msg.auto_rerun.interval, msg.auto_rerun.fragment_id)
         elif kind == "stop_auto_rerun":
@@ -268,7 +269,7 @@ class Session:
                 self.finish_status = FINISHED[status]
                 self.finished.set()
 
-    def _element(self, element) -> None:
+    def _element(self, element, fragment: str = "") -> None:
         which = element.WhichOneof("type")
         self.elements.append(element)
         run = self.current
@@ -285,7 +286,7 @@ class Session:
                 return
             old = self.widgets.get(wid)
             self.widgets[wid] = Widget(wid, widget_key(wid), which, proto,
-                                       initial_state(which, proto, old.state if old else None))
+                                       initial_state(which, proto, old.state if old else None), fragment)
             self.seen.add(wid)
 
     # -- what the page shows -------------------------------------------------------------------------
@@ -304,8 +305,10 @@ class Session:
         return out + ([change] if change is not None else [])
 
     async def rerun(self, kind: str, *, page: str | None = None, change: WidgetState | None = None,
-                    fragment_id: str = "") -> Run:
-        """Send one rerun_script and wait for the run's end; the time from the send to script_finished."""
+                    fragment_id: str = "", auto: bool = True) -> Run:
+        """Send one rerun_script and wait for the run's end; the time from the send to script_finished.
+        `fragment_id`: rerun only that fragment, as the browser does for a widget drawn in one (`auto`: the
+        fragment's own timer asked, as a live panel's poll)."""
         run = Run(kind)
         self.current = run
         msg = BackMsg()
@@ -323,7 +326,7 @@ class Session:
         cs.widget_states.widgets.extend(states)
         self.fragment_run = bool(fragment_id)
         if fragment_id:
-            cs.fragment_id, cs.is_auto_rerun = fragment_id, True
+            cs.fragment_id, cs.is_auto_rerun = fragment_id, auto
         self.finished.clear()
         self.finish_status = None
         t0 = time.perf_counter()
@@ -368,7 +371,7 @@ class Session:
                 target.data.extend(v)
             else:
                 setattr(s, name, v)
-        return await self.rerun(kind, change=s)
+        return await self.rerun(kind, change=s, fragment_id=w.fragment, auto=False)
 
 
 # --- the interactions ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas  # noqa: F401  whole, before any page runs: plotly reads sys.modules for it and, while another
                # session's thread was still importing it, got a half-made module ('no attribute Series')
+import plotly.graph_objects as go
 import streamlit as st
 
 from aecore.data import dataset_info, load_dataset
@@ -24,7 +25,7 @@ from aecore.data.registry import FOLDER_PREFIX
 from aecore.device import pick_device
 from aecore.errors import AecoreError, ConfigError
 from aecore.lab import catalog
-from aecore.lab.serving import freeze_long_lived, use_session_threads
+from aecore.lab.serving import freeze_long_lived, limit_malloc_arenas, start_memory_trimmer, use_session_threads
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.paths import check_allowed_folder
 from aecore.store import LoadedModel
@@ -316,16 +317,53 @@ def projector_switch() -> None:
                 "[data-testid='stMetricValue'] {{ font-size: 1.75rem; }}</style>")
 
 
-def chart(fig, **kwargs: Any):
-    """st.plotly_chart with the app's layout: the title and legend on the left, clear of Plotly's
-    toolbar (top right), larger text on a projector; `kwargs` go to st.plotly_chart."""
+def _app_layout(fig) -> None:
+    """The app's chart layout on a plotly figure: the title and legend on the left, clear of Plotly's
+    toolbar (top right)."""
     layout = fig.layout
     top = layout.margin.t if layout.margin.t is not None else 0
     fig.update_layout(margin_t=max(top, 70 if layout.title.text else 40), title_x=0.0, title_xanchor="left")
     if layout.showlegend is not False and layout.legend.orientation is None:
         fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0))
-    if projector_on():
-        fig.update_layout(font_size=PROJECTOR_CHART_FONT)
+
+
+def chart_spec(fig) -> dict:
+    """`fig` laid out as `chart` lays it out, as plotly's JSON-ready dict: what a page caches once for every
+    session (st.cache_resource) and hands to `chart` with each visitor's own traces added."""
+    _app_layout(fig)
+    return fig.to_dict()
+
+
+class _Spec(go.Figure):
+    """A figure already in plotly's dict form. st.plotly_chart asks a figure only for to_dict(), so a
+    rerun showing a cached map skips plotly's validation of its 10,000 points (about 70 ms a click on the
+    Latent map, with 30 sessions on one server: bench/README.md)."""
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        self._spec = spec
+
+    def to_dict(self) -> dict:
+        return self._spec
+
+
+def chart(fig, *, traces: tuple[dict, ...] | list[dict] = (), **kwargs: Any):
+    """st.plotly_chart with the app's layout (`_app_layout`), larger text on a projector; `kwargs` go to
+    st.plotly_chart. `fig` is a plotly figure, or a `chart_spec` dict with `traces` (plotly trace dicts:
+    this visitor's selection, their own image) drawn over it; the dict itself is never changed. A figure
+    cached for every session may come here from visitors with and without the projector on: the font is
+    set or cleared each time, never left from the last visitor."""
+    font = PROJECTOR_CHART_FONT if projector_on() else None
+    if isinstance(fig, dict):
+        layout = {**fig.get("layout", {})}
+        layout["font"] = {**layout.get("font", {}), "size": font} if font else \
+            {k: v for k, v in layout.get("font", {}).items() if k != "size"}
+        fig = _Spec({**fig, "data": [*fig.get("data", []), *traces], "layout": layout})
+    else:
+        _app_layout(fig)
+        fig.layout.font.size = font
+        for trace in traces:
+            fig.add_trace(trace)
     config = {"displaylogo": False, **kwargs.pop("config", {})}
     return st.plotly_chart(fig, config=config, **kwargs)
 
@@ -565,6 +603,9 @@ def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22
 
 # The server's imports are done: Streamlit's gc.collect(2) after every run no longer scans them.
 freeze_long_lived()
+# Every script run is a new thread: few malloc arenas, and free memory handed back (a class's 300 tabs).
+limit_malloc_arenas()
+start_memory_trimmer()
 
 # Last, so that a session importing this module while another one's import is cut short here still
 # finds every name defined. Every page imports this module first.

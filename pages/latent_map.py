@@ -13,8 +13,8 @@ from aecore.lab import latent as lt
 from aecore.viz import image_grid
 from aecore.maps import read_maps
 from pages._components.latent_thumbs import latent_thumbs
-from pages.common import (as_bool, bind, chart, columns, download_png, model_page, own_image, plain, projector_on,
-                          show_error, showcase, sync_url, test_codes, test_data, tile_scale)
+from pages.common import (as_bool, bind, chart, chart_spec, columns, download_png, model_page, own_image, plain,
+                          projector_on, show_error, showcase, sync_url, test_codes, test_data, tile_scale)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -44,6 +44,15 @@ def _maps(path: str, version: str) -> dict:
 def _atlas(dataset: str, n: int, shape: tuple, _data) -> lt.Atlas | None:
     """The test split's sprite atlas (one PNG, cell i = image i): per dataset, not per model."""
     return lt.atlas_of(_data, shape)
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def _map_spec(view: str, ref: str, version: str, colour: str, unit: int, emphasis: int | None, height: int,
+              _proj: lt.Projection, _values: np.ndarray | None, value_name: str) -> dict:
+    """The map as every visitor of this model and view sees it, before their own marks (the selected
+    image's ring, their image's star): built once per server, not on every click (`chart_spec`)."""
+    return chart_spec(lt.map_figure(_proj, labels, data.classes, values=_values, value_name=value_name,
+                                    height=height, code_dim=code_dim, emphasis=emphasis))
 
 
 @st.cache_resource(max_entries=16, show_spinner="Projecting…")
@@ -258,108 +267,12 @@ with own_box:
         except AecoreError as err:
             st.error(plain(f"Cannot use this image: {err}"))
 
-# --- the map -----------------------------------------------------------------------------------------
-bind("lm_index", 0, int, lo=0, hi=n_images - 1)
-view = lt.view_id(proj)                 # a box or lasso drawn on another map (method, dims, seed) is dropped
-st.session_state["lm_view"] = view
-if (st.session_state.get("lm_picked") or {}).get("view") != view:
-    st.session_state.pop("lm_picked", None)
-chart_key = f"lm_chart-{view}"          # a fresh chart widget per map: no selection carried over
-
-
-def _on_select() -> None:
-    """A click or box/lasso on the map: the first point becomes the selected image."""
-    event = st.session_state.get(chart_key) or {}
-    picked = lt.selection_indices(event.get("selection"))
-    st.session_state["lm_picked"] = {"view": view, "points": picked}
-    if picked:
-        st.session_state["lm_index"] = picked[0]
-
-
-def _on_thumb() -> None:
-    """A click on a thumbnail: that image becomes the selected one (reports of the atlas held are no click)."""
-    click, index = lt.thumbnail_click(st.session_state.get("lm_thumbs"))
-    if click is not None and click != st.session_state.get("lm_thumb_click") and 0 <= index < n_images:
-        st.session_state["lm_thumb_click"] = click
-        st.session_state["lm_index"] = index
-        st.session_state["lm_picked"] = {"view": view, "points": [index]}
-
-
-values, value_name = None, ""
-try:
-    if colour == "error":
-        values, value_name = _errors(entry.ref, version, sel.dataset, model), "MSE"
-    elif colour == "unit":
-        values, value_name = codes[:, int(st.session_state["lm_unit"])], f"code unit {int(st.session_state['lm_unit'])}"
-except AecoreError as err:
-    show_error(err)
-selected = int(st.session_state["lm_index"])
-feedback = st.container()     # always there, as status_box
-if found.kind == "class":
-    members = labels == found.value
-    feedback.caption(f"Highlighting {plain(found.message)}: {int(members.sum()):,} test images, "
-               f"{int(members[proj.index].sum()):,} of them on this map; the other points fade. Clear the box "
-               "to see all again.")
-elif found.kind == "index":
-    spot = ("ringed on the map" if proj.position_of(found.value) is not None
-            else "not on this map (outside the t-SNE subset)")
-    feedback.caption(f"Found {plain(found.message)} ({_class_of(found.value)}): {spot}, and shown below.")
-elif found.kind == "unknown":
-    feedback.warning(plain(found.message))
-atlas = _atlas(sel.dataset, n_images, tuple(shape), data) if images_on else None
-if images_on and atlas is None:
-    st.info(f"{plain(sel.dataset)}'s images are not pictures this view can draw; here is the map without them.")
-    images_on = False
-if images_on:
-    args = lt.thumbnail_args(proj, labels, data.classes, atlas, values=values, value_name=value_name,
-                             selected=selected, emphasis=emphasis, own=own_pos, height=660,
-                             size=int(st.session_state["lm_size"]),
-                             held=lt.atlas_held(st.session_state.get("lm_thumbs")))
-    latent_thumbs(key="lm_thumbs", on_change=_on_thumb, **args)
-    st.caption(f"{note} Each point is its test image{', in its class colour' if values is None else ''}"
-               f"{' (grey images as ink of that colour)' if values is None and shape[0] == 1 else ''}: "
-               f"{len(proj.index):,} thumbnails cut from one {atlas.cols * atlas.cell_w:,} × "
-               f"{atlas.rows * atlas.cell_h:,} px picture ({len(atlas.png) / 2**20:.1f} MB, sent once). Hover for "
-               "the image, larger, with its index and class; click it to select it (below). Scroll to zoom, drag "
-               "to pan, double-click to see the whole map. Turn off Show images for box selection"
-               f"{', the stages' if stages else ''} and 3-D.")
-else:
-    fig = lt.map_figure(proj, labels, data.classes, values=values, value_name=value_name, highlight=[selected],
-                        own=own_pos, height=660 if dims == 2 else 720, code_dim=code_dim, emphasis=emphasis)
-    if stages:
-        fig = lt.add_stages(fig, proj, stages)
-    chart(fig, key=chart_key, on_select=_on_select, selection_mode=("points", "box", "lasso"),
-          config={"scrollZoom": True, "displaylogo": False})
-    how = ("Drag to rotate, scroll to zoom; plotly has no box selection in 3-D, so click a point or type its index."
-           if dims == 3 else "Click a point, or draw a box or lasso (toolbar), to see the images below; Show "
-                             "images draws each point as its image.")
-    st.caption(f"{note} Hover shows an image's index, class and position. {how}")
-    if stages:
-        st.caption(f"▶ Play runs through {len(stages)} stages of the {label} layout, the stage slider picks one "
-                   "(each stage fills the view: watch the shape, not the scale). "
-                   + ("They are one UMAP run seen after more and more epochs; the last is the map."
-                      if method == "umap" else
-                      "Each is t-SNE with the same seed stopped after that many iterations, the start of the full "
-                      "run; the first 250 exaggerate the attractions to form clusters (sklearn's early "
-                      "exaggeration)."))
-if values is not None:
-    low, high = lt.robust_range(values[proj.index])
-    what = (f"per-image MSE of {plain(entry.label)}'s reconstruction (mean {float(values.mean()):.4f}); bright "
-            "points are the images it reconstructs worst" if colour == "error"
-            else f"the value of code unit {int(st.session_state['lm_unit'])}")
-    first, last = (lt.ordinal(p) for p in lt.ROBUST_PERCENTILES)
-    st.caption(f"Colour: {what}. The colour scale spans the {first} to {last} percentile ({low:.4g} to {high:.4g}), "
-               "so a few extreme images do not wash out the rest; hover for exact values.")
-st.download_button("Download map coordinates + codes (CSV)",
-                   lambda: lt.coords_csv(proj, labels, data.classes, codes),
-                   file_name=f"{slug}-{proj.method}-{proj.dims}d.csv", mime="text/csv", key="lm_csv")
-
 side = shape[-1] if len(shape) == 3 else 8
 scale = tile_scale(side)
 per_row = max(1, ROW_PX[projector_on()] // ((side + 2) * scale))     # tiles across without shrinking
 
 
-def _show_detail(d: lt.Detail, title: str) -> None:
+def _show_detail(d: lt.Detail, title: str, metric: str) -> None:
     """The image beside its reconstruction, then its nearest neighbours, each as one picture at the
     page's tile size (no caption under a narrow tile, where words would break), named in a caption."""
     beside = not projector_on()          # on a projector the tiles need the whole width: one above the other
@@ -376,53 +289,159 @@ def _show_detail(d: lt.Detail, title: str) -> None:
                    + ".")
 
 
-# --- the selected image and its neighbours ------------------------------------------------------------
-st.subheader("Selected image")
-r1, r2, r3 = st.columns(3)
-with r1:
-    st.number_input(f"Index (0 to {n_images - 1:,})", 0, n_images - 1, step=1, key="lm_index")
-with r2:
-    bind("lm_k", 8, int, lo=1, hi=32)
-    k = st.slider("Neighbours", 1, 32, key="lm_k")
-with r3:
-    bind("lm_metric", "euclidean", choices=list(lt.METRICS))
-    metric = st.radio("Distance", list(lt.METRICS), key="lm_metric", horizontal=True)
-sync_url("lm_index", "lm_k", "lm_metric")
-selected = int(st.session_state["lm_index"])
-try:
-    info = lt.detail(model, data, codes, index=selected, k=k, metric=metric)
-except AecoreError as err:
-    show_error(err)
-else:
-    pos = proj.position_of(selected)
-    where = (f"at ({', '.join(f'{v:.2f}' for v in pos)}), ringed on the map" if pos is not None
-             else "not on this map (outside the t-SNE subset)")
-    _show_detail(info, f"Test image #{selected} ({_class_of(selected)}) {where}.")
-    same = int(sum(labels[j] == labels[selected] for j in info.neighbours))
-    st.caption(f"{same} of its {len(info.neighbours)} neighbours {'shares' if same == 1 else 'share'} its class.")
-    strip = image_grid(torch.cat([info.image, info.recon, info.neighbour_images]),
-                       nrow=len(info.neighbours) + 2, scale=2)
-    download_png(strip, f"{slug}-{selected}-neighbours.png", label="Download strip (PNG)", key="lm_png_strip")
+# --- the map, the selected image and a box selection: one fragment, so a click on the map or a change
+# of the selection's controls reruns only this part of the page (30 sessions on one server, bench/README.md)
+@st.fragment
+def _map_view() -> None:
+    # --- the map ---------------------------------------------------------------------------------------
+    bind("lm_index", 0, int, lo=0, hi=n_images - 1)
+    view = lt.view_id(proj)                 # a box or lasso drawn on another map (method, dims, seed) is dropped
+    st.session_state["lm_view"] = view
+    if (st.session_state.get("lm_picked") or {}).get("view") != view:
+        st.session_state.pop("lm_picked", None)
+    chart_key = f"lm_chart-{view}"          # a fresh chart widget per map: no selection carried over
+    show_images = images_on
 
-# --- a box or lasso selection -------------------------------------------------------------------------
-picked = [i for i in (st.session_state.get("lm_picked") or {}).get("points", []) if 0 <= i < n_images]
-if len(picked) > 1:
-    st.subheader(f"{len(picked):,} points selected")
-    most = per_row * (4 if projector_on() else 6)                      # a few rows of tiles, not a wall
-    shown = picked[:most]
-    grid = image_grid(data.as_float(torch.as_tensor(shown)).view(-1, *shape), nrow=per_row, scale=scale)
-    counts = np.bincount(labels[picked].clip(min=0), minlength=len(data.classes))
-    mix = ", ".join(f"{plain(data.classes[c])} × {int(n)}"
-                    for c, n in sorted(enumerate(counts), key=lambda t: -t[1]) if n)
-    st.image(grid)
-    st.caption(f"{f'The first {len(shown)}' if len(picked) > len(shown) else 'All'} of the selected images, in "
-               f"reading order. Classes: {mix}.")
-    download_png(image_grid(data.as_float(torch.as_tensor(picked[:100])).view(-1, *shape), nrow=20, scale=2),
-                 f"{slug}-selection.png", label="Download selection (PNG)", key="lm_png_sel")
+    def _on_select() -> None:
+        """A click or box/lasso on the map: the first point becomes the selected image."""
+        event = st.session_state.get(chart_key) or {}
+        picked = lt.selection_indices(event.get("selection"))
+        st.session_state["lm_picked"] = {"view": view, "points": picked}
+        if picked:
+            st.session_state["lm_index"] = picked[0]
+
+    def _on_thumb() -> None:
+        """A click on a thumbnail: that image becomes the selected one (reports of the atlas held are no click)."""
+        click, index = lt.thumbnail_click(st.session_state.get("lm_thumbs"))
+        if click is not None and click != st.session_state.get("lm_thumb_click") and 0 <= index < n_images:
+            st.session_state["lm_thumb_click"] = click
+            st.session_state["lm_index"] = index
+            st.session_state["lm_picked"] = {"view": view, "points": [index]}
+
+    values, value_name = None, ""
+    unit = int(st.session_state["lm_unit"]) if colour == "unit" else -1
+    try:
+        if colour == "error":
+            values, value_name = _errors(entry.ref, version, sel.dataset, model), "MSE"
+        elif colour == "unit":
+            values, value_name = codes[:, unit], f"code unit {unit}"
+    except AecoreError as err:
+        show_error(err)
+    selected = int(st.session_state["lm_index"])
+    feedback = st.container()     # always there, as status_box
+    if found.kind == "class":
+        members = labels == found.value
+        feedback.caption(f"Highlighting {plain(found.message)}: {int(members.sum()):,} test images, "
+                         f"{int(members[proj.index].sum()):,} of them on this map; the other points fade. Clear the "
+                         "box to see all again.")
+    elif found.kind == "index":
+        spot = ("ringed on the map" if proj.position_of(found.value) is not None
+                else "not on this map (outside the t-SNE subset)")
+        feedback.caption(f"Found {plain(found.message)} ({_class_of(found.value)}): {spot}, and shown below.")
+    elif found.kind == "unknown":
+        feedback.warning(plain(found.message))
+    atlas = _atlas(sel.dataset, n_images, tuple(shape), data) if show_images else None
+    if show_images and atlas is None:
+        st.info(f"{plain(sel.dataset)}'s images are not pictures this view can draw; here is the map without them.")
+        show_images = False
+    if show_images:
+        args = lt.thumbnail_args(proj, labels, data.classes, atlas, values=values, value_name=value_name,
+                                 selected=selected, emphasis=emphasis, own=own_pos, height=660,
+                                 size=int(st.session_state["lm_size"]),
+                                 held=lt.atlas_held(st.session_state.get("lm_thumbs")))
+        latent_thumbs(key="lm_thumbs", on_change=_on_thumb, **args)
+        st.caption(f"{note} Each point is its test image{', in its class colour' if values is None else ''}"
+                   f"{' (grey images as ink of that colour)' if values is None and shape[0] == 1 else ''}: "
+                   f"{len(proj.index):,} thumbnails cut from one {atlas.cols * atlas.cell_w:,} × "
+                   f"{atlas.rows * atlas.cell_h:,} px picture ({len(atlas.png) / 2**20:.1f} MB, sent once). Hover for "
+                   "the image, larger, with its index and class; click it to select it (below). Scroll to zoom, drag "
+                   "to pan, double-click to see the whole map. Turn off Show images for box selection"
+                   f"{', the stages' if stages else ''} and 3-D.")
+    else:
+        height = 660 if dims == 2 else 720
+        if stages or (dims == 3 and own_pos is not None):   # animation frames, or a 3-D box that must hold the ★
+            fig = lt.map_figure(proj, labels, data.classes, values=values, value_name=value_name,
+                                highlight=[selected], own=own_pos, height=height, code_dim=code_dim, emphasis=emphasis)
+            fig, marks = (lt.add_stages(fig, proj, stages) if stages else fig), ()
+        else:                                               # the map as every visitor sees it, + this one's marks
+            fig = _map_spec(view, entry.ref, version, colour, unit, emphasis, height, proj, values, value_name)
+            marks = lt.mark_traces(proj, highlight=[selected], own=own_pos, code_dim=code_dim)
+        chart(fig, traces=marks, key=chart_key, on_select=_on_select, selection_mode=("points", "box", "lasso"),
+              config={"scrollZoom": True, "displaylogo": False})
+        how = ("Drag to rotate, scroll to zoom; plotly has no box selection in 3-D, so click a point or type its "
+               "index." if dims == 3 else "Click a point, or draw a box or lasso (toolbar), to see the images below; "
+                                          "Show images draws each point as its image.")
+        st.caption(f"{note} Hover shows an image's index, class and position. {how}")
+        if stages:
+            st.caption(f"▶ Play runs through {len(stages)} stages of the {label} layout, the stage slider picks one "
+                       "(each stage fills the view: watch the shape, not the scale). "
+                       + ("They are one UMAP run seen after more and more epochs; the last is the map."
+                          if method == "umap" else
+                          "Each is t-SNE with the same seed stopped after that many iterations, the start of the full "
+                          "run; the first 250 exaggerate the attractions to form clusters (sklearn's early "
+                          "exaggeration)."))
+    if values is not None:
+        low, high = lt.robust_range(values[proj.index])
+        what = (f"per-image MSE of {plain(entry.label)}'s reconstruction (mean {float(values.mean()):.4f}); bright "
+                "points are the images it reconstructs worst" if colour == "error"
+                else f"the value of code unit {unit}")
+        first, last = (lt.ordinal(p) for p in lt.ROBUST_PERCENTILES)
+        st.caption(f"Colour: {what}. The colour scale spans the {first} to {last} percentile ({low:.4g} to "
+                   f"{high:.4g}), so a few extreme images do not wash out the rest; hover for exact values.")
+    st.download_button("Download map coordinates + codes (CSV)",
+                       lambda: lt.coords_csv(proj, labels, data.classes, codes),
+                       file_name=f"{slug}-{proj.method}-{proj.dims}d.csv", mime="text/csv", key="lm_csv")
+
+    # --- the selected image and its neighbours ------------------------------------------------------------
+    st.subheader("Selected image")
+    r1, r2, r3 = st.columns(3)
+    with r1:
+        st.number_input(f"Index (0 to {n_images - 1:,})", 0, n_images - 1, step=1, key="lm_index")
+    with r2:
+        bind("lm_k", 8, int, lo=1, hi=32)
+        k = st.slider("Neighbours", 1, 32, key="lm_k")
+    with r3:
+        bind("lm_metric", "euclidean", choices=list(lt.METRICS))
+        metric = st.radio("Distance", list(lt.METRICS), key="lm_metric", horizontal=True)
+    sync_url("lm_index", "lm_k", "lm_metric")
+    selected = int(st.session_state["lm_index"])
+    try:
+        info = lt.detail(model, data, codes, index=selected, k=k, metric=metric)
+    except AecoreError as err:
+        show_error(err)
+    else:
+        pos = proj.position_of(selected)
+        where = (f"at ({', '.join(f'{v:.2f}' for v in pos)}), ringed on the map" if pos is not None
+                 else "not on this map (outside the t-SNE subset)")
+        _show_detail(info, f"Test image #{selected} ({_class_of(selected)}) {where}.", metric)
+        same = int(sum(labels[j] == labels[selected] for j in info.neighbours))
+        st.caption(f"{same} of its {len(info.neighbours)} neighbours {'shares' if same == 1 else 'share'} its class.")
+        strip = image_grid(torch.cat([info.image, info.recon, info.neighbour_images]),
+                           nrow=len(info.neighbours) + 2, scale=2)
+        download_png(strip, f"{slug}-{selected}-neighbours.png", label="Download strip (PNG)", key="lm_png_strip")
+
+    # --- a box or lasso selection -------------------------------------------------------------------------
+    picked = [i for i in (st.session_state.get("lm_picked") or {}).get("points", []) if 0 <= i < n_images]
+    if len(picked) > 1:
+        st.subheader(f"{len(picked):,} points selected")
+        most = per_row * (4 if projector_on() else 6)                      # a few rows of tiles, not a wall
+        shown = picked[:most]
+        grid = image_grid(data.as_float(torch.as_tensor(shown)).view(-1, *shape), nrow=per_row, scale=scale)
+        counts = np.bincount(labels[picked].clip(min=0), minlength=len(data.classes))
+        mix = ", ".join(f"{plain(data.classes[c])} × {int(n)}"
+                        for c, n in sorted(enumerate(counts), key=lambda t: -t[1]) if n)
+        st.image(grid)
+        st.caption(f"{f'The first {len(shown)}' if len(picked) > len(shown) else 'All'} of the selected images, in "
+                   f"reading order. Classes: {mix}.")
+        download_png(image_grid(data.as_float(torch.as_tensor(picked[:100])).view(-1, *shape), nrow=20, scale=2),
+                     f"{slug}-selection.png", label="Download selection (PNG)", key="lm_png_sel")
+
+
+_map_view()
 
 # --- your own image: what the model makes of it -----------------------------------------------------
 if own_detail is not None and own_pos is not None:
     with own_box:
         st.caption(f"Converted for the model: {plain(own[1])}.")
         _show_detail(own_detail, f"Your image, on the map (★) at ({', '.join(f'{v:.2f}' for v in own_pos)}): "
-                                 f"placed {proj.placement}.")
+                                 f"placed {proj.placement}.", metric)

@@ -59,6 +59,21 @@ def _codes_figure(ref: str, version: str, dataset: str, axis: tuple, _codes: np.
     return vl.codes_figure(_codes, labels, data.classes, np.asarray(axis))
 
 
+@st.cache_data(max_entries=32, show_spinner=False)
+def _traversal(ref: str, version: str, base: int, rows: tuple, span: float, steps: int, scale: int, per_band: int,
+               kl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The traversal picture of test image `base` and its posterior mean: the same for every visitor who
+    opens the tab on this model at these settings (most open it at the defaults)."""
+    x = data.as_float(slice(base, base + 1)).view(1, *shape)
+    trav = vl.traversal(model, x, list(rows), vl.traversal_values(span, steps))
+    return vl.traversal_grid(trav, list(rows), kl, scale=scale, per_band=per_band), vl.posterior_mean(model, x)[0].numpy()
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _kl_figure(ref: str, version: str, kl: np.ndarray):
+    return vl.kl_figure(kl)
+
+
 def _own_image(prefix: str):
     """An uploaded or drawn image as (1, *shape), or None; errors are shown, never raised."""
     own = own_image(st.session_state[f"{prefix}_src"], shape, key=prefix, size=196, stroke=18)
@@ -88,8 +103,12 @@ def _endpoint(prefix: str, label: str, default: int):
 tab_path, tab_prior, tab_trav, tab_grid = st.tabs(["Interpolation", "Samples from the prior", "Traversals",
                                                     "2-D manifold"])
 
+# Each tab is a fragment: a control reruns its own tab only, not the other three's pictures (a class of
+# 30 on one server, bench/README.md).
+
 # --- interpolation -------------------------------------------------------------------------------------
-with tab_path:
+@st.fragment
+def _interpolation() -> None:
     bind("vl_mode", "slerp", choices=list(vl.MODES))
     bind("vl_steps", 10, int, lo=3, hi=20)
     a_col, b_col, opt_col = st.columns([2, 2, 2])
@@ -129,7 +148,8 @@ with tab_path:
                        "slerp keeps the norm between the two ends'.")
 
 # --- samples from the prior ---------------------------------------------------------------------------
-with tab_prior:
+@st.fragment
+def _prior() -> None:
     bind("vl_seed", 0, int, lo=0, hi=10_000)
     bind("vl_count", 32, int, lo=4, hi=64)
     bind("vl_temp", 1.0, float, lo=0.1, hi=2.0)
@@ -153,7 +173,8 @@ with tab_prior:
         download_png(grid, f"{slug}-prior-seed{seed}.png", label="Download samples (PNG)", key="vl_png_prior")
 
 # --- traversals ------------------------------------------------------------------------------------------
-with tab_trav:
+@st.fragment
+def _traversals() -> None:
     try:
         kl = _kl(entry.ref, version, sel.dataset, model)
     except AecoreError as err:
@@ -192,12 +213,9 @@ with tab_trav:
     else:
         rows = [int(dim_choice)]
     try:
-        values = vl.traversal_values(span, t_steps)
-        x = data.as_float(slice(base, base + 1)).view(1, *shape)
-        trav = vl.traversal(model, x, rows, values)
-        own = vl.posterior_mean(model, x)[0]
         bands = -(-t_steps // per_row) if projector else 1              # projector: even bands of few images
-        grid = vl.traversal_grid(trav, rows, kl, scale=scale, per_band=-(-t_steps // bands))
+        grid, own = _traversal(entry.ref, version, base, tuple(rows), float(span), int(t_steps), scale,
+                               -(-t_steps // bands), kl)
     except AecoreError as err:
         show_error(err)
     else:
@@ -218,7 +236,7 @@ with tab_trav:
                                    f"value in brackets).{more}")
             download_png(grid, f"{slug}-traversal-{base}.png", label="Download traversal (PNG)", key="vl_png_trav")
         with right:
-            chart(vl.kl_figure(kl), key="vl_kl")
+            chart(_kl_figure(entry.ref, version, kl), key="vl_kl")
             st.caption(f"Mean KL(q(z_j|x) ‖ N(0,1)) over the {n_images:,} test images. "
                        + (f"{unused} of {latent_dim} dimensions carry ≈ no information (KL ≤ {threshold}, grey, below "
                           "the dashed line): the encoder ignores them and sweeping them changes nothing, so the "
@@ -226,7 +244,8 @@ with tab_trav:
                           f"Every dimension carries some information (KL > {threshold})."))
 
 # --- the 2-D manifold ---------------------------------------------------------------------------------
-with tab_grid:
+@st.fragment
+def _manifold() -> None:
     try:
         codes = test_codes(sel)
     except AecoreError as err:
@@ -276,6 +295,15 @@ with tab_grid:
                     st.caption(f"Posterior means of the {n_images:,} test images over the same range (dotted box = "
                                f"the grid's extent; {int(inside.sum()):,} fall inside). Where a class sits here, "
                                "the grid on the left draws that class.")
+
+with tab_path:
+    _interpolation()
+with tab_prior:
+    _prior()
+with tab_trav:
+    _traversals()
+with tab_grid:
+    _manifold()
 
 # --- export ---------------------------------------------------------------------------------------------
 try:

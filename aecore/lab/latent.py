@@ -244,20 +244,11 @@ def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, 
                                   marker=dict(size=size, color=v[rows], colorscale="Viridis", opacity=opacity,
                                               cmin=cmin, cmax=cmax, showscale=last,
                                               colorbar=colorbar if last else None)))
-    rows = np.asarray([r for i in highlight for r in np.nonzero(proj.index == int(i))[0]], dtype=np.int64)
-    if rows.size:
-        fig.add_trace(scatter(**xyz(rows), mode="markers", name="selected", customdata=proj.index[rows],
-                              text=["selected"] * rows.size, hovertemplate=hover + "<extra></extra>",
-                              marker=dict(size=size * 3.2, color="rgba(0,0,0,0)",
-                                          line=dict(color="black", width=2))))
+    for trace in mark_traces(proj, highlight=highlight, own=own, code_dim=code_dim):
+        fig.add_trace(trace)
     points = proj.coords
     if own is not None:
-        own = np.asarray(own, dtype=np.float32).reshape(-1)
-        fig.add_trace(scatter(**{a: [float(own[i])] for i, a in enumerate(axes)}, mode="markers", name="your image",
-                              customdata=[-1], text=["your image"], hovertemplate=hover + "<extra></extra>",
-                              marker=dict(size=18 if not three else 9, symbol="diamond" if three else "star",
-                                          color="black", line=dict(color="white", width=1.5))))
-        points = np.vstack([points, own[None, :proj.dims]])
+        points = np.vstack([points, np.asarray(own, dtype=np.float32).reshape(-1)[None, :proj.dims]])
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 30, b=10), title=title or None,
                       legend=dict(itemsizing="constant"))
     if three:
@@ -269,6 +260,34 @@ def map_figure(proj: Projection, labels: np.ndarray, classes: Sequence[str], *, 
     else:
         fig.update_layout(xaxis_title=names[0], yaxis_title=names[1])
     return fig
+
+
+def mark_traces(proj: Projection, *, highlight: Sequence[int] = (), own: np.ndarray | None = None,
+                code_dim: int | None = None) -> list[dict]:
+    """One visitor's marks on a map, as plotly trace dicts: the test images `highlight` ringed, and `own`
+    (dims,), the position of their own image, as a ★. Kept apart from the map's points so a page can
+    draw them over a map built once for everyone (`map_figure` draws them the same way)."""
+    three = proj.dims == 3
+    kind = "scatter3d" if three else "scattergl"
+    axes = ("x", "y", "z")[:proj.dims]
+    names = axis_titles(proj.method, proj.dims, code_dim)
+    hover = ("#%{customdata} · %{text}<br>" + ", ".join(f"{n} %{{{a}:.2f}}" for a, n in zip(axes, names))
+             + "<extra></extra>")
+    size = 2.5 if three else 5
+    traces = []
+    rows = np.asarray([r for i in highlight for r in np.nonzero(proj.index == int(i))[0]], dtype=np.int64)
+    if rows.size:
+        traces.append(dict(type=kind, **{a: proj.coords[rows, i].tolist() for i, a in enumerate(axes)},
+                           mode="markers", name="selected", customdata=proj.index[rows].tolist(),
+                           text=["selected"] * rows.size, hovertemplate=hover,
+                           marker=dict(size=size * 3.2, color="rgba(0,0,0,0)", line=dict(color="black", width=2))))
+    if own is not None:
+        own = np.asarray(own, dtype=np.float32).reshape(-1)
+        traces.append(dict(type=kind, **{a: [float(own[i])] for i, a in enumerate(axes)}, mode="markers",
+                           name="your image", customdata=[-1], text=["your image"], hovertemplate=hover,
+                           marker=dict(size=18 if not three else 9, symbol="diamond" if three else "star",
+                                       color="black", line=dict(color="white", width=1.5))))
+    return traces
 
 
 def coords_csv(proj: Projection, labels: np.ndarray, classes: Sequence[str], codes: np.ndarray | None = None) -> bytes:

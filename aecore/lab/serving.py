@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
+import time
 
 import torch
 
@@ -54,3 +56,59 @@ def freeze_long_lived() -> None:
     such points, not from a page run."""
     gc.collect()
     gc.freeze()
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas for threads created from now on; True when set.
+
+    Streamlit runs every script run in a new thread, and glibc gives threads their own arenas (up to 8
+    per core): memory freed in one arena is not reused by the next run's thread, so a server that many
+    sessions have used keeps growing (bench/README.md). `AECORE_MALLOC_ARENAS` sets another cap, 0 none.
+    A no-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        arenas = int(os.environ.get("AECORE_MALLOC_ARENAS", arenas))
+    except ValueError:
+        pass
+    if arenas <= 0:
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, arenas))           # -8: M_ARENA_MAX (malloc.h)
+    except (OSError, AttributeError):
+        return False
+
+
+def return_free_memory() -> bool:
+    """Give memory that malloc holds free back to the system (glibc's malloc_trim); True when some was.
+    Called when sessions end, so a closed class's pages do not stay in the server's RSS."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+_trimmer: threading.Thread | None = None
+
+
+def start_memory_trimmer(every: float = 30.0) -> bool:
+    """`return_free_memory` every `every` seconds in a daemon thread, once per process; True when this call
+    started it. The call runs outside the GIL (ctypes), so sessions do not wait for it."""
+    global _trimmer
+    if _trimmer is not None:
+        return False
+
+    def run() -> None:
+        while True:
+            time.sleep(every)
+            return_free_memory()
+
+    _trimmer = threading.Thread(target=run, name="aecore-malloc-trim", daemon=True)
+    _trimmer.start()
+    return True
