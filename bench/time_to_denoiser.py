@@ -47,19 +47,25 @@ TARGET_DB = 8.0
 GOAL_S = 60.0
 
 
-def page_defaults() -> dict:
-    """The Train page's starting values for the plain `ae`, read from pages/train.py (fallback: the
-    values it had when this script was written)."""
+def page_defaults(model: str = "ae") -> dict:
+    """The Train page's starting values for `model`, read from pages/train.py (fallback: the values it had
+    when this script was written), with the model's own `train_page_defaults` over them, as the page does."""
     defaults = {"latent_dim": 32, "epochs": 5, "images": 10_000, "lr": 1e-3, "batch": 128, "seed": 0,
                 "noise": "gaussian:0.5"}
     try:
         text = (ROOT / "pages" / "train.py").read_text()
     except OSError:
         return defaults
-    if m := re.search(r'TRAIN_DEFAULTS\s*=\s*\{"latent_dim":\s*(\d+),\s*"epochs":\s*(\d+)\}', text):
+    if m := re.search(r'TRAIN_DEFAULTS\s*=\s*\{"latent_dim":\s*(\d+),\s*"epochs":\s*(\d+)', text):
         defaults["latent_dim"], defaults["epochs"] = int(m.group(1)), int(m.group(2))
+    if m := re.search(r'TRAIN_DEFAULTS\s*=\s*\{[^}]*"lr":\s*([\d.e-]+)', text):
+        defaults["lr"] = float(m.group(1))
     if m := re.search(r"DEFAULT_IMAGES\s*=\s*([\d_]+)", text):
         defaults["images"] = int(m.group(1).replace("_", ""))
+    sys.path.insert(0, str(ROOT))
+    from aecore.models import get_model_class
+
+    defaults.update(get_model_class(model).train_page_defaults)
     return defaults
 
 
@@ -73,7 +79,7 @@ def worker(args) -> int:
     from aecore.lab import jobs
     from aecore.train import Callback
 
-    spec_kwargs = dict(model="ae", dataset="mnist", latent_dim=args.latent, epochs=args.epochs, noise=args.noise,
+    spec_kwargs = dict(model=args.model, dataset="mnist", latent_dim=args.latent, epochs=args.epochs, noise=args.noise,
                        lr=args.lr, batch_size=args.batch, seed=0)
     # the page's images slider: the default, capped by the split's real size (jobs.image_choices)
     from aecore.data import load_dataset
@@ -145,7 +151,7 @@ def spawn(mode: str, args) -> dict:
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         if mode == "shared":
             env["AECORE_DATA_DIR"] = str(args.data_dir)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--epochs", str(args.epochs),
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", args.model, "--epochs", str(args.epochs),
                "--latent", str(args.latent), "--lr", repr(args.lr), "--batch", str(args.batch),
                "--images", str(args.images), "--noise", args.noise] + (["--cold"] if args.cold else [])
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
@@ -157,10 +163,13 @@ def spawn(mode: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-    d = page_defaults()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default="ae")
+    d = page_defaults(pre.parse_known_args(argv)[0].model)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="offline,shared", help="offline (bundled split), shared (--data-dir)")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--model", default="ae", help="the Train page's Architecture (a registry name)")
     parser.add_argument("--epochs", type=int, default=d["epochs"])
     parser.add_argument("--latent", type=int, default=d["latent_dim"])
     parser.add_argument("--lr", type=float, default=d["lr"])
@@ -179,7 +188,7 @@ def main(argv=None) -> int:
     if "shared" in modes and not (args.data_dir / "mnist" / "train-images-idx3-ubyte.gz").is_file():
         print(f"skipping shared: no MNIST training files under {args.data_dir / 'mnist'}")
         modes.remove("shared")
-    print(f"{'cold' if args.cold else 'warm'} start; settings: ae, latent {args.latent}, {args.epochs} epochs, "
+    print(f"{'cold' if args.cold else 'warm'} start; settings: {args.model}, latent {args.latent}, {args.epochs} epochs, "
           f"lr {args.lr:g}, batch {args.batch}, "
           f"at most {args.images:,} training images, noise {args.noise}; page defaults: {d}; "
           f"{os.cpu_count()} CPU cores", flush=True)

@@ -49,22 +49,25 @@ def train_summary(dataset: str) -> tuple[int, str, str | None]:
 models = list_models()
 bind("tr_model", models_with(BASELINE)[0], choices=models)
 bind("tr_data", dataset_default, choices=DATASETS + [FOLDER])
-TRAIN_DEFAULTS = {"latent_dim": 32, "epochs": 5}
+TRAIN_DEFAULTS = {"latent_dim": 32, "epochs": 5, "lr": 1e-3}
 
 
-def _starting_point(name: str) -> dict[str, int]:
-    """Code size and epochs to start from: a model may ask for its own (a working model within a minute)."""
+def _starting_point(name: str) -> dict[str, float]:
+    """Code size, epochs and learning rate to start from: a model may ask for its own (a working model
+    within a minute)."""
     return {**TRAIN_DEFAULTS, **get_model_class(name).train_page_defaults}
 
 
 def _model_changed() -> None:
     start = _starting_point(st.session_state["tr_model"])
-    st.session_state["tr_latent"], st.session_state["tr_epochs"] = start["latent_dim"], start["epochs"]
+    st.session_state["tr_latent"], st.session_state["tr_epochs"] = int(start["latent_dim"]), int(start["epochs"])
+    st.session_state["tr_lr"] = start["lr"]
 
 
 start = _starting_point(st.session_state["tr_model"])
-bind("tr_latent", start["latent_dim"], int, lo=1, hi=jobs.MAX_LATENT)
-bind("tr_epochs", start["epochs"], int, lo=1, hi=jobs.MAX_EPOCHS)
+bind("tr_latent", int(start["latent_dim"]), int, lo=1, hi=jobs.MAX_LATENT)
+bind("tr_epochs", int(start["epochs"]), int, lo=1, hi=jobs.MAX_EPOCHS)
+bind("tr_lr", float(start["lr"]), float, choices=LRS)
 bind("tr_noise", "none", choices=NOISES)
 
 left, right = st.columns(2)
@@ -157,7 +160,7 @@ with right:
                                        "choice when the split is larger; 10 % of them are held out for the "
                                        "validation loss")
     with st.expander("More options"):
-        lr = st.select_slider("Learning rate", LRS, value=1e-3, key="tr_lr", format_func=lambda v: f"{v:g}")
+        lr = st.select_slider("Learning rate", LRS, key="tr_lr", format_func=lambda v: f"{v:g}")
         batch_size = st.select_slider("Batch size", [16, 32, 64, 128, 256, 512], value=128, key="tr_batch")
         seed = int(st.number_input("Seed", 0, 1_000_000, 0, key="tr_seed"))
 sync_url("tr_model", "tr_data", "tr_latent", "tr_epochs", "tr_noise")

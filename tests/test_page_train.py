@@ -192,6 +192,12 @@ def test_a_model_may_set_the_starting_code_size_and_epochs(no_zoo):
     assert (at.number_input(key="tr_latent").value, at.slider(key="tr_epochs").value) == (100, 1)
     at.selectbox(key="tr_model").set_value("ae").run()
     assert (at.number_input(key="tr_latent").value, at.slider(key="tr_epochs").value) == (32, 5)
+    assert at.select_slider(key="tr_lr").value == 1e-3
+    # the conv AE starts at lr 3e-3: its Gaussian-0.5 denoiser then gains +8 dB within 5 epochs (issue 19)
+    at.selectbox(key="tr_model").set_value("conv-ae").run()
+    assert at.select_slider(key="tr_lr").value == 3e-3 and at.slider(key="tr_epochs").value == 5
+    at.selectbox(key="tr_model").set_value("ae").run()
+    assert at.select_slider(key="tr_lr").value == 1e-3
     assert not at.exception and not at.error
 
 

@@ -80,9 +80,9 @@ class AutoEncoder(nn.Module):
     regularizer_weight: ClassVar[RegularizerWeight | None] = None  # Train page's strength input, a job's strength
     no_pca_baseline: ClassVar[str | None] = None   # why PCA of the code's size is no fair baseline (Reconstructions)
     twin: ClassVar[str | None] = None              # registered model: same network, ordinary weights (Hypernetwork)
-    # the Train page's starting point (latent_dim, epochs) where its usual 32 and 5 would not give a working
-    # model within a minute on a 2-core CPU
-    train_page_defaults: ClassVar[Mapping[str, int]] = {}
+    # the Train page's starting point (latent_dim, epochs, lr) where its usual 32, 5 and 1e-3 would not give a
+    # working model within a minute on a 2-core CPU
+    train_page_defaults: ClassVar[Mapping[str, float]] = {}
 
     def __init__(self, *, config: ModelConfig):
         super().__init__()
