@@ -21,7 +21,7 @@ NOISES = ["none", "gaussian", "masking", "saltpepper"]
 NOISE_HELP = {"gaussian": "σ of x + N(0, σ²), clipped to [0, 1]", "masking": "fraction ν of pixels set to 0",
               "saltpepper": "fraction ν of pixels set to 0 or 1"}
 DEFAULT_IMAGES = 10_000
-LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+LRS = list(jobs.LEARNING_RATES)
 BUDGETS = ["10", "100", "1000", "all"]
 JOB_KEY = "train_job"
 

@@ -77,12 +77,13 @@ def test_twin_pca_note_and_code_facts(name):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_train_page_defaults_are_a_code_size_and_epochs_the_app_allows(name):
+def test_train_page_defaults_are_a_code_size_epochs_and_lr_the_app_allows(name):
     from aecore.lab import jobs
 
     defaults = dict(get_model_class(name).train_page_defaults)
-    assert set(defaults) <= {"latent_dim", "epochs"}
+    assert set(defaults) <= {"latent_dim", "epochs", "lr"}
     assert 1 <= defaults.get("latent_dim", 1) <= jobs.MAX_LATENT and 1 <= defaults.get("epochs", 1) <= jobs.MAX_EPOCHS
+    assert defaults.get("lr", 1e-3) in jobs.LEARNING_RATES
 
 
 def test_every_role_is_declared_and_there_is_one_baseline():

@@ -81,6 +81,7 @@ log = logging.getLogger("aecore.app")
 
 MAX_EPOCHS = 200
 MAX_LATENT = 1024
+LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)   # the Train page's choices
 MAX_CONCURRENT = 2               # running jobs per process (one CPU machine serves a whole class)
 MAX_TRAIN_IMAGES = 60_000
 MIN_TRAIN_IMAGES = 100
