@@ -840,6 +840,12 @@ def main(argv: list[str] | None = None) -> dict:
                         help="open the home page once before the sessions start (load_sessions.py does)")
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT, help="seconds a run may take")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--waves", type=int, default=1,
+                        help="run the sessions this many times, new sessions each time (300 tabs opened and "
+                             "closed: --sessions 30 --waves 10), the server's RSS taken --settle s after each")
+    parser.add_argument("--settle", type=float, default=40.0,
+                        help="with --waves: seconds after a wave's sessions close before the RSS is read (the "
+                             "server frees a closed tab's session after disconnectedSessionTTL, 30 s)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
@@ -859,11 +865,24 @@ def main(argv: list[str] | None = None) -> dict:
             print(log.read_text()[-3000:], file=sys.stderr)
             raise
     pid = proc.pid if proc else args.server_pid
+    waves = []
     try:
-        res = asyncio.run(run_load(url, sessions=args.sessions, every=args.every, duration=args.duration, mix=args.mix,
-                                   teacher_train=args.teacher_train, timeout=args.timeout, server_pid=pid,
-                                   connect_spread=args.connect_spread, seed=args.seed, loop=args.loop,
-                                   warm=args.warm, train_epochs=args.train_epochs))
+        for wave in range(max(1, args.waves)):
+            res = asyncio.run(run_load(url, sessions=args.sessions, every=args.every, duration=args.duration,
+                                       mix=args.mix, teacher_train=args.teacher_train and wave == 0,
+                                       timeout=args.timeout, server_pid=pid, connect_spread=args.connect_spread,
+                                       seed=args.seed + wave, loop=args.loop, warm=args.warm,
+                                       train_epochs=args.train_epochs))
+            if args.waves > 1:
+                time.sleep(args.settle)
+                waves.append({"wave": wave + 1, "sessions_so_far": (wave + 1) * args.sessions,
+                              "rss_all_open_mb": res["server_rss_mb"]["all_open"],
+                              "rss_settled_mb": rss_mb(pid), **res["interactions"]})
+                print(f"wave {wave + 1}: {(wave + 1) * args.sessions} sessions so far; RSS with this wave's "
+                      f"{args.sessions} open {res['server_rss_mb']['all_open']} MB, {args.settle:g} s after they "
+                      f"closed {waves[-1]['rss_settled_mb']} MB; interactions median {res['interactions']['median_ms']}"
+                      f" ms, p95 {res['interactions']['p95_ms']} ms, {res['interactions']['errors']} errors",
+                      flush=True)
     finally:
         if proc is not None:
             stop_server(proc)
@@ -871,7 +890,10 @@ def main(argv: list[str] | None = None) -> dict:
            "url": url, "launched": bool(proc), "server_log": str(log) if log else None,
            "args": {"sessions": args.sessions, "every": args.every, "duration": args.duration,
                     "mix": ",".join(f"{k}={v:g}" for k, v in args.mix.items()), "teacher_train": args.teacher_train,
-                    "loop": args.loop, "warm": args.warm, "timeout": args.timeout, "start_after": args.start_after if proc else None}, **res}
+                    "loop": args.loop, "warm": args.warm, "timeout": args.timeout,
+                    "start_after": args.start_after if proc else None, "waves": args.waves}, **res}
+    if waves:
+        res["waves"] = waves            # the summary printed below is the last wave's
     print_summary(res)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
