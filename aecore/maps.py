@@ -6,13 +6,17 @@ on it. How a new code is placed depends on what the map is:
 - PCA computed here: the fitted projection itself (exact);
 - PCA from a model's precomputed maps.npz: PCA is an affine function of the codes, so an affine
   least-squares fit of the stored coordinates on the codes recovers it (exact up to float error);
-- UMAP computed here: the fitted reducer's `.transform` (UMAP's own out-of-sample embedding);
-- UMAP from maps.npz and t-SNE (which has no transform): the distance-weighted mean of the map
-  positions of the k nearest test codes. An approximation, and the page says so.
+- UMAP computed in this process: the fitted reducer's `.transform` (UMAP's own out-of-sample embedding);
+- UMAP from maps.npz or from the app's projection process (`aecore.lab.projection_worker`: a
+  reducer cannot leave it), and t-SNE (which has no transform): the distance-weighted mean of the
+  map positions of the k nearest test codes. An approximation, and the page says so.
 
 maps.npz is written when a model is saved (`aecore.pipeline`: the zoo build and the app's training
 jobs) with `project`, and read back by `read_maps`; `from_maps` turns one of its arrays into a
 `Projection` when it belongs to the test split at hand.
+
+torch is imported where it is used (codes, nearest neighbours), not with this module: the projection
+process (`aecore.lab.projection_worker`) fits maps with it and stays free of torch's memory.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from aecore.atomic import atomic_write
-from aecore.data.base import ImageData
 from aecore.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from aecore.data.base import ImageData
 
 MAPS = "maps.npz"
 METHODS = ("pca", "umap", "tsne", "code")
@@ -41,15 +48,17 @@ Progress = Callable[[float | None, str], None]   # (fraction done or None, what 
 
 
 # --- codes and the stored maps ----------------------------------------------------------------------
-@torch.no_grad()
 def codes_of(model: torch.nn.Module, data: ImageData, batch_size: int = 1000) -> torch.Tensor:
     """(N, d) codes of every image (VAEs: the posterior mean)."""
+    import torch
+
     model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(data), batch_size):
-        x = data.as_float(slice(start, min(start + batch_size, len(data)))).to(device)
-        out.append(model.encode(x.view(-1, *model.config.input_shape)).reshape(x.shape[0], -1).float().cpu())
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            x = data.as_float(slice(start, min(start + batch_size, len(data)))).to(device)
+            out.append(model.encode(x.view(-1, *model.config.input_shape)).reshape(x.shape[0], -1).float().cpu())
     return torch.cat(out)
 
 
@@ -297,6 +306,8 @@ def nearest(codes: np.ndarray, query: np.ndarray, k: int, metric: str = "euclide
     """k nearest rows of `codes` (N, d) for each query (B, d): (indices (B, k), distances (B, k)),
     closest first. Cosine distance is 1 - cos; `exclude` (one row per query, or None) leaves out e.g.
     the query image itself."""
+    import torch
+
     if metric not in METRICS:
         raise ConfigError(f"unknown distance {metric!r}; use one of {', '.join(METRICS)}")
     c = torch.as_tensor(np.asarray(codes, dtype=np.float32))

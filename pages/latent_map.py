@@ -200,8 +200,7 @@ try:
         n_map = int(st.session_state["lm_tsne_n"]) if method == "tsne" else n_images
         index = lt.subsample(n_images, n_map, seed)
         key = (entry.ref, version, sel.dataset, method, dims, seed, n_map, tuning.key(method), staged)
-        job = lt.JOBS.submit(key, lambda progress: lt.fit_tuned(codes, method, dims, seed=seed, index=index,
-                                                                tuning=tuning, stages=staged, progress=progress))
+        job = lt.submit_fit(key, codes, method, dims, seed=seed, index=index, tuning=tuning, stages=staged)
         if job.future.done():
             try:
                 settled = job.future.result()

@@ -289,7 +289,7 @@ def test_search_from_a_link(tiny_zoo):
 
 @pytest.fixture
 def fake_fits(monkeypatch):
-    """lt.fit_tuned replaced by a quick stand-in that records its arguments (UMAP on 10,000 codes takes a
+    """lt.fit_tuned (and the worker process's fit) replaced by a quick stand-in that records its arguments (UMAP on 10,000 codes takes a
     minute): each call returns the codes' first two axes, with three made-up stages when asked for."""
     calls = []
 
@@ -302,6 +302,7 @@ def fake_fits(monkeypatch):
         return lt.Settled(proj, shown, tuning.describe(method, len(index)))
 
     monkeypatch.setattr(lt, "fit_tuned", fit_tuned)
+    monkeypatch.setattr(lt, "fit_in_worker", fit_tuned)          # the page's UMAP / t-SNE go to the worker
     return calls
 
 
