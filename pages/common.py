@@ -320,11 +320,13 @@ def projector_switch() -> None:
 def _app_layout(fig) -> None:
     """The app's chart layout on a plotly figure: the title and legend on the left, clear of Plotly's
     toolbar (top right)."""
-    layout = fig.layout
+    layout = fig.layout                 # attributes set one by one: update_layout's "margin_t" parsing is slow
     top = layout.margin.t if layout.margin.t is not None else 0
-    fig.update_layout(margin_t=max(top, 70 if layout.title.text else 40), title_x=0.0, title_xanchor="left")
+    layout.margin.t = max(top, 70 if layout.title.text else 40)
+    layout.title.x, layout.title.xanchor = 0.0, "left"
     if layout.showlegend is not False and layout.legend.orientation is None:
-        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0))
+        legend = layout.legend
+        legend.orientation, legend.yanchor, legend.y, legend.xanchor, legend.x = "h", "bottom", 1.02, "left", 0.0
 
 
 def chart_spec(fig) -> dict:

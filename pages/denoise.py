@@ -11,9 +11,9 @@ from aecore.lab import catalog
 from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
-from pages.common import (DATASETS, PROJECTOR_PER_ROW, bind, chart, columns, dataset_choices, download_png,
-                          keep_model, load_model, own_image_section, projector_on, require_fit, show_error, sidebar,
-                          sync_url, test_data, tile_scale)
+from pages.common import (DATASETS, PROJECTOR_PER_ROW, bind, chart, chart_spec, columns, dataset_choices,
+                          download_png, keep_model, load_model, own_image_section, projector_on, require_fit,
+                          show_error, sidebar, sync_url, test_data, tile_scale)
 from pages.common import plain as plain_text    # `plain` here is the plain AE
 
 SWEEP_IMAGES = 100
@@ -197,6 +197,13 @@ def noise_sweep(named: tuple[tuple[str, str], ...], versions: tuple[str, ...], d
     return dn.sweep(models, data.as_float(index).view(-1, *data.input_shape), kind, seed=seed)
 
 
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _sweep_spec(refs: tuple[str, ...], versions: tuple[str, ...], dataset: str, kind: str, seed: int,
+                _curves: dict) -> dict:
+    """The sweep's figure, the same for every visitor of these models; the slider's mark is drawn over it."""
+    return chart_spec(dn.sweep_figure(_curves))
+
+
 try:
     refs = (entry.ref, *others)
     versions = tuple(str(load_model(r).info.get("weights_sha256", "")) for r in refs)
@@ -204,7 +211,8 @@ try:
 except AecoreError as err:
     show_error(err)
 else:
-    chart(dn.sweep_figure(curves, current=level), key="sweep")
+    chart(_sweep_spec(tuple(refs), versions, sel.dataset, kind, int(seed), curves),
+          traces=[dn.level_marker(curves, level)], key="sweep")
     if trained is not None and trained.kind == kind:
         st.caption(f"{plain_text(entry.label)} was trained at {dn.SYMBOL[kind]} = {trained.level:g}: look at how it "
                    "does above and below that level.")

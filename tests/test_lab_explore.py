@@ -297,7 +297,8 @@ def test_sweep_noisy_psnr_never_rises_with_the_level(kind):
     demo = dn.demo(model, clean, Noise(kind, level), seed=5)
     assert result["psnr"]["a"][3] == pytest.approx(float(demo.psnr["denoised"].mean()), abs=1e-5)
     fig = dn.sweep_figure(result, current=level)
-    assert [t.name for t in fig.data] == [dn.NOISY, "a", "b"] and fig.data[0].y[0] is None
+    assert [t.name for t in fig.data] == [dn.NOISY, "a", "b", "slider"] and fig.data[0].y[0] is None
+    assert list(fig.data[-1].x) == [level, level]                 # the slider's level, a dotted line
 
 
 def entry(ref: str, model: str = "ae") -> Entry:

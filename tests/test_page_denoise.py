@@ -28,8 +28,13 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def sweep_traces(at: AppTest) -> list[dict]:
+    return json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+
+
 def sweep_names(at: AppTest) -> list[str]:
-    return [t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
+    """The sweep's curves (the slider's mark, a dotted line named 'slider', left out)."""
+    return [t["name"] for t in sweep_traces(at) if t["name"] != "slider"]
 
 
 def test_opens_on_the_gaussian_denoiser_with_plain_ae_contrast(tiny_zoo):
@@ -50,6 +55,12 @@ def test_opens_on_the_gaussian_denoiser_with_plain_ae_contrast(tiny_zoo):
     caption = at.get("image")[0].captions[0]
     assert caption == "Rows: clean · corrupted (gaussian:0.5) · denoised by dae-gaussian · plain AE ae-d8"
     assert sweep_names(at) == [dn.NOISY, "dae-gaussian", "ae-d8"]
+    mark = next(t for t in sweep_traces(at) if t["name"] == "slider")
+    assert mark["x"] == [0.5, 0.5] and mark["line"]["dash"] == "dot"      # the slider's level on the plot
+    at.slider(key="dn_level_gaussian").set_value(0.3).run()
+    mark = next(t for t in sweep_traces(at) if t["name"] == "slider")
+    assert mark["x"] == [0.3, 0.3] and sweep_names(at) == [dn.NOISY, "dae-gaussian", "ae-d8"]
+    at.slider(key="dn_level_gaussian").set_value(0.5).run()
     assert len(at.dataframe[0].value) == 8
     assert len(at.get("download_button")) == 1
 

@@ -208,12 +208,22 @@ def sweep_figure(result: Mapping[str, Any], *, current: float | None = None):
                         line=dict(dash="dash", color="grey") if name == NOISY else None,
                         hovertemplate=f"{name}<br>{SYMBOL[kind]} = %{{x}}<br>%{{y:.2f}} dB<extra></extra>")
     if current is not None:
-        fig.add_vline(x=current, line_dash="dot", line_color="black", annotation_text="slider")
+        fig.add_trace(level_marker(result, current))
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10),
                       title=f"PSNR against {LABELS[kind]} on {result['images']} test images (seed {result['seed']})",
                       xaxis_title=f"{LABELS[kind]}", yaxis_title="PSNR (dB, higher is better)",
                       legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def level_marker(result: Mapping[str, Any], current: float) -> dict:
+    """The slider's level on `sweep_figure`'s plot: a dotted vertical line across the curves' PSNR range,
+    as a plotly trace dict, so a page can draw it over a sweep figure built once for every visitor."""
+    values = [v for curve in result["psnr"].values() for v in curve if v is not None and v < IDENTICAL_PSNR - 1e-3]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    return dict(type="scatter", x=[current, current], y=[low, high], mode="lines+text", name="slider",
+                text=["", "slider"], textposition="top center", showlegend=False, hoverinfo="skip",
+                line=dict(dash="dot", color="black", width=1))
 
 
 def noise_from_url(text: str | None) -> Noise:
