@@ -242,7 +242,8 @@ class Session:
             for p in ns.app_pages:
                 self.pages[p.url_pathname] = p.page_script_hash
             self.seen, self.elements = set(), []
-            self.auto_rerun = None                      # a new full run: the page asks again if it wants polling
+            if not self.fragment_run:                   # a new full run: the page asks again if it wants polling
+                self.auto_rerun = None
         elif kind == "navigation":
             for p in msg.navigation.app_pages:
                 self.pages[p.url_pathname] = p.page_script_hash
@@ -633,9 +634,9 @@ async def browser_bench_loop(url: str, index: int, *, duration: float, timeout: 
 
 
 # --- the server ------------------------------------------------------------------------------------------
-def rss_mb(pid: int | None) -> float | None:
-    """Resident MB of a process and its descendants; None without one."""
-    total = rss_bytes(pid) if pid else 0
+def rss_mb(pid: int | None, *, children: bool = True) -> float | None:
+    """Resident MB of a process and (`children`) its descendants (the projection process); None without one."""
+    total = rss_bytes(pid, children=children) if pid else 0
     return round(total / 2**20, 1) if total else None
 
 
@@ -748,7 +749,8 @@ def print_summary(res: dict) -> None:
           f"{len(res['skipped'])} interactions skipped")
     r = res["server_rss_mb"]
     print(f"server RSS (MB, with children): start {r['start']}, all sessions open {r['all_open']}, "
-          f"peak {r['peak']}, after close {r['after_close']}")
+          f"peak {r['peak']}, after close {r['after_close']}; the server process alone: all open "
+          f"{r.get('server_only_all_open')}, after close {r.get('server_only_after_close')}")
     c = res.get("cpu")
     if c:
         print(f"CPU seconds over the {c['window_s']} s of sessions on {c['cores']} cores: server {c['server_s']}, "
@@ -768,7 +770,8 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
         await w.connect()
         await w.rerun("warm-up", page="")
         await w.close()
-    rss = {"start": rss_mb(server_pid), "all_open": None, "peak": rss_mb(server_pid), "after_close": None}
+    rss = {"start": rss_mb(server_pid), "all_open": None, "peak": rss_mb(server_pid), "after_close": None,
+           "server_only_all_open": None, "server_only_after_close": None}
     launched_here = bool(server_pid) and server_pid in descendants(os.getpid())
     cpu0 = (tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter())
     opened = [0]
@@ -777,6 +780,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
         opened[0] += 1
         if opened[0] == sessions:
             rss["all_open"] = rss_mb(server_pid)
+            rss["server_only_all_open"] = rss_mb(server_pid, children=False)
 
     stop = threading.Event()
 
@@ -808,6 +812,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
                "idle_s": round(max(wall * (os.cpu_count() or 1) - busy, 0.0), 1)}
     await asyncio.sleep(3.0)                       # the server drops the sessions' state
     rss["after_close"] = rss_mb(server_pid)
+    rss["server_only_after_close"] = rss_mb(server_pid, children=False)
     res = summarise(list(outcomes))
     res.update({"server_rss_mb": rss, "cpu": cpu})
     return res
@@ -877,12 +882,15 @@ def main(argv: list[str] | None = None) -> dict:
                 time.sleep(args.settle)
                 waves.append({"wave": wave + 1, "sessions_so_far": (wave + 1) * args.sessions,
                               "rss_all_open_mb": res["server_rss_mb"]["all_open"],
-                              "rss_settled_mb": rss_mb(pid), **res["interactions"]})
-                print(f"wave {wave + 1}: {(wave + 1) * args.sessions} sessions so far; RSS with this wave's "
-                      f"{args.sessions} open {res['server_rss_mb']['all_open']} MB, {args.settle:g} s after they "
-                      f"closed {waves[-1]['rss_settled_mb']} MB; interactions median {res['interactions']['median_ms']}"
-                      f" ms, p95 {res['interactions']['p95_ms']} ms, {res['interactions']['errors']} errors",
-                      flush=True)
+                              "server_only_all_open_mb": res["server_rss_mb"]["server_only_all_open"],
+                              "rss_settled_mb": rss_mb(pid), "server_only_settled_mb": rss_mb(pid, children=False),
+                              **res["interactions"]})
+                w = waves[-1]
+                print(f"wave {wave + 1}: {(wave + 1) * args.sessions} sessions so far; RSS (MB, server alone / with "
+                      f"children) with this wave's {args.sessions} open {w['server_only_all_open_mb']} / "
+                      f"{w['rss_all_open_mb']}, {args.settle:g} s after they closed {w['server_only_settled_mb']} / "
+                      f"{w['rss_settled_mb']}; interactions median {w['median_ms']} ms, p95 {w['p95_ms']} ms, "
+                      f"{w['errors']} errors", flush=True)
     finally:
         if proc is not None:
             stop_server(proc)
