@@ -199,7 +199,8 @@ class Session:
         self.closed_reason: str | None = None
         self.messages = 0
         self.elements: list[Any] = []                 # elements of the last run (for checks)
-        self.fragment_run = False                     # the run in progress is a fragment's (auto_rerun)
+        self.fragment_run = False                     # the run in progress is a fragment's (a poll, a widget in one)
+        self.run_fragment = ""                        # ... that fragment's id
         self.last_pick: int | None = None             # the test index of the last latent-map click
 
     # -- connection -------------------------------------------------------------------------------------
@@ -266,6 +267,10 @@ class Session:
             if status == ForwardMsg.FINISHED_SUCCESSFULLY:
                 # the frontend drops the widgets this run did not draw
                 self.widgets = {i: w for i, w in self.widgets.items() if i in self.seen}
+            elif status == ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY and self.fragment_run:
+                # ... a fragment's run: those of that fragment only (a chart whose figure changed has a new id)
+                self.widgets = {i: w for i, w in self.widgets.items()
+                                if i in self.seen or w.fragment != self.run_fragment}
             if status in FINISHED and (status != ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY or self.fragment_run):
                 self.finish_status = FINISHED[status]
                 self.finished.set()
@@ -325,7 +330,7 @@ class Session:
             cs.page_script_hash = self.page_hash
             states = self._states(change)
         cs.widget_states.widgets.extend(states)
-        self.fragment_run = bool(fragment_id)
+        self.fragment_run, self.run_fragment = bool(fragment_id), fragment_id
         if fragment_id:
             cs.fragment_id, cs.is_auto_rerun = fragment_id, auto
         self.finished.clear()
