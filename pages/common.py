@@ -407,9 +407,17 @@ def require_fit(sel: Selection) -> None:
         st.stop()
 
 
-@st.cache_data(max_entries=8, show_spinner="Encoding the test split…")
+@st.cache_resource(max_entries=8, show_spinner="Encoding the test split…")
 def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
-    return codes_of(_model, test_data(dataset)).numpy()
+    """One shared, read-only array per model: st.cache_data would hand every run its own copy (up to
+    10 MB each, kept alive by the page's fragments for as long as the session lives)."""
+    return read_only(codes_of(_model, test_data(dataset)).numpy())
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """`array`, refusing writes from now on: for what a cache shares between sessions."""
+    array.setflags(write=False)
+    return array
 
 
 def test_codes(sel: Selection) -> np.ndarray:

@@ -14,7 +14,8 @@ from aecore.viz import image_grid
 from aecore.maps import read_maps
 from pages._components.latent_thumbs import latent_thumbs
 from pages.common import (as_bool, bind, chart, chart_spec, columns, download_png, model_page, own_image, plain,
-                          projector_on, show_error, showcase, sync_url, test_codes, test_data, tile_scale)
+                          projector_on, read_only, show_error, showcase, sync_url, test_codes, test_data,
+                          tile_scale)
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -30,14 +31,15 @@ model, entry, data, shape = sel.model, sel.entry, sel.data, sel.shape
 version, slug = sel.version, sel.slug
 
 
-@st.cache_data(max_entries=8, show_spinner="Reconstructing the test split…")
+@st.cache_resource(max_entries=8, show_spinner="Reconstructing the test split…")
 def _errors(ref: str, version: str, dataset: str, _model) -> np.ndarray:
-    return lt.recon_errors(_model, test_data(dataset))
+    return read_only(np.asarray(lt.recon_errors(_model, test_data(dataset))))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_resource(max_entries=16, show_spinner=False)
 def _maps(path: str, version: str) -> dict:
-    return read_maps(path)
+    """maps.npz's arrays, one read-only copy for every session."""
+    return {name: read_only(np.asarray(array)) for name, array in read_maps(path).items()}
 
 
 @st.cache_resource(max_entries=4, show_spinner="Packing the thumbnails into one picture…")
