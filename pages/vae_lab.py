@@ -2,7 +2,6 @@
 latent dimension, and for a 2-D latent the decoded manifold beside the test codes."""
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from aecore.errors import AecoreError
@@ -133,16 +132,7 @@ def _interpolation() -> None:
             st.image(strip, caption=f"{mode}: decodings of {steps} codes from {end_a[1]} (left) to {end_b[1]} (right), "
                                     "the ends being the two images' posterior means.")
             download_png(strip, f"{slug}-{mode}-{steps}.png", label="Download strip (PNG)", key="vl_png_path")
-            prof = vl.norm_profile(z[0], z[-1], steps)
-            fig = go.Figure()
-            for m, dash in (("lerp", "solid"), ("slerp", "dash")):
-                fig.add_scatter(x=prof["t"], y=prof[m], name=m, mode="lines+markers", line=dict(dash=dash))
-            fig.add_scatter(x=prof["t"], y=prof["typical"], name=f"typical ‖z‖ under the prior (d = {latent_dim})",
-                            mode="lines", line=dict(color="grey", dash="dot"))
-            fig.update_yaxes(rangemode="tozero")
-            fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="t (A → B)",
-                              yaxis_title="‖z‖")
-            chart(fig, key="vl_norms")
+            chart(vl.norm_profile_figure(vl.norm_profile(z[0], z[-1], steps), latent_dim), key="vl_norms")
             st.caption("Norm of the code along each path. A straight line between two codes cuts inside the "
                        "sphere where prior samples live (‖z‖ ≈ √d), a region the decoder rarely saw in training; "
                        "slerp keeps the norm between the two ends'.")

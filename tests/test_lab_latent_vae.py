@@ -287,6 +287,12 @@ def test_slerp_keeps_the_norm_and_lerp_cuts_inside():
     np.testing.assert_allclose(prof["slerp"], 2.0, rtol=1e-5)
     assert prof["lerp"][2] == pytest.approx(math.sqrt(2))
     assert prof["typical"][0] == pytest.approx(math.sqrt(math.pi / 2))         # E‖z‖ for z ~ N(0, I_2)
+    fig = vl.norm_profile_figure(prof, 2)                       # a plain dict plotly itself accepts
+    import plotly.graph_objects as go
+
+    checked = go.Figure(fig)
+    assert [t.name for t in checked.data] == ["lerp", "slerp", "typical ‖z‖ under the prior (d = 2)"]
+    assert list(checked.data[1].y) == pytest.approx(list(prof["slerp"])) and checked.layout.yaxis.rangemode == "tozero"
     with pytest.raises(ConfigError, match="not one of"):
         vl.path_codes(a, b, 5, "cubic")
     with pytest.raises(ConfigError, match="between 2 and 64"):

@@ -89,6 +89,20 @@ def norm_profile(a: Tensor, b: Tensor, steps: int) -> dict[str, np.ndarray]:
             **{m: path_codes(a, b, steps, m).norm(dim=1).numpy() for m in MODES}}
 
 
+def norm_profile_figure(profile: dict[str, np.ndarray], latent_dim: int) -> dict:
+    """`norm_profile` as a plotly figure dict (lerp solid, slerp dashed, the prior's typical norm dotted):
+    a plain dict, drawn on every change of the interpolation, skips plotly's validation."""
+    t = profile["t"].tolist()
+    data = [dict(type="scatter", x=t, y=profile[m].tolist(), name=m, mode="lines+markers", line=dict(dash=dash))
+            for m, dash in (("lerp", "solid"), ("slerp", "dash"))]
+    data.append(dict(type="scatter", x=t, y=profile["typical"].tolist(), mode="lines",
+                     name=f"typical ‖z‖ under the prior (d = {latent_dim})", line=dict(color="grey", dash="dot")))
+    return {"data": data, "layout": dict(
+        height=260, margin=dict(l=10, r=10, t=40, b=10), xaxis=dict(title=dict(text="t (A → B)")),
+        yaxis=dict(title=dict(text="‖z‖"), rangemode="tozero"),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0))}
+
+
 # --- prior samples ------------------------------------------------------------------------------------
 def prior_codes(n: int, d: int, *, seed: int = 0, temperature: float = 1.0) -> Tensor:
     """(n, d) z ~ N(0, τ²I) from a CPU generator: the same seed gives the same codes on any device."""
