@@ -45,9 +45,10 @@ def run_flushing_denormals(fn: Callable[[], T], *, on_interrupt: Callable[[], No
     to stop (the trainer's cancel flag), the thread finishes its batch, and the interrupt is re-raised.
     """
     outcome: dict[str, object] = {}
-    done = threading.Event()
+    done, entered = threading.Event(), threading.Event()
 
     def target() -> None:
+        entered.set()
         torch.set_flush_denormal(True)  # False (and nothing changes) on CPUs without the flag
         try:
             outcome["result"] = fn()
@@ -58,12 +59,16 @@ def run_flushing_denormals(fn: Callable[[], T], *, on_interrupt: Callable[[], No
 
     # Waits on an Event, not Thread.join: a join interrupted by Ctrl-C marks a live thread as finished
     # (CPython's bpo-45274 handling), so a second join would not wait for the batch to end.
-    threading.Thread(target=target, name="aecore-train", daemon=True).start()
+    # started inside the try: a Ctrl-C that lands while start() still waits for the thread (it may have
+    # run batches by then on a busy machine) must cancel it too, not leave it training
+    thread = threading.Thread(target=target, name="aecore-train", daemon=True)
     try:
+        thread.start()
         done.wait()
     except BaseException:
         on_interrupt()
-        done.wait()
+        if entered.wait(5.0):              # the thread runs (an interrupt inside start() may come first)
+            done.wait()
         raise
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
@@ -310,7 +311,9 @@ def nearest(codes: np.ndarray, query: np.ndarray, k: int, metric: str = "euclide
 
     if metric not in METRICS:
         raise ConfigError(f"unknown distance {metric!r}; use one of {', '.join(METRICS)}")
-    c = torch.as_tensor(np.asarray(codes, dtype=np.float32))
+    with warnings.catch_warnings():     # the app's shared codes are read-only arrays; this only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        c = torch.as_tensor(np.asarray(codes, dtype=np.float32))
     q = torch.as_tensor(np.atleast_2d(np.asarray(query, dtype=np.float32)))
     if q.shape[1] != c.shape[1]:
         raise DataError(f"query codes have {q.shape[1]} dimensions, the test codes {c.shape[1]}")
