@@ -67,3 +67,29 @@ def test_entry_facts_reread_only_a_changed_config(tiny_zoo_root, tmp_path, monke
     info["recipe"]["noise"] = "masking:0.3"
     config.write_text(json.dumps(info))
     assert dn.entry_facts(entries)["mnist/dae-gaussian"].noise.kind == "masking"
+
+
+def test_a_class_listing_models_together_reads_the_folders_once(tiny_zoo_root, monkeypatch):
+    monkeypatch.setenv("AECORE_PRETRAINED", str(tiny_zoo_root))
+    monkeypatch.setattr(catalog, "_cache", {})
+    reads, real = [], catalog._read_listing
+    started = threading.Barrier(8)
+
+    def counted(*args):
+        reads.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(catalog, "_read_listing", counted)
+
+    def session():
+        started.wait()
+        return [e.ref for e in catalog.entries("mnist")]
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(session())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 8 and all(r == results[0] and r for r in results)
+    assert len(reads) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def _stamp(path: Path) -> tuple:
 
 
 _cache: dict[tuple, tuple[list[Entry], list[tuple[str, str]]]] = {}   # {stamps: (entries, left out)}, one key
+_listing_lock = threading.Lock()   # one listing at a time: a class opening pages together reads the folders once
 
 
 def entries(dataset: str | None = None) -> list[Entry]:
@@ -108,6 +110,12 @@ def _listing(key: tuple, root: Path, users: Path) -> tuple[list[Entry], list[tup
     cached = _cache.get(key)
     if cached is not None:
         return cached
+    with _listing_lock:               # the others wait for this one's result instead of each reading every folder
+        cached = _cache.get(key)
+        return cached if cached is not None else _read_listing(key, root, users)
+
+
+def _read_listing(key: tuple, root: Path, users: Path) -> tuple[list[Entry], list[tuple[str, str]]]:
     out: list[Entry] = []             # (sessions run in threads: work on local lists, then publish them)
     skipped: list[tuple[str, str]] = []
     try:
