@@ -73,7 +73,9 @@ def compute_timings(dataset: str, repeats: int) -> dict[str, dict]:
     shape = tuple(data.input_shape)
     entries = {e.ref: e for e in catalog.entries(dataset)}
     model = catalog.load(f"{dataset}/dae-gaussian").model
-    plain = catalog.load(dn.plain_ae(list(entries.values()), dn.entry_facts(entries.values())).ref).model
+    facts = dn.entry_facts(entries.values())
+    plain_entry = dn.plain_ae(list(entries.values()), facts, code_size=facts[f"{dataset}/dae-gaussian"].latent_dim)
+    plain = catalog.load(plain_entry.ref).model
     clean = data.as_float(select_indices(data.labels, 16, "random", seed=0)).view(-1, *shape)
 
     def denoise(i: int) -> None:

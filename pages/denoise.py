@@ -99,8 +99,9 @@ sync_url("noise", "count", "seed")
 # --- the plain AE for contrast -----------------------------------------------------------------------
 entries = catalog.entries(sel.dataset)
 facts = dn.entry_facts(entries)
-trained = facts[entry.ref].noise if entry.ref in facts else None
-plain_entry = dn.plain_ae(entries, facts)
+own = facts.get(entry.ref)
+trained = own.noise if own else None
+plain_entry = dn.plain_ae(entries, facts, code_size=own.latent_dim if own else None)
 plain, plain_note = None, ""
 if plain_entry is None:
     plain_note = f"No pretrained plain AE for {plain_text(sel.dataset)} to contrast with."

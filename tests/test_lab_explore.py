@@ -321,10 +321,14 @@ def test_preferred_denoiser_and_plain_ae():
     assert dn.preferred_model(entries, known, "masking") == "mnist/dae-masking"
     assert dn.preferred_model(entries, known, "saltpepper") == "user:my-dae"    # the only one there is
     assert dn.preferred_model(entries[:4], known, "gaussian") is None
-    assert dn.plain_ae(entries, known).ref == "mnist/ae-d32"
-    without = [e for e in entries if e.ref != "mnist/ae-d32"]
-    assert dn.plain_ae(without, known).ref == "mnist/ae-d64"          # largest code; user models never
-    assert dn.plain_ae([entries[3], entries[4]], known) is None
+    plain = lambda pool, size: dn.plain_ae(pool, known, code_size=size).ref  # noqa: E731
+    assert plain(entries, 64) == "mnist/ae-d64" and plain(entries, 32) == "mnist/ae-d32"   # nearest code size
+    assert plain(entries, 4) == "mnist/ae-d2"                          # by ratio: 4/2 is nearer than 32/4
+    assert plain(entries, 128) == "mnist/ae-d64"                       # a tie (2x either way): the smaller code
+    assert plain(entries, None) == "mnist/ae-d64"                      # unknown: the largest; user models never
+    without = [e for e in entries if e.ref != "mnist/ae-d64"]
+    assert plain(without, 64) == "mnist/ae-d32"                        # the shipped zoo: dae-* (64-D) -> ae-d32
+    assert dn.plain_ae([entries[3], entries[4]], known, code_size=64) is None
 
 
 def test_training_noise_and_url_noise():

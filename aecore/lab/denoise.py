@@ -8,6 +8,7 @@ same noisy pixels. PSNR is per image against the clean image (aecore.evaluate.ps
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -32,7 +33,6 @@ SWEEP_LEVELS = {
     "masking": [round(0.1 * i, 2) for i in range(10)],                 # ν 0 .. 0.9
     "saltpepper": [round(0.05 * i, 2) for i in range(11)],             # ν 0 .. 0.5
 }
-PLAIN_ID = "ae-d32"
 IDENTICAL_PSNR = 10.0 * float(np.log10(1.0 / MIN_MSE))                 # what psnr() gives for x == y
 
 
@@ -124,14 +124,22 @@ def preferred_model(entries: list[Entry], facts: Mapping[str, Facts], kind: str)
     return min(matching, key=rank).ref
 
 
-def plain_ae(entries: list[Entry], facts: Mapping[str, Facts]) -> Entry | None:
-    """The contrast: a pretrained baseline autoencoder (the plain MLP AE) trained without noise;
-    `ae-d32` when there, else the one with the largest code (the fairest match for a 64-D denoiser)."""
+def plain_ae(entries: list[Entry], facts: Mapping[str, Facts], *, code_size: int | None) -> Entry | None:
+    """The contrast: a pretrained baseline autoencoder (BASELINE role) trained without noise, the one whose
+    code size is nearest (by ratio) to `code_size`, the denoiser's, so the two squeeze the image alike;
+    the largest code when `code_size` is unknown. Ties go to the smaller code (the stricter baseline)."""
     plain = [e for e in entries if not e.ref.startswith(USER_PREFIX) and has_role(e.model, BASELINE)
              and e.ref in facts and facts[e.ref].noise is None]
     if not plain:
         return None
-    return min(plain, key=lambda e: (_short(e.ref) != PLAIN_ID, -(facts[e.ref].latent_dim or 0), e.ref))
+
+    def rank(e: Entry) -> tuple:
+        size = facts[e.ref].latent_dim or 0
+        if size <= 0:
+            return (True, 0.0, 0, e.ref)                       # unknown code size: last
+        distance = abs(math.log(size / code_size)) if code_size and code_size > 0 else -size
+        return (False, distance, size, e.ref)
+    return min(plain, key=rank)
 
 
 # --- the demo ---------------------------------------------------------------------------------------
