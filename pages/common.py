@@ -26,10 +26,10 @@ from aecore.device import pick_device
 from aecore.errors import AecoreError, ConfigError
 from aecore.lab import catalog
 from aecore.lab.serving import freeze_long_lived, limit_malloc_arenas, start_memory_trimmer, use_session_threads
+from aecore.lab.stored_codes import stored_codes
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.paths import check_allowed_folder
 from aecore.store import LoadedModel
-from aecore.maps import codes_of
 
 log = logging.getLogger("aecore.app")
 
@@ -410,8 +410,9 @@ def require_fit(sel: Selection) -> None:
 @st.cache_resource(max_entries=8, show_spinner="Encoding the test split…")
 def _codes(ref: str, version: str, dataset: str, _model) -> np.ndarray:
     """One shared, read-only array per model: st.cache_data would hand every run its own copy (up to
-    10 MB each, kept alive by the page's fragments for as long as the session lives)."""
-    return read_only(codes_of(_model, test_data(dataset)).numpy())
+    10 MB each, kept alive by the page's fragments for as long as the session lives). Behind it the
+    disk copy (`stored_codes`): a model this cache let go is read back, not encoded again."""
+    return read_only(stored_codes(_model, test_data(dataset), weights_key=version).numpy())
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
