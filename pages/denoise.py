@@ -188,7 +188,7 @@ others = st.multiselect("Compare with", options, key="dn_sweep", format_func=lam
                         help=f"{plain_text(entry.label)} and the noisy input itself are always shown")
 
 
-@st.cache_data(max_entries=16, show_spinner="Sweeping noise levels…")
+@st.cache_data(max_entries=128, show_spinner="Sweeping noise levels…")   # small dicts: room for every model
 def noise_sweep(named: tuple[tuple[str, str], ...], versions: tuple[str, ...], dataset: str, kind: str,
                 seed: int) -> dict:
     """Sweep curves for (ref, name) models; `versions` (weight hashes) only key the cache."""
