@@ -23,8 +23,16 @@ A session's interactions start --every seconds apart (a random offset per sessio
 slot is followed by the next right after it ends, without a catch-up burst.
 --teacher-train: session 0 first opens /train, presses "Start training" (a trigger_value; the page's
 default settings) and watches the run: it polls the live panel as the browser does (the fragment's
-auto_rerun, `train panel poll`) until the run ends, then joins the mix.
+auto_rerun, `train panel poll`) until the run ends, then joins the mix. Like the browser, it drops the poll
+timer when a full-app run starts (the run's new_session lists no fragment: the panel's st.rerun() at the end
+of training, a page switch) and polls again only if that full run asks for it (its own auto_rerun).
 --loop browser-bench: bench/load_sessions.py's loop instead (same interaction names), for comparing the two.
+
+Summary rows (printed and in --json): one per kind (the interactions, `open <page>`, the teacher's runs);
+`interactions (all 4)` (json `interactions`): the mix's four kinds only, without the page opens that precede
+about half of them; `what users wait for (interactions + opens)` (json `user_waits`): every run a user sits
+through, i.e. every run but the teacher's panel polls (the interactions, the page opens, the teacher's own
+clicks); `every run` (json `all_runs`): all of them, polls included.
 
     .venv/bin/python bench/load_protocol.py --launch --start-after 20 --sessions 30 --every 5 --duration 120 \\
         --mix denoise=1,model=1,latent=1,vae=1 --json bench/_out/load_protocol.json
@@ -65,6 +73,8 @@ from streamlit.proto.WidgetStates_pb2 import WidgetState  # noqa: E402
 
 RUN_TIMEOUT = 60.0
 KINDS = ("denoise", "model", "latent", "vae")
+POLL = "train panel poll"                      # a fragment's auto_rerun: the browser's timer, nobody waits for it
+USER_WAITS = "what users wait for (interactions + opens)"
 PAGE_OF = {"denoise": "denoise", "latent": "latent_map", "vae": "vae_lab"}
 FINISHED = {ForwardMsg.FINISHED_SUCCESSFULLY: "ok", ForwardMsg.FINISHED_WITH_COMPILE_ERROR: "compile error",
             ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY: "fragment"}
@@ -78,6 +88,17 @@ def widget_key(element_id: str) -> str | None:
     """The user key inside a widget id ('$$ID-<hash>-<key>'); None for a widget without one."""
     parts = element_id.split("-", 2)
     return parts[2] if len(parts) == 3 and parts[0] == "$$ID" and parts[2] != "None" else None
+
+
+def run_fragment_ids(msg: ForwardMsg) -> list[str]:
+    """The fragments a run reruns, read from its new_session message; empty: a full-app run. Streamlit 1.67
+    writes them into the message's metadata.run, older releases into new_session.fragment_ids_this_run."""
+    ids: list[str] = []
+    run = getattr(msg.metadata, "run", None)
+    if run is not None:
+        ids.extend(run.fragment_ids)
+    ids.extend(getattr(msg.new_session, "fragment_ids_this_run", ()))
+    return ids
 
 
 def _decode_array(value: Any) -> list:
@@ -200,7 +221,7 @@ class Session:
         self.messages = 0
         self.elements: list[Any] = []                 # elements of the last run (for checks)
         self.fragment_run = False                     # the run in progress is a fragment's (a poll, a widget in one)
-        self.run_fragment = ""                        # ... that fragment's id
+        self.run_fragment = ""                        # ... that fragment's id (both as the server says it runs)
         self.last_pick: int | None = None             # the test index of the last latent-map click
 
     # -- connection -------------------------------------------------------------------------------------
@@ -243,8 +264,11 @@ class Session:
             for p in ns.app_pages:
                 self.pages[p.url_pathname] = p.page_script_hash
             self.seen, self.elements = set(), []
-            if not self.fragment_run:                   # a new full run: the page asks again if it wants polling
+            if not run_fragment_ids(msg):
+                # a full-app run, whatever was sent (a fragment's st.rerun() turns a poll into one): the browser
+                # drops every fragment's auto-rerun timer; this run's own auto_rerun, if any, arms it again
                 self.auto_rerun = None
+                self.fragment_run, self.run_fragment = False, ""
         elif kind == "navigation":
             for p in msg.navigation.app_pages:
                 self.pages[p.url_pathname] = p.page_script_hash
@@ -258,7 +282,9 @@ class Session:
         elif kind == "auto_rerun":
             self.auto_rerun = (msg.auto_rerun.interval, msg.auto_rerun.fragment_id)
         elif kind == "stop_auto_rerun":
-            self.auto_rerun = None
+            ids = msg.stop_auto_rerun.fragment_ids
+            if self.auto_rerun is not None and (not ids or self.auto_rerun[1] in ids):
+                self.auto_rerun = None
         elif kind == "page_not_found":
             if self.current is not None:
                 self.current.alerts.append(f"page not found: {msg.page_not_found.page_name}")
@@ -505,13 +531,14 @@ async def start_training(s: Session, epochs: int | None = None) -> Run:
 
 
 async def poll_fragment(s: Session, until: float) -> None:
-    """The browser's auto_rerun of a fragment (a training run's live panel): every `interval` seconds."""
+    """The browser's auto_rerun of a fragment (a training run's live panel): every `interval` seconds, until a
+    full-app run drops the timer without arming it again (the panel's st.rerun() once the run has ended)."""
     while s.auto_rerun is not None and time.perf_counter() < until and not s.closed_reason:
         interval, fragment = s.auto_rerun
         await asyncio.sleep(interval)
         if s.auto_rerun is None:
             break
-        await s.rerun("train panel poll", fragment_id=fragment)
+        await s.rerun(POLL, fragment_id=fragment)
 
 
 # --- many sessions ---------------------------------------------------------------------------------------
@@ -720,8 +747,9 @@ def summarise(outcomes: list[Outcome]) -> dict:
         by_kind.setdefault(r.kind, []).append(r)
     order = [k for k in KINDS if k in by_kind] + sorted(k for k in by_kind if k not in KINDS)
     interactions = [r for r in runs if r.kind in KINDS]
+    user_waits = [r for r in runs if r.kind != POLL]          # the interactions, the page opens, the teacher's clicks
     return {"by_kind": {k: stats(by_kind[k]) for k in order}, "interactions": stats(interactions),
-            "all_runs": stats(runs),
+            "user_waits": stats(user_waits), "all_runs": stats(runs),
             "samples_ms": {k: [None if r.seconds is None else round(1000 * r.seconds, 1) for r in by_kind[k]]
                            for k in order},
             "failed_to_connect": [f"{o.name}: {o.error}" for o in outcomes if not o.connected],
@@ -737,15 +765,18 @@ def print_summary(res: dict) -> None:
             f"one interaction every {a['every']:g} s each, mix {a['mix']}")
     print(f"load_protocol: {a['sessions']} sessions, {loop}, {a['duration']:g} s"
           f"{', teacher training' if a['teacher_train'] else ''}; {res['url']}; {res['when']}")
-    print(f"{'kind':<20}{'n':>6}{'errors':>8}{'median ms':>11}{'p95 ms':>10}{'max ms':>10}")
-    rows = list(res["by_kind"].items()) + [("interactions (all 4)", res["interactions"]), ("every run", res["all_runs"])]
+    rows = list(res["by_kind"].items()) + [("interactions (all 4)", res["interactions"]),
+                                           (USER_WAITS, res["user_waits"]), ("every run", res["all_runs"])]
+    width = max([20] + [len(k) + 2 for k, _ in rows])
+    print(f"{'kind':<{width}}{'n':>6}{'errors':>8}{'median ms':>11}{'p95 ms':>10}{'max ms':>10}")
+
+    def f(x):
+        return "-" if x is None else f"{x:.1f}"
     for k, v in rows:
         if not v["n"]:
             continue
-
-        def f(x):
-            return "-" if x is None else f"{x:.1f}"
-        print(f"{k:<20}{v['n']:>6}{v['errors']:>8}{f(v['median_ms']):>11}{f(v['p95_ms']):>10}{f(v['max_ms']):>10}")
+        print(f"{k:<{width}}{v['n']:>6}{v['errors']:>8}{f(v['median_ms']):>11}{f(v['p95_ms']):>10}"
+              f"{f(v['max_ms']):>10}")
     i = res["all_runs"]
     print(f"errors in all runs: {i['exceptions']} exception elements, {i['error_alerts']} error alerts, "
           f"{i['unfinished']} runs not finished within {a['timeout']:g} s")
@@ -810,7 +841,8 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
     if server_pid:
         wall = time.perf_counter() - cpu0[3]
         server = tree_cpu_seconds(server_pid) - cpu0[0]
-        client = tree_cpu_seconds(os.getpid()) - cpu0[1] - (server if launched_here else 0.0)   # a launched server is ours
+        # a server launched here is a child of ours: not the load generator's CPU
+        client = tree_cpu_seconds(os.getpid()) - cpu0[1] - (server if launched_here else 0.0)
         busy = machine_busy_seconds() - cpu0[2]
         cpu = {"window_s": round(wall, 1), "cores": os.cpu_count(), "server_s": round(server, 1),
                "client_s": round(client, 1), "others_s": round(max(busy - server - client, 0.0), 1),
@@ -841,7 +873,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="interaction weights, e.g. denoise=2,model=1,latent=1,vae=0")
     parser.add_argument("--teacher-train", action="store_true",
                         help="session 0 starts one training run on /train and watches its panel until it ends")
-    parser.add_argument("--train-epochs", type=int, help="with --teacher-train: epochs of the run (default: the page's)")
+    parser.add_argument("--train-epochs", type=int,
+                        help="with --teacher-train: epochs of the run (default: the page's)")
     parser.add_argument("--connect-spread", type=float, default=0.0,
                         help="open the sessions over this many seconds instead of all at once")
     parser.add_argument("--loop", choices=["mix", "browser-bench"], default="mix",
