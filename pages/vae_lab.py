@@ -9,11 +9,13 @@ from aecore.lab import catalog
 from aecore.lab import vae as vl
 from aecore.models import GENERATIVE, has_role, models_with
 from aecore.viz import image_grid
-from pages.common import (PROJECTOR_PER_ROW, bind, chart, code, columns, download_png, model_page, own_image, plain,
-                          projector_on, require_fit, show_error, sync_url, test_codes, test_data, tile_scale)
+from pages.common import (PROJECTOR_PER_ROW, bind, chart, chart_spec, code, columns, download_png, model_page,
+                          own_image, plain, projector_on, read_only, require_fit, show_error, sync_url, test_codes,
+                          test_data, tile_scale)
 
 
 SOURCES = {"test": "Test image", "upload": "Upload", "draw": "Draw"}
+SHARED_TRAVERSAL_BYTES = 16 * 2**20     # a traversal picture kept for every session only up to this size (8 at most)
 
 sel = model_page("VAE lab",
                  "A variational autoencoder's decoder is a **generator**: every point of its latent space decodes "
@@ -52,25 +54,46 @@ def _class(i: int) -> str:
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _codes_figure(ref: str, version: str, dataset: str, axis: tuple, _codes: np.ndarray):
+def _codes_figure(ref: str, version: str, dataset: str, axis: tuple, _codes: np.ndarray) -> dict:
     """10,000 points: building the figure cost more than everything else on a rerun; it only changes with
-    the model and the grid."""
-    return vl.codes_figure(_codes, labels, data.classes, np.asarray(axis))
+    the model and the grid. A `chart_spec` dict, shared by every session and never changed by `chart`
+    (a shared plotly Figure was laid out anew by each visitor's draw: a race between sessions)."""
+    return chart_spec(vl.codes_figure(_codes, labels, data.classes, np.asarray(axis)))
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def _traversal(ref: str, version: str, base: int, rows: tuple, span: float, steps: int, scale: int, per_band: int,
-               kl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The traversal picture of test image `base` and its posterior mean: the same for every visitor who
-    opens the tab on this model at these settings (most open it at the defaults)."""
+def _draw_traversal(base: int, rows: tuple, span: float, steps: int, scale: int, per_band: int,
+                    kl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The traversal picture of test image `base` (at most vl.MAX_DRAWN_ROWS rows) and its posterior mean."""
     x = data.as_float(slice(base, base + 1)).view(1, *shape)
     trav = vl.traversal(model, x, list(rows), vl.traversal_values(span, steps))
-    return vl.traversal_grid(trav, list(rows), kl, scale=scale, per_band=per_band), vl.posterior_mean(model, x)[0].numpy()
+    grid = vl.traversal_grid(trav, list(rows), kl, scale=scale, per_band=per_band)
+    return grid, vl.posterior_mean(model, x)[0].numpy()
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _kl_figure(ref: str, version: str, kl: np.ndarray):
-    return vl.kl_figure(kl)
+def _shared_traversal(ref: str, version: str, base: int, rows: tuple, span: float, steps: int, scale: int,
+                      per_band: int, kl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_draw_traversal`, the same for every visitor who opens the tab on this model at these settings (most
+    open it at the defaults): one read-only copy for all sessions, not a copy per rerun (st.cache_data)."""
+    grid, own = _draw_traversal(base, rows, span, steps, scale, per_band, kl)
+    return read_only(grid), read_only(own)
+
+
+def _traversal(ref: str, version: str, base: int, rows: tuple, span: float, steps: int, scale: int, per_band: int,
+               kl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The traversal picture and the image's posterior mean: shared when small (`_shared_traversal`), drawn
+    for this run only when its tiles alone come to more than SHARED_TRAVERSAL_BYTES (many rows on a
+    projector), so the cache holds at most 8 such pictures."""
+    tiles = len(rows) * steps * (shape[-2] * scale) * (shape[-1] * scale) * 3
+    if tiles <= SHARED_TRAVERSAL_BYTES:
+        return _shared_traversal(ref, version, base, rows, span, steps, scale, per_band, kl)
+    return _draw_traversal(base, rows, span, steps, scale, per_band, kl)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _kl_figure(ref: str, version: str, kl: np.ndarray) -> dict:
+    """A `chart_spec` dict shared by every session (see `_codes_figure`)."""
+    return chart_spec(vl.kl_figure(kl))
 
 
 def _own_image(prefix: str):
@@ -172,6 +195,7 @@ def _traversals() -> None:
         kl = np.zeros(latent_dim)
     informative = vl.informative_dims(kl)
     threshold = f"{vl.INFORMATIVE_KL:g} nats"
+    cap = vl.MAX_DRAWN_ROWS                         # rows one picture draws at most, the most informative first
     dim_options = ["informative", "all"] + [str(j) for j in range(latent_dim)]
     bind("vl_t_index", 0, int, lo=0, hi=n_images - 1)
     bind("vl_t_dim", "informative", choices=dim_options)
@@ -186,22 +210,22 @@ def _traversals() -> None:
             help=f"Informative: mean KL over the test split above {threshold}; the others carry no information "
                  "(sweeping them changes nothing)",
             format_func=lambda o: (f"informative ({len(informative)} of {latent_dim})" if o == "informative" else
-                                   f"all {latent_dim} (most used first)" if o == "all" else
+                                   f"all {latent_dim} (most used first)" if o == "all" and latent_dim <= cap else
+                                   f"all {latent_dim} (the {cap} most used)" if o == "all" else
                                    f"z{o} (KL {kl[int(o)]:.2f} nats)"))
     with t3:
         span = st.slider("Range ±", 0.5, 5.0, step=0.5, key="vl_span")
     with t4:
         t_steps = st.slider("Steps", 3, 15, key="vl_t_steps")
     sync_url("vl_t_index", "vl_t_dim", "vl_span", "vl_t_steps")
-    if dim_choice == "informative":
-        rows = informative or vl.traversal_rows(kl, limit=None)
-        if not informative:
-            st.info(f"No dimension of {plain(entry.label)} has a mean KL above {threshold} on this test split (the "
-                    "posterior has collapsed onto the prior): all dimensions are shown.")
-    elif dim_choice == "all":
-        rows = vl.traversal_rows(kl, limit=None)
-    else:
-        rows = [int(dim_choice)]
+    rows, wanted = vl.traversal_dims(kl, dim_choice)                # at most `cap` rows, whatever the latent
+    capped = (f" (one picture draws at most {cap} rows; pick a single dimension to see any other)"
+              if len(rows) < wanted else "")
+    if dim_choice == "informative" and not informative:
+        st.info(f"No dimension of {plain(entry.label)} has a mean KL above {threshold} on this test split (the "
+                "posterior has collapsed onto the prior): "
+                + (f"the {len(rows)} of {wanted} dimensions with the highest KL are shown{capped}." if capped else
+                   "all dimensions are shown."))
     try:
         bands = -(-t_steps // per_row) if projector else 1              # projector: even bands of few images
         grid, own = _traversal(entry.ref, version, base, tuple(rows), float(span), int(t_steps), scale,
@@ -213,9 +237,15 @@ def _traversals() -> None:
         unused = latent_dim - len(informative)
         with left:
             names = ", ".join(f"z{j} ({own[j]:+.2f})" for j in rows)
-            if dim_choice == "informative" and informative:
+            if dim_choice == "informative" and informative and capped:
+                more = (f" Shown: the {len(rows)} most informative of the {wanted} informative dimensions of "
+                        f"{latent_dim} (mean KL above {threshold}){capped}.")
+            elif dim_choice == "informative" and informative:
                 more = (f" Shown: the {len(rows)} informative dimensions of {latent_dim} (mean KL above {threshold})"
                         + (f"; the other {unused} carry no information, pick “all” to see them." if unused else "."))
+            elif dim_choice == "all" and capped:
+                more = (f" Shown: the {len(rows)} most used of all {latent_dim} dimensions ({unused} below "
+                        f"{threshold}){capped}.")
             elif dim_choice == "all":
                 more = f" Shown: all {latent_dim} dimensions, most used first ({unused} below {threshold})."
             else:
@@ -259,7 +289,7 @@ def _manifold() -> None:
                                format_func={"even": "even in z", "quantile": "prior quantiles"}.get)
         with g3:
             if spacing == "even":
-                span = st.slider("Range ±", 1.0, 5.0, step=0.5, key="vl_grid_span")
+                st.slider("Range ±", 1.0, 5.0, step=0.5, key="vl_grid_span")
             else:
                 st.caption("Quantile spacing: z = Φ⁻¹((i + ½)/n) on each axis, so each cell holds the same prior "
                            "mass (Kingma & Welling 2014, fig. 4).")

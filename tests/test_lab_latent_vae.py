@@ -366,3 +366,28 @@ def test_codes_figure_and_csv():
     assert [t.name for t in fig.data] == ["a", "b", "c"] and fig.layout.xaxis.range == (-2.5, 2.5)
     lines = vl.codes_csv(codes, labels, ["a", "b", "c"]).decode().splitlines()
     assert lines[0] == "index,label,class,mu_0,mu_1" and len(lines) == 31
+
+
+def test_traversals_draw_at_most_max_drawn_rows_of_a_large_latent():
+    """A visitor's VAE with a 1024-d latent and "all" dimensions: 64 rows, the most informative first, not
+    1024 rows of full tiles (~155 MB a picture)."""
+    d, cap = 1024, vl.MAX_DRAWN_ROWS
+    kl = np.linspace(0.0, 2.0, d)                                   # z1023 the most informative
+    informative = vl.informative_dims(kl)
+    rows, wanted = vl.traversal_dims(kl, "informative")
+    assert rows == informative[:cap] and rows[0] == d - 1 and wanted == len(informative) > cap
+    rows, wanted = vl.traversal_dims(kl, "all")
+    assert rows == list(range(d - 1, d - 1 - cap, -1)) and wanted == d
+    assert vl.traversal_dims(np.zeros(d), "informative") == (list(range(cap)), d)    # collapsed: every dimension
+    assert vl.traversal_dims(kl, "7") == ([7], 1)
+    assert vl.traversal_dims(np.array([0.0, 1.5]), "all") == ([1, 0], 2)
+    with pytest.raises(ConfigError, match="dimension 1024 does not exist"):
+        vl.traversal_dims(kl, "1024")
+    model, data = tiny_model("vae", latent_dim=d), tiny_data(n=2)
+    x = data.as_float(slice(0, 1)).view(1, *MNIST)
+    values = vl.traversal_values(3.0, 15)
+    with pytest.raises(ConfigError, match="at most 64"):
+        vl.traversal(model, x, vl.traversal_rows(kl, limit=None), values)          # never 1024 rows at once
+    rows, _ = vl.traversal_dims(kl, "all")
+    grid = vl.traversal_grid(vl.traversal(model, x, rows, values), rows, kl, scale=2, per_band=16)
+    assert grid.shape[0] >= cap * 56 and grid.nbytes < 12 * 2**20                 # 64 rows of 56-px tiles

@@ -4,6 +4,7 @@ interpolation strip, prior samples, traversals and the manifold grid with the te
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,8 @@ from aecore.lab import vae as vl
 from aecore.store import load_pretrained
 from aecore.maps import codes_of
 from tests.helpers import arr, ok, open_app, png_of_a_digit
+
+WIDE = 128          # a visitor's VAE with a latent wider than vl.MAX_DRAWN_ROWS
 
 
 def page(query: dict | None = None) -> AppTest:
@@ -110,8 +113,10 @@ def one_dead_dimension(monkeypatch):
         return original(images, dims, kl, **kw)
 
     monkeypatch.setattr(vl, "traversal_grid", spy)
+    st.cache_resource.clear()                                 # no traversal picture shared from another test
     yield drawn
     st.cache_data.clear()
+    st.cache_resource.clear()
 
 
 def test_traversals_show_the_informative_dimensions_named_with_their_kl(tiny_zoo, one_dead_dimension):
@@ -152,3 +157,105 @@ def test_projector_mode_gives_big_tiles(tiny_zoo, one_dead_dimension):
     at = page({"model": "mnist/vae-d2", "projector": "1"})
     ok(at)
     assert 28 * one_dead_dimension.scales[-1] >= 140               # at least 140 px on a projector
+
+
+@pytest.fixture(scope="module")
+def wide_zoo_root(tmp_path_factory) -> Path:
+    """A pretrained/ folder holding one VAE with a 128-d latent, trained for one epoch on 200 images."""
+    from aecore.pipeline import initial_model, recipe_record, save_trained
+    from aecore.store import write_manifest
+    from aecore.train import TrainConfig, Trainer
+
+    root = tmp_path_factory.mktemp("wide")
+    data = load_dataset("mnist", "test")
+    model = initial_model("vae", {"hidden": [16], "latent_dim": WIDE, "input_shape": list(data.input_shape)}, seed=0)
+    recipe = TrainConfig(epochs=1, batch_size=100, lr=2e-3)
+    result = Trainer(model, data.subset(slice(0, 200)), config=recipe, device="cpu").fit()
+    save_trained(model, root / "mnist" / f"vae-d{WIDE}", result=result, metrics={}, dataset="mnist",
+                 classes=data.classes, recipe=recipe_record(recipe, val_fraction=0.0), notes="wide test VAE")
+    write_manifest(root)
+    return root
+
+
+@pytest.fixture
+def wide_vae(wide_zoo_root, monkeypatch, one_dead_dimension):
+    """The wide VAE with every dimension informative, z127 the most (KL 0.5 + j/100); grids drawn are recorded."""
+    monkeypatch.setenv("AECORE_PRETRAINED", str(wide_zoo_root))
+    monkeypatch.setattr(vl, "kl_per_dim", lambda model, data, **kw: 0.5 + np.arange(WIDE) / 100)
+    return one_dead_dimension
+
+
+def test_traversals_of_a_wide_latent_draw_at_most_max_drawn_rows(wide_vae):
+    cap = vl.MAX_DRAWN_ROWS
+    at = page({"model": f"mnist/vae-d{WIDE}"})
+    ok(at)
+    most_used = [f"z{j} · {0.5 + j / 100:.2f} nats" for j in range(WIDE - 1, WIDE - 1 - cap, -1)]
+    assert wide_vae[-1] == most_used                                  # 64 rows, the most informative first
+    caption = image_with(at, "one row per dimension").captions[0]
+    assert f"Shown: the {cap} most informative of the {WIDE} informative dimensions" in caption
+    assert f"at most {cap} rows" in caption and f"z{WIDE - 1} (" in caption and f"z{WIDE - 1 - cap} (" not in caption
+    at.selectbox(key="vl_t_dim").set_value("all").run()
+    ok(at)
+    assert wide_vae[-1] == most_used
+    caption = image_with(at, "one row per dimension").captions[0]
+    assert f"Shown: the {cap} most used of all {WIDE} dimensions" in caption and f"at most {cap} rows" in caption
+    at.selectbox(key="vl_t_dim").set_value("3").run()                  # any other dimension, one at a time
+    ok(at)
+    assert wide_vae[-1] == ["z3 · 0.53 nats"]
+
+
+def test_traversal_pictures_are_shared_read_only(tiny_zoo, one_dead_dimension, monkeypatch):
+    """One picture for every session at these settings (st.cache_resource), which nobody can write to."""
+    import pages.common as common
+
+    shown = []
+    original = common.st.image
+
+    def spy(image, *args, **kwargs):
+        shown.append(image)
+        return original(image, *args, **kwargs)
+
+    monkeypatch.setattr(common.st, "image", spy)
+    for _ in range(2):
+        ok(page({"model": "mnist/vae-d2"}))
+    assert len(one_dead_dimension) == 1                                # drawn once, then shared
+    pictures = [s for s in shown if isinstance(s, np.ndarray) and not s.flags.writeable]
+    assert len(pictures) == 2 and pictures[0] is pictures[1]
+
+
+def test_cached_figures_are_specs_left_unchanged_by_each_draw(tiny_zoo, monkeypatch):
+    """The KL bars and the test codes are cached for every session as plotly dicts (`chart_spec`): a visitor's
+    draw, projector on or off, lays out its own copy and never the shared one."""
+    import plotly.utils
+
+    import pages.common as common
+
+    st.cache_resource.clear()
+    passed = []
+    original = common.chart
+
+    def spy(fig, **kwargs):
+        passed.append((kwargs.get("key"), fig, json.dumps(fig, cls=plotly.utils.PlotlyJSONEncoder, sort_keys=True)
+                       if isinstance(fig, dict) else None))
+        return original(fig, **kwargs)
+
+    monkeypatch.setattr(common, "chart", spy)
+    try:
+        plain_run = page({"model": "mnist/vae-d2"})
+        ok(plain_run)
+        first = {key: (fig, frozen) for key, fig, frozen in passed if key in ("vl_kl", "vl_codes")}
+        assert set(first) == {"vl_kl", "vl_codes"}
+        assert all(isinstance(fig, dict) for fig, _ in first.values())     # not a plotly Figure every session shares
+        passed.clear()
+        projector_run = page({"model": "mnist/vae-d2", "projector": "1"})
+        ok(projector_run)
+        second = {key: fig for key, fig, _ in passed if key in first}
+        for key, (fig, frozen) in first.items():
+            assert second[key] is fig                                       # the same cached spec ...
+            assert json.dumps(fig, cls=plotly.utils.PlotlyJSONEncoder, sort_keys=True) == frozen   # ... unchanged
+        fonts = [{json.loads(c.proto.spec)["layout"].get("font", {}).get("size")
+                  for c in run.get("plotly_chart") if "vl_kl" in c.proto.id or "vl_codes" in c.proto.id}
+                 for run in (plain_run, projector_run)]
+        assert fonts == [{None}, {common.PROJECTOR_CHART_FONT}]
+    finally:
+        st.cache_resource.clear()

@@ -30,6 +30,8 @@ from aecore.models.vae import slerp
 MODES = ("lerp", "slerp")
 SPACINGS = ("even", "quantile")
 MAX_TRAVERSAL_ROWS = 16
+MAX_DRAWN_ROWS = 64         # rows one traversal picture draws at most, whatever the latent's size (1024 rows of full
+                            # tiles made a 155 MB picture)
 INFORMATIVE_KL = 0.02       # nats: a dimension whose mean KL over the test split is at most this carries no information
 
 
@@ -153,6 +155,8 @@ def traversal(model: nn.Module, x: Tensor, dims: Sequence[int], values: Tensor) 
     bad = [j for j in dims if not 0 <= int(j) < d]
     if bad:
         raise ConfigError(f"dimension {bad[0]} does not exist: the latent has dimensions 0 to {d - 1}")
+    if len(dims) > MAX_DRAWN_ROWS:
+        raise ConfigError(f"{len(dims)} dimensions is too many to sweep at once: at most {MAX_DRAWN_ROWS}")
     x = _batch(model, x)[:1]
     return torch.cat([model.traverse(x, int(j), values.to(model.device)).float().cpu() for j in dims])
 
@@ -166,6 +170,26 @@ def informative_dims(kl: np.ndarray, threshold: float = INFORMATIVE_KL) -> list[
     """The dimensions whose mean KL is above `threshold` nats, most informative first."""
     kl = np.asarray(kl, dtype=float)
     return [j for j in traversal_rows(kl, limit=None) if kl[j] > threshold]
+
+
+def traversal_dims(kl: np.ndarray, choice: str, limit: int = MAX_DRAWN_ROWS) -> tuple[list[int], int]:
+    """The dimensions a traversal draws for `choice`, most informative first, at most `limit` of them; and
+    how many `choice` names before that cap. `choice` is "informative" (mean KL above INFORMATIVE_KL; every
+    dimension when none is: a collapsed posterior), "all", or one dimension's number."""
+    kl = np.asarray(kl, dtype=float)
+    if choice == "informative":
+        wanted = informative_dims(kl) or traversal_rows(kl, limit=None)
+    elif choice == "all":
+        wanted = traversal_rows(kl, limit=None)
+    else:
+        try:
+            j = int(choice)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{choice!r} is not informative, all or a dimension's number") from None
+        if not 0 <= j < len(kl):
+            raise ConfigError(f"dimension {j} does not exist: the latent has dimensions 0 to {len(kl) - 1}")
+        wanted = [j]
+    return wanted[:max(1, int(limit))], len(wanted)
 
 
 def dim_label(j: int, kl: np.ndarray) -> str:
