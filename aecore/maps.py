@@ -302,6 +302,12 @@ class _TqdmProgress(io.TextIOBase):
 
 
 # --- nearest neighbours ------------------------------------------------------------------------------
+# The app's shared codes are read-only arrays and `nearest` only reads them. One filter for the process,
+# set at import: warnings.catch_warnings() per call swaps the global filter list, which sessions running
+# `nearest` in threads at once would restore out of order.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
 def nearest(codes: np.ndarray, query: np.ndarray, k: int, metric: str = "euclidean",
             exclude: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """k nearest rows of `codes` (N, d) for each query (B, d): (indices (B, k), distances (B, k)),
@@ -311,9 +317,7 @@ def nearest(codes: np.ndarray, query: np.ndarray, k: int, metric: str = "euclide
 
     if metric not in METRICS:
         raise ConfigError(f"unknown distance {metric!r}; use one of {', '.join(METRICS)}")
-    with warnings.catch_warnings():     # the app's shared codes are read-only arrays; this only reads them
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        c = torch.as_tensor(np.asarray(codes, dtype=np.float32))
+    c = torch.as_tensor(np.asarray(codes, dtype=np.float32))   # read-only shared codes: no warning (above)
     q = torch.as_tensor(np.atleast_2d(np.asarray(query, dtype=np.float32)))
     if q.shape[1] != c.shape[1]:
         raise DataError(f"query codes have {q.shape[1]} dimensions, the test codes {c.shape[1]}")

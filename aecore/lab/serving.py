@@ -65,9 +65,6 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     per core): memory freed in one arena is not reused by the next run's thread, so a server that many
     sessions have used keeps growing (bench/README.md). `AECORE_MALLOC_ARENAS` sets another cap, 0 none.
     A no-op off glibc."""
-    import ctypes
-    import ctypes.util
-
     try:
         arenas = int(os.environ.get("AECORE_MALLOC_ARENAS", arenas))
     except ValueError:
@@ -75,8 +72,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     if arenas <= 0:
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(-8, arenas))           # -8: M_ARENA_MAX (malloc.h)
+        return bool(_libc().mallopt(-8, arenas))        # -8: M_ARENA_MAX (malloc.h)
     except (OSError, AttributeError):
         return False
 
@@ -84,17 +80,22 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
 def return_free_memory() -> bool:
     """Give memory that malloc holds free back to the system (glibc's malloc_trim); True when some was.
     Called when sessions end, so a closed class's pages do not stay in the server's RSS."""
-    import ctypes
-    import ctypes.util
-
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
+        return bool(_libc().malloc_trim(0))
     except (OSError, AttributeError):
         return False
 
 
+def _libc():
+    """The C library (glibc's malloc controls); OSError where there is none to load."""
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
 _trimmer: threading.Thread | None = None
+_trimmer_lock = threading.Lock()
 
 
 def start_memory_trimmer(every: float = 30.0) -> bool:
@@ -104,15 +105,16 @@ def start_memory_trimmer(every: float = 30.0) -> bool:
     thirds of the time; once every 30 s costs about as much as one of those. malloc_trim runs outside the
     GIL (ctypes)."""
     global _trimmer
-    if _trimmer is not None:
-        return False
-
-    def run() -> None:
-        while True:
-            time.sleep(every)
-            gc.collect()
-            return_free_memory()
-
-    _trimmer = threading.Thread(target=run, name="aecore-malloc-trim", daemon=True)
+    with _trimmer_lock:                 # two sessions' first runs start together: one trimmer only
+        if _trimmer is not None:
+            return False
+        _trimmer = threading.Thread(target=_trim_forever, args=(every,), name="aecore-malloc-trim", daemon=True)
     _trimmer.start()
     return True
+
+
+def _trim_forever(every: float) -> None:
+    while True:
+        time.sleep(every)
+        gc.collect()
+        return_free_memory()
