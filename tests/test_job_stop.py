@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import aecore.evaluate
@@ -219,6 +220,72 @@ def test_stop_during_a_slow_batch_frees_the_slot_before_the_batch_ends(one_slot)
     assert job.join(60)
     snap = job.snapshot()
     assert snap.status == "stopped" and snap.saved is None and "nothing was saved" in snap.message
+
+
+
+# --- paused, and nobody watching ---------------------------------------------------------------------
+def paused_after_its_first_epoch(name: str) -> tuple[jobs.TrainingJob, dict]:
+    """A job paused (held) early in its second epoch, and the weights of its first epoch's end."""
+    captured, box, ready = {}, {}, threading.Event()
+
+    class PauseAfterTheFirstEpoch(Callback):
+        def on_train_begin(self, state):
+            ready.wait(10)
+
+        def on_epoch_end(self, state):
+            if state.epoch == 1:
+                captured.update({k: v.detach().clone() for k, v in box["job"].model.state_dict().items()})
+                box["job"].pause()
+
+    box["job"] = job = jobs.start(spec(name, epochs=20, batch_size=32), callbacks=[PauseAfterTheFirstEpoch()])
+    ready.set()
+    wait_until(lambda: job.control.state == "paused", 60, f"{name} paused")
+    return job, captured
+
+
+def saved_as_it_stood(job: jobs.TrainingJob, captured: dict) -> jobs.JobSnapshot:
+    """The run ended as a Stop ends it: stopped, saved with the weights of its last finished epoch."""
+    assert job.join(60)
+    snap = job.snapshot()
+    assert snap.status == "stopped" and snap.yielded and snap.saved == f"user:{job.name}", snap.message
+    assert len(snap.epochs) == 1 and "unwatched" in snap.message and "1 finished epoch" in snap.message
+    saved = aecore.store.load_model(snap.path)
+    assert saved.metrics["training"]["stopped_early"] is True
+    for key, value in saved.model.state_dict().items():
+        assert torch.equal(value, captured[key]), key
+    return snap
+
+
+def test_a_paused_run_nobody_watches_yields_its_slot_to_a_new_start(one_slot, monkeypatch):
+    """Paused, then its tab closed: the next visitor's Start is not refused. The paused run is stopped
+    and saved (as a Stop saves it) to free the slot; one still watched keeps it."""
+    monkeypatch.setattr(jobs, "UNWATCHED_PAUSE", 1.0)
+    monkeypatch.setattr(jobs, "GUARD_POLL", 3600.0)          # the rule as start() applies it, not the guard
+    job, captured = paused_after_its_first_epoch("paused")
+    job.snapshot()                                            # its page looks at it: it keeps its slot
+    with pytest.raises(jobs.JobError, match=r"at most 1 at once") as refused:
+        jobs.start(spec("refused"))
+    assert "paused (paused)" in str(refused.value) and "nobody has looked at it for 1 s" in str(refused.value)
+    assert job.holds_slot and job.control.state == "paused"
+    time.sleep(1.2)                                          # the tab is closed: nobody polls the job any more
+    other = jobs.start(spec("next-visitor"))
+    assert not job.holds_slot
+    saved_as_it_stood(job, captured)
+    assert other.join(120) and other.status == "done", other.snapshot().error
+
+
+def test_a_paused_run_nobody_watches_is_stopped_and_saved_by_itself(monkeypatch):
+    monkeypatch.setattr(jobs, "UNWATCHED_PAUSE", 1.0)
+    monkeypatch.setattr(jobs, "GUARD_POLL", 0.1)
+    job, captured = paused_after_its_first_epoch("left")
+    end = time.monotonic() + 2.0                             # watched (the page polls every second): it stays
+    while time.monotonic() < end:
+        assert job.snapshot().paused and job.holds_slot
+        time.sleep(0.2)
+    took = wait_until(lambda: not job.holds_slot, 10, "the slot of the unwatched pause")
+    assert took >= 0.8
+    assert [j.name for j in jobs.slot_holders()] == []
+    saved_as_it_stood(job, captured)
 
 
 # --- measuring --------------------------------------------------------------------------------------

@@ -320,7 +320,8 @@ def test_no_roots_by_default_so_only_uploads(tmp_path, monkeypatch, reads):
     monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
     image_tree(tmp_path / "pics")
     reads.clear()
-    with pytest.raises(jobs.JobError, match=r"allowed: none: the server's operator sets them with \$AECORE_FOLDER_ROOTS"):
+    with pytest.raises(jobs.JobError,
+                       match=r"allowed: none: the server's operator sets them with \$AECORE_FOLDER_ROOTS"):
         jobs.start(spec("f", dataset=f"folder:{tmp_path / 'pics'}", **FOLDER_SPEC))
     assert not [p for p in reads if str(p).startswith(str(tmp_path))]
 

@@ -42,8 +42,19 @@ never writes into the job's state and never saves a model (saving is the job thr
 Watching and pausing (`aecore.lab.watch`): a job takes snapshots of the model on fixed test images
 (their reconstructions, a 2-D map of codes) as it trains, for the Train page, and can be paused,
 stepped (to the end of the epoch, or N batches) and resumed: `pause()`, `step()`, `resume()`. Both are
-trainer callbacks, so the trainer knows nothing of them. A paused run keeps its slot (it is still
-training) for at most `watch.MAX_PAUSE`; a Stop ends a pause at once, as any Stop.
+trainer callbacks, so the trainer knows nothing of them. A Stop ends a pause at once, as any Stop.
+
+A paused run and its slot. A paused run still holds its slot (its thread, its model and its data stay
+in memory, ready to go on), and a watched pause lasts at most `watch.MAX_PAUSE` (then the run goes on).
+But a paused run that nobody watches any more gives its slot up: every `snapshot()` (the Train page
+polls one every second while it shows the run) stamps the job as seen, and a run that is paused
+(held) and has not been seen for UNWATCHED_PAUSE seconds -- its tab was closed, or its visitor went
+to another page -- is stopped, exactly as by its Stop button: it is saved with the weights of its last
+finished epoch (nothing, if no epoch finished), and its slot is free at once. The job's pause guard (a
+small thread, started at its first pause) applies the rule within GUARD_POLL s; `start()` and
+`slot_holders()` apply it too before they count the slots, so a visitor refused for want of a slot
+is never refused because of such a run: it is the one that yields. Pause, Step and Resume are
+clicked on that very page, so a run someone works with is seen every second.
 """
 
 from __future__ import annotations
@@ -103,6 +114,9 @@ MEASURE_TIMEOUT = 600.0          # s: measuring on the test split (+ the semi ba
 STOP_GRACE = 2.0                 # s: after a Stop, the test measurement may still finish within this
 POLL = 0.1                       # s: how often a job waiting on a worker thread looks at its Stop
 SLOT_STATUSES: tuple[str, ...] = ("queued", "loading", "training", "measuring")
+UNWATCHED_PAUSE = 90.0           # s: a paused run not seen (`snapshot()`) for this long is stopped and saved,
+                                 # giving its slot up (a background tab's browser may poll only once a minute)
+GUARD_POLL = 1.0                 # s: how often a paused run's guard looks at when it was seen last
 
 # archives visitors upload (pages/train.py)
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024       # one upload (.zip / .tar.gz / .tar)
@@ -303,7 +317,8 @@ def check_spec(spec: JobSpec) -> torch.nn.Module:
         if path.is_dir() and not any(path.iterdir()):
             raise JobError(f"the folder {path} is empty; put your images in {path}/<class>/<image>.png")
         if not 4 <= spec.folder_size <= MAX_FOLDER_SIZE:
-            raise JobError(f"folder images are resized to between 4 and {MAX_FOLDER_SIZE} pixels, got {spec.folder_size}")
+            raise JobError(f"folder images are resized to between 4 and {MAX_FOLDER_SIZE} pixels, "
+                           f"got {spec.folder_size}")
     shape = expected_shape(spec)
     cls = get_model_class(spec.model)
     if not cls.supports(shape):
@@ -433,6 +448,7 @@ class JobSnapshot:
     watch: watching.WatchView | None = None   # the snapshots so far (None: not watched, or none yet)
     watch_error: str | None = None            # why the snapshots stopped (the run went on)
     train_seconds: float | None = None        # wall time of the training phase (Trainer.fit), once over
+    yielded: bool = False                     # stopped while paused and unwatched (UNWATCHED_PAUSE), not by a Stop
 
     @property
     def paused(self) -> bool:
@@ -583,6 +599,10 @@ class TrainingJob:
         self._path: Path | None = None
         self._started = time.monotonic()
         self._finished: float | None = None
+        self._seen = self._started                       # last `snapshot()`: someone watches the run
+        self._yielded = False                            # stopped because it was paused and unwatched
+        self._guard: threading.Thread | None = None      # the pause guard (started at the first hold)
+        self.control.on_hold.append(self._guard_pause)
         self._thread = threading.Thread(target=self._run, name=f"aecore-train-{name}", daemon=True)
 
     # --- what the page uses -----------------------------------------------------------------
@@ -628,15 +648,67 @@ class TrainingJob:
         with self._lock:
             return self._status
 
+    @property
+    def unwatched_pause(self) -> bool:
+        """Paused (held), not stopped, and not seen (`snapshot()`) for UNWATCHED_PAUSE s: it should give its
+        slot up (see the module docstring)."""
+        if self.control.state != "paused":
+            return False
+        with self._lock:
+            return (self._status == "training" and not self.cancel.is_set()
+                    and time.monotonic() - self._seen > UNWATCHED_PAUSE)
+
+    def give_up_slot(self) -> bool:
+        """Stop a paused, unwatched run as its Stop button would (saved with the weights of its last finished
+        epoch; its slot free at once), and say why in its message. False (nothing done) when it is not one."""
+        if not self.unwatched_pause:
+            return False
+        with self._lock:                # again, under the lock: a Stop or a look may have come meanwhile
+            if (self.cancel.is_set() or self._status != "training"
+                    or time.monotonic() - self._seen <= UNWATCHED_PAUSE):
+                return False
+            self._yielded = True
+            self.cancel.set()
+        log.info("training job %s (%s): paused and unwatched for %g s, stopped to free its slot", self.id,
+                 self.name, UNWATCHED_PAUSE)
+        self.control.wake()
+        return True
+
+    def _guard_pause(self, state: TrainState) -> None:
+        """on_hold hook (the training thread, as a hold begins): start the pause guard, once per job."""
+        with self._lock:
+            if self._guard is not None:
+                return
+            self._guard = threading.Thread(target=self._guard_loop, name=f"aecore-pause-{self.id}", daemon=True)
+            guard = self._guard
+        guard.start()
+
+    def _guard_loop(self) -> None:
+        """Until the run ends or stops: every GUARD_POLL s, stop it if it is paused and unwatched."""
+        while not self.cancel.wait(GUARD_POLL) and self.active:
+            if self.give_up_slot():
+                return
+
+    def _stop_reason(self) -> str:
+        """Who stopped the run, for its messages."""
+        with self._lock:
+            yielded = self._yielded
+        return (f"stopped while paused and unwatched for {UNWATCHED_PAUSE:g} s, to free its training slot,"
+                if yielded else "stopped by the user")
+
     def snapshot(self) -> JobSnapshot:
+        """A copy of the job's state for drawing. It also stamps the job as seen: a paused run that goes
+        unseen for UNWATCHED_PAUSE s is stopped (see the module docstring)."""
         control, at_epoch_end, timed_out = self.control.state, self.control.at_epoch_end, self.control.ended_by_time
         view = self._watch.view() if self._watch is not None else None
         watch_error = self._watch.error if self._watch is not None else self._watch_error
         with self._lock:
+            self._seen = time.monotonic()
             end = self._finished if self._finished is not None else time.monotonic()
             message, notices = self._message, list(self._notices)
             if self._status == "training" and control in ("paused", "pausing") and self._where:
-                message = (f"Paused: {self._where}" if control == "paused" else f"Pausing after this batch: {self._where}")
+                message = (f"Paused: {self._where}" if control == "paused"
+                           else f"Pausing after this batch: {self._where}")
             if timed_out:
                 notices.append(f"A pause ends by itself after {watching.MAX_PAUSE / 60:g} minutes (a paused run keeps "
                                "one of the machine's training slots), so this run went on.")
@@ -650,7 +722,8 @@ class TrainingJob:
                 saved=f"user:{self.name}" if self._path is not None else None,
                 path=str(self._path) if self._path is not None else None, metrics=dict(self._metrics),
                 loss_about=self.loss_about, control=control if self._status == "training" else "running",
-                at_epoch_end=at_epoch_end, watch=view, watch_error=watch_error, train_seconds=self._train_seconds)
+                at_epoch_end=at_epoch_end, watch=view, watch_error=watch_error, train_seconds=self._train_seconds,
+                yielded=self._yielded)
 
     # --- the thread ------------------------------------------------------------------------
     def _set(self, **values: Any) -> None:
@@ -713,7 +786,7 @@ class TrainingJob:
             work = Path(tempfile.mkdtemp(prefix=f"aecore-job-{self.id}-"))   # per-epoch checkpoints
             self._train_and_save(work)
         except _Stopped:
-            self._end("stopped", "Stopped before the first epoch finished: nothing was saved.")
+            self._end("stopped", self._nothing_saved())
         except AecoreError as err:
             self._end("failed", "Failed", error=str(err))
         except Exception as err:  # noqa: BLE001 - a thread must report, never die silently
@@ -731,6 +804,15 @@ class TrainingJob:
                 if self._finished is None:
                     self._finished = time.monotonic()
                 self.model = None       # the saved folder is the result; free the memory
+
+    def _nothing_saved(self) -> str:
+        """The message of a run stopped before its first epoch finished."""
+        with self._lock:
+            yielded = self._yielded
+        if yielded:
+            return (f"Stopped while paused and unwatched for {UNWATCHED_PAUSE:g} s, to free its training slot, before "
+                    "the first epoch finished: nothing was saved.")
+        return "Stopped before the first epoch finished: nothing was saved."
 
     def _loader(self):
         """The work of the loading phase: the run's data (in a worker thread; it keeps the spec and the
@@ -801,10 +883,10 @@ class TrainingJob:
         notes_cut: list[str] = []
         if result.cancelled:
             if not result.history:
-                self._end("stopped", "Stopped before the first epoch finished: nothing was saved.")
+                self._end("stopped", self._nothing_saved())
                 return
             _restore_last_epoch(model, work / CHECKPOINT_NAME)
-            notes_cut.append(f"stopped by the user after {len(result.history)} finished epoch(s)")
+            notes_cut.append(f"{self._stop_reason()} after {len(result.history)} finished epoch(s)")
 
         stopped_before = self.cancel.is_set()
         baselines = spec.semi_baselines and not stopped_before
@@ -923,11 +1005,14 @@ def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
     spec = app_spec(spec)
     _warm_imports(spec)
     with _REGISTRY_LOCK:
+        _free_unwatched_pauses()
         running = [j for j in _JOBS.values() if j.holds_slot]
         if len(running) >= MAX_CONCURRENT:
-            names = ", ".join(j.name for j in running)
+            names = ", ".join(j.name + (" (paused)" if j.control.state == "paused" else "") for j in running)
             raise JobError(f"{len(running)} models are training on this machine already ({names}); at most "
-                           f"{MAX_CONCURRENT} at once. Wait for one to finish, or stop yours.")
+                           f"{MAX_CONCURRENT} at once. Wait for one to finish, or stop yours. (A paused run gives "
+                           f"its slot up once nobody has looked at it for {UNWATCHED_PAUSE:g} s, its tab closed: "
+                           "it is then stopped and saved as a Stop saves it.)")
         name = spec.name.strip()
         if _taken(name):
             if collision == "refuse":
@@ -944,9 +1029,17 @@ def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
     return job
 
 
+def _free_unwatched_pauses() -> None:
+    """Stop the paused runs nobody has seen for UNWATCHED_PAUSE s (call under the registry lock), so that
+    a count of the slots never includes one (their guards would within GUARD_POLL s anyway)."""
+    for job in list(_JOBS.values()):
+        job.give_up_slot()
+
+
 def slot_holders() -> list[TrainingJob]:
     """The jobs that count against MAX_CONCURRENT now (see the module docstring)."""
     with _REGISTRY_LOCK:
+        _free_unwatched_pauses()
         return [j for j in _JOBS.values() if j.holds_slot]
 
 
