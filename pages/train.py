@@ -11,8 +11,8 @@ from aecore.errors import AecoreError
 from aecore.lab import export, jobs, watch
 from aecore.models import BASELINE, GREEDY_STAGES, SEMI_SUPERVISED, get_model_class, list_models, models_with
 from aecore.paths import FOLDER_ROOTS_ENV, allowed_folder_roots
-from pages.common import (PROJECTOR_PER_ROW, chart, DATASETS, bind, plain, projector_on, select_finished_run, show_error,
-                          sidebar, sync_url, tile_scale)
+from pages.common import (PROJECTOR_PER_ROW, chart, DATASETS, bind, kept, plain, projector_on, select_finished_run,
+                          show_error, sidebar, sync_url, tile_scale)
 
 FOLDER = "your images…"
 UPLOAD, SERVER = "an archive you upload", "a folder on this server"
@@ -47,9 +47,8 @@ def train_summary(dataset: str) -> tuple[int, str, str | None]:
 
 # --- the settings ---------------------------------------------------------------------------------
 models = list_models()
-bind("tr_model", models_with(BASELINE)[0], choices=models)
-bind("tr_data", dataset_default, choices=DATASETS + [FOLDER])
 TRAIN_DEFAULTS = {"latent_dim": 32, "epochs": 5, "lr": 1e-3}
+STARTING = {"tr_latent": "latent_dim", "tr_epochs": "epochs", "tr_lr": "lr"}   # widget key -> _starting_point's
 
 
 def _starting_point(name: str) -> dict[str, float]:
@@ -58,12 +57,29 @@ def _starting_point(name: str) -> dict[str, float]:
     return {**TRAIN_DEFAULTS, **get_model_class(name).train_page_defaults}
 
 
-def _model_changed() -> None:
-    start = _starting_point(st.session_state["tr_model"])
-    st.session_state["tr_latent"], st.session_state["tr_epochs"] = int(start["latent_dim"]), int(start["epochs"])
-    st.session_state["tr_lr"] = start["lr"]
+def _start_from_the_architecture(before: object) -> None:
+    """The code size, epochs and learning rate this visitor has (on the page, or kept from an earlier visit)
+    were set for the architecture `before`. When the architecture is now another one -- picked in the
+    selectbox, or named by a link (?tr_model=...) -- they start again from its own starting point, except a
+    value the link itself gives (?tr_model=conv-ae&tr_lr=0.001): a link opens its exact view. The URL's
+    values are the link's only when its tr_model is this architecture (after a pick in the selectbox the
+    URL still mirrors the view before it)."""
+    model = st.session_state["tr_model"]
+    if before is None or before == model:
+        return
+    start = _starting_point(model)
+    link = st.query_params.get("tr_model") == model
+    for key, field in STARTING.items():
+        if link and key in st.query_params:
+            st.session_state.pop(key, None)          # bind() reads (and checks) the link's value
+        else:
+            st.session_state[key] = type(TRAIN_DEFAULTS[field])(start[field])
 
 
+before = kept().get("tr_model")                       # the architecture the kept settings belong to
+bind("tr_model", models_with(BASELINE)[0], choices=models)
+bind("tr_data", dataset_default, choices=DATASETS + [FOLDER])
+_start_from_the_architecture(before)
 start = _starting_point(st.session_state["tr_model"])
 bind("tr_latent", int(start["latent_dim"]), int, lo=1, hi=jobs.MAX_LATENT)
 bind("tr_epochs", int(start["epochs"]), int, lo=1, hi=jobs.MAX_EPOCHS)
@@ -72,7 +88,7 @@ bind("tr_noise", "none", choices=NOISES)
 
 left, right = st.columns(2)
 with left:
-    model_name = st.selectbox("Architecture", models, key="tr_model", on_change=_model_changed,
+    model_name = st.selectbox("Architecture", models, key="tr_model",
                               help="The kind of autoencoder to train: every family of aecore (the Data & models "
                                    "page says what each one is). The new model then appears in the sidebar's "
                                    "Model picker.")
@@ -207,7 +223,8 @@ own = jobs.get(st.session_state.get(JOB_KEY))
 busy = own is not None and own.active
 others = [j for j in jobs.slot_holders() if own is None or j.id != own.id]
 if others:
-    st.caption(f"{len(others)} other training run(s) on this machine right now (at most {jobs.MAX_CONCURRENT} at once).")
+    st.caption(f"{len(others)} other training run(s) on this machine right now (at most {jobs.MAX_CONCURRENT} at "
+               f"once; a paused run that nobody has looked at for {jobs.UNWATCHED_PAUSE:g} s gives its place up).")
 if st.button("Start training", type="primary", key="tr_start", disabled=busy,
              help="One run per browser tab at a time" if busy else None):
     try:
@@ -261,7 +278,10 @@ def controls(job: jobs.TrainingJob, snap: jobs.JobSnapshot) -> None:
         else:
             c1.button("Pause", key="tr_pause", on_click=job.pause,
                       help="Hold the training after the current batch, to look at the model; Resume or Step go "
-                           f"on (a pause ends by itself after {watch.MAX_PAUSE / 60:g} minutes)")
+                           f"on (a pause ends by itself after {watch.MAX_PAUSE / 60:g} minutes). A paused run "
+                           "keeps one of the machine's training slots while this page shows it: left unwatched "
+                           f"for {jobs.UNWATCHED_PAUSE:g} s (this tab closed, or another page open), it is "
+                           "stopped and saved, as by Stop, to free the slot")
     if job.cancel.is_set():
         c4.button("Stopping…", key="tr_stop", disabled=True)
     else:
@@ -328,7 +348,9 @@ def panel() -> None:
         controls(job, snap)
         st.caption("Closing this tab does not stop the run: it continues on the server and saves the model "
                    "when it finishes (the save is atomic, so a model folder is never half-written). "
-                   "A stopped run is saved only if at least one epoch finished, with that epoch's weights.")
+                   "A stopped run is saved only if at least one epoch finished, with that epoch's weights. "
+                   f"A *paused* run is stopped (and so saved) {jobs.UNWATCHED_PAUSE:g} s after nobody looks at it "
+                   "any more: it would keep one of the machine's training slots from the others.")
     else:
         if st.session_state.get("train_seen") != snap.id:
             # first look at the finished run: rerun the whole page so the sidebar lists the new model
@@ -342,12 +364,17 @@ def panel() -> None:
             st.warning(plain(snap.message))
         else:
             epochs_done = len(snap.epochs)
-            if snap.status == "stopped":
-                st.warning(f"Stopped by you after {epochs_done} finished epoch(s): saved **{plain(snap.name)}** with the "
-                           "weights of the last finished epoch. It is now in the model picker.")
+            if snap.status == "stopped" and snap.yielded:
+                st.warning(f"Stopped after {epochs_done} finished epoch(s) while it was paused and nobody had looked "
+                           f"at it for {jobs.UNWATCHED_PAUSE:g} s, to free its training slot for others: saved "
+                           f"**{plain(snap.name)}** with the weights of the last finished epoch. It is now in the "
+                           "model picker.")
+            elif snap.status == "stopped":
+                st.warning(f"Stopped by you after {epochs_done} finished epoch(s): saved **{plain(snap.name)}** with "
+                           "the weights of the last finished epoch. It is now in the model picker.")
             else:
-                st.success(f"Saved **{plain(snap.name)}** ({epochs_done} epoch{'s' if epochs_done != 1 else ''}, {snap.elapsed:.0f} s). It is now in the "
-                           "model picker in the sidebar, on every page.")
+                st.success(f"Saved **{plain(snap.name)}** ({epochs_done} epoch{'s' if epochs_done != 1 else ''}, "
+                           f"{snap.elapsed:.0f} s). It is now in the model picker in the sidebar, on every page.")
             metric_line(snap.metrics)
             if snap.spec["dataset"] not in DATASETS:
                 what = "your uploaded images" if jobs.is_upload(snap.spec["dataset"]) else snap.spec["dataset"]
@@ -366,7 +393,8 @@ def panel() -> None:
         if snap.epochs:
             last = snap.epochs[-1]
             val = (last.get("val") or {}).get("loss")
-            st.caption(f"Epoch {last['epoch']} ({last['stage']}): training loss {last['train'].get('loss', float('nan')):.4g}"
+            st.caption(f"Epoch {last['epoch']} ({last['stage']}): training loss "
+                       f"{last['train'].get('loss', float('nan')):.4g}"
                        + (f", validation loss {val:.4g}" if val is not None else "")
                        + ". Thin lines: each part of the loss; dashed: validation loss after each epoch.")
         loss_caption(snap)

@@ -201,6 +201,42 @@ def test_a_model_may_set_the_starting_code_size_and_epochs(no_zoo):
     assert not at.exception and not at.error
 
 
+
+def after_another_page(at: AppTest, query: dict) -> AppTest:
+    """The visitor of `at` comes back to the Train page by a link (`query`) from another page: Streamlit
+    dropped the page's widget values on the way, only what pages.common keeps for a visitor is left."""
+    from pages.common import KEPT
+
+    back = AppTest.from_file(at._script_path, default_timeout=60)
+    back.session_state[KEPT] = dict(at.session_state[KEPT])
+    back.query_params.update(query)
+    back.run()
+    assert not back.exception and not back.error
+    return back
+
+
+def test_a_link_to_another_architecture_starts_from_its_own_settings(no_zoo):
+    """A visitor who set up an `ae` run, then follows a link to the conv AE, gets the conv AE's lr (3e-3),
+    not the ae's kept 1e-3; what the link itself says stands; the same architecture keeps the visitor's."""
+    at = page()
+    assert at.selectbox(key="tr_model").value == "ae" and at.select_slider(key="tr_lr").value == 1e-3
+    at.number_input(key="tr_latent").set_value(7).run()
+    at = after_another_page(at, {"tr_model": "conv-ae"})
+    assert at.selectbox(key="tr_model").value == "conv-ae"
+    assert at.select_slider(key="tr_lr").value == 3e-3
+    assert (at.number_input(key="tr_latent").value, at.slider(key="tr_epochs").value) == (32, 5)
+    # the link's own values stand (lr 1e-3 on the conv AE); those it does not give are the conv AE's
+    at.selectbox(key="tr_model").set_value("ae").run()
+    at.number_input(key="tr_latent").set_value(7).run()
+    at = after_another_page(at, {"tr_model": "conv-ae", "tr_lr": "0.001", "tr_epochs": "3"})
+    assert at.selectbox(key="tr_model").value == "conv-ae"
+    assert (at.select_slider(key="tr_lr").value, at.slider(key="tr_epochs").value) == (1e-3, 3)
+    assert at.number_input(key="tr_latent").value == 32
+    # a link to the architecture the visitor's settings are for keeps them
+    at.select_slider(key="tr_lr").set_value(1e-2).run()
+    at = after_another_page(at, {"tr_model": "conv-ae"})
+    assert at.select_slider(key="tr_lr").value == 1e-2 and at.slider(key="tr_epochs").value == 3
+
 def test_live_panel_and_stop_button(no_zoo):
     at = page()
     at.slider(key="tr_epochs").set_value(50).run()
@@ -309,7 +345,8 @@ def test_watch_the_model_learn_pause_step_resume_and_look_back(no_zoo):
     epoch = int(held.split("epoch ")[1].split(" of")[0])
     at_end = held.endswith("batch 11 of 11")               # a pause on an epoch's last batch holds at its end
     assert at.button(key="tr_step_epoch").label == ("Step one epoch" if at_end else "Step to the epoch's end")
-    assert rows(at)[-1] == (f"epoch {epoch}" if at_end else f"epoch {epoch}, {100 * int(held.split('batch ')[1].split(' of')[0]) / 11:.0f} %")
+    batch = int(held.split('batch ')[1].split(' of')[0])
+    assert rows(at)[-1] == (f"epoch {epoch}" if at_end else f"epoch {epoch}, {100 * batch / 11:.0f} %")
     time.sleep(1.0)
     at.run()
     assert where(at) == held                                               # nothing moves while paused
