@@ -48,7 +48,8 @@ def recipe_record(config: TrainConfig, *, val_fraction: float, **context: Any) -
 def provenance(result: TrainResult, *, precision: str = "fp32") -> dict[str, Any]:
     """metrics.json's "training" record, with the same keys from every caller. `seconds` adds up the
     finished epochs' own times, so a resumed run counts the epochs before the resume and a stopped one
-    the epochs whose weights it keeps."""
+    the epochs whose weights it keeps; time the run was held (paused in the app) is not in them
+    (the trainer leaves it out: `aecore.train.Callback`)."""
     return {"history": result.history, "seconds": round(sum(epoch["seconds"] for epoch in result.history), 1),
             "images_seen": result.images_seen, "device": result.device, "precision": precision,
             "processes": distributed.world_size(), "stopped_early": result.cancelled}

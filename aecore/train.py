@@ -6,6 +6,8 @@ The split lives on the device as one uint8 tensor; each batch is an index slice 
 permutation, converted to float on the fly. Progress goes to callbacks (CLI progress bar, the app's
 live loss chart); a cancel event is checked every batch; a checkpoint (`aecore.checkpoint`) is
 written atomically at the end of every epoch, so a killed run resumes from the last completed epoch.
+Time a callback holds the training thread (a pause; its `held_seconds`, see Callback) is not
+training time: it is left out of the epochs' seconds and the result's.
 
 Reproducibility: every epoch re-seeds the permutation, the corruption generator and torch's global
 RNG (dropout, VAE sampling) from (seed, stage, epoch), so a resumed run continues exactly as an
@@ -129,7 +131,14 @@ class TrainState:
 
 
 class Callback:
-    """Override any of these; every hook gets the live TrainState (duck typing works too)."""
+    """Override any of these; every hook gets the live TrainState (duck typing works too).
+
+    Held time: a callback whose hook may hold the training thread (wait in it, e.g. a pause) can say
+    how long with an optional attribute or property `held_seconds`: the seconds it has held the
+    thread in all so far (a number that only grows; read in the training thread). The trainer leaves
+    them out of each epoch's `seconds` in the history (so out of metrics.json's training seconds and of
+    any rate made from them) and out of `TrainResult.seconds`. `TrainState.elapsed` stays wall time.
+    """
 
     def on_train_begin(self, state: TrainState) -> None: ...
     def on_stage_begin(self, state: TrainState) -> None: ...
@@ -142,7 +151,7 @@ class Callback:
 class TrainResult:
     history: list[dict[str, Any]]
     cancelled: bool
-    seconds: float
+    seconds: float                      # the run's time, less the callbacks' `held_seconds` (see Callback)
     images_seen: int
     device: str
 
@@ -269,6 +278,7 @@ class Trainer:
     def _fit(self, resume: bool) -> TrainResult:
         stages = self.model.stages() if hasattr(self.model, "stages") else ["train"]
         state = self.state = TrainState(n_stages=len(stages))
+        held = self._held_seconds()
         start_stage, start_epoch = 0, 0
         if resume:
             start_stage, start_epoch = self._load_checkpoint(stages)
@@ -295,7 +305,8 @@ class Trainer:
         self._emit("on_train_end")
         self._net = self.model  # drop the DDP wrapper (and its gradient buckets)
         self.model.eval()
-        return TrainResult(history=list(state.history), cancelled=state.cancelled, seconds=state.elapsed,
+        seconds = max(0.0, state.elapsed - (self._held_seconds() - held))
+        return TrainResult(history=list(state.history), cancelled=state.cancelled, seconds=seconds,
                            images_seen=state.images_seen, device=str(self.device))
 
     def remove_checkpoint(self) -> None:
@@ -307,7 +318,8 @@ class Trainer:
         """Check every process has the same data and recipe, then refuse what DDP would change."""
         cfg, world = self.config, self.world
         if distributed.backend() == "nccl" and self.device.type != "cuda":
-            raise ConfigError(f"the process group uses NCCL, which needs CUDA tensors, but training is on {self.device}")
+            raise ConfigError(f"the process group uses NCCL, which needs CUDA tensors, but training is on "
+                              f"{self.device}")
         val = self.val
         signature = (len(self.train), int(self.train.images.sum(dtype=torch.int64)), int(self.train.labels.sum()),
                      0 if val is None else len(val), 0 if val is None else int(val.images.sum(dtype=torch.int64)),
@@ -373,7 +385,7 @@ class Trainer:
         binary_gen = make_generator(seed + 2, self.device) if cfg.binarize else None
         state.batch, state.batches_per_epoch = 0, n_batches
         sums = _LossSums()
-        t0 = time.perf_counter()
+        t0, held = time.perf_counter(), self._held_seconds()
         self.model.train()
         for b in range(n_batches):
             if not self.ddp and self.cancel.is_set():  # DDP: agreed at read-outs, see _read_out
@@ -394,9 +406,10 @@ class Trainer:
             if stop:
                 return False
         state.val_parts = self._validate() if self.val is not None else None
+        seconds = time.perf_counter() - t0 - (self._held_seconds() - held)      # held time (a pause) left out
         state.history.append({
             "stage": state.stage, "epoch": epoch + 1, "train": dict(state.epoch_parts),
-            "val": state.val_parts, "seconds": round(time.perf_counter() - t0, 3),
+            "val": state.val_parts, "seconds": round(max(seconds, 0.0), 3),
         })
         return True
 
@@ -535,7 +548,8 @@ class Trainer:
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             index = torch.arange(start, stop, device=self.device) if self.world > 1 else slice(start, stop)
-            x, clean, y, weight = self._local_batch(val, index, stop - start, binary_gen, noise_gen)  # weight: rows here
+            # weight: the rows here
+            x, clean, y, weight = self._local_batch(val, index, stop - start, binary_gen, noise_gen)
             with self._autocast():
                 out = model(x, target=clean, y=y)
             for name, value in {"loss": out.loss, **out.parts}.items():
@@ -546,6 +560,10 @@ class Trainer:
             totals = dict(zip(names, summed))
         model.train()
         return {k: float(v) / n for k, v in totals.items()}
+
+    def _held_seconds(self) -> float:
+        """The seconds the callbacks have held the training thread so far (their `held_seconds`, see Callback)."""
+        return sum(float(getattr(callback, "held_seconds", 0.0)) for callback in self.callbacks)
 
     def _emit(self, hook: str) -> None:
         for callback in self.callbacks:

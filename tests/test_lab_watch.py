@@ -288,6 +288,45 @@ def test_a_pause_never_holds_after_the_last_epoch_and_ends_by_itself_after_max_p
     assert not thread.is_alive() and short.ended_by_time == 1 and len(box["result"].history) == 2
 
 
+def test_the_time_held_is_not_training_time():
+    """A pause mid-epoch and one at an epoch's end: the epochs' seconds and the run's leave them out."""
+    control = watch.Control()
+    control.pause()
+    began = time.perf_counter()
+    where, thread, box = run_in_thread(control, epochs=2)
+    held(control)
+    time.sleep(0.6)                                              # held mid-epoch 1
+    control.step("epoch")
+    wait_until(lambda: control.state == "paused" and control.at_epoch_end, what="held at the end of epoch 1")
+    time.sleep(0.6)                                              # held between epochs 1 and 2
+    control.resume()
+    thread.join(60)
+    wall = time.perf_counter() - began
+    result = box["result"]
+    assert not thread.is_alive() and control.held_seconds >= 1.2 and control.state == "running"
+    assert result.history[0]["seconds"] < 0.5 and result.history[1]["seconds"] < 0.5
+    assert 0 < result.seconds <= wall - control.held_seconds + 0.05
+
+
+def test_the_pause_budget_is_for_the_whole_run_not_per_pause(monkeypatch):
+    monkeypatch.setattr(watch, "MAX_PAUSE", 0.6)                 # a run may be held 0.6 s in all
+    control = watch.Control()
+    assert control.max_pause == 0.6 and control.pause_left == 0.6 and not control.spent
+    assert control.pause() is True
+    where, thread, box = run_in_thread(control, epochs=4)
+    held(control)
+    time.sleep(0.4)
+    control.resume()
+    wait_until(lambda: control.state == "running", what="resumed")
+    assert control.pause() is True                               # 0.2 s left: this pause gets that much
+    wait_until(lambda: control.ended_by_time == 1, 10, "the second pause ended by itself")
+    assert control.held_seconds < 0.8 and control.pause_left == 0 and control.spent
+    assert control.pause() is False and control.step("epoch") is False and control.refused == 2
+    assert control.state == "running"                            # refused: nothing changes
+    thread.join(60)
+    assert not thread.is_alive() and len(box["result"].history) == 4 and control.ended_by_time == 1
+
+
 def test_a_stop_while_paused_ends_the_trainer():
     cancel = threading.Event()
     control = watch.Control(cancel)
@@ -358,6 +397,41 @@ def test_a_job_pauses_steps_resumes_and_stops_while_paused():
     snap = job.snapshot()
     assert snap.status == "stopped" and snap.saved == "user:pausable" and len(snap.epochs) >= 2
     assert snap.control == "running" and not snap.paused
+
+
+def test_a_jobs_pauses_are_not_training_time_and_its_pause_budget_runs_out(monkeypatch):
+    monkeypatch.setattr(watch, "MAX_PAUSE", 1.0)                 # the run may be held 1 s in all
+
+    class Clock(Callback):
+        """Waits for the test's go, then times Trainer.fit from its first hook to its last."""
+
+        def __init__(self):
+            self.go, self.began, self.ended = threading.Event(), 0.0, 0.0
+
+        def on_train_begin(self, state):
+            self.go.wait(30)
+            self.began = time.perf_counter()
+
+        def on_train_end(self, state):
+            self.ended = time.perf_counter()
+
+    clock = Clock()
+    job = jobs.start(job_spec("budgeted", epochs=2), callbacks=[clock])
+    assert job.pause() is True                                   # held at the first batch's end
+    clock.go.set()
+    wait_until(lambda: job.snapshot().paused, 60, "the job holds")
+    assert 0 < job.snapshot().pause_left <= 1.0
+    wait_until(lambda: not job.snapshot().paused, 10, "the pause ends by itself, its budget spent")
+    assert job.pause() is False and job.step("batch", 3) is False
+    assert job.join(120)
+    snap = job.snapshot()
+    assert snap.status == "done", snap.error
+    assert snap.pause_left == 0 and any("in all" in n and "cannot be paused" in n for n in snap.notices)
+    held = job.control.held_seconds
+    fit = clock.ended - clock.began
+    assert 1.0 <= held < 1.5 and fit > held
+    assert snap.train_seconds < fit - held + 0.5                 # the hold is not training time ...
+    assert snap.metrics["training"]["seconds"] <= fit - held + 0.1    # ... nor in metrics.json
 
 
 def test_a_job_trains_even_when_its_pictures_cannot_be_made(monkeypatch):

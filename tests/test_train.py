@@ -66,6 +66,38 @@ def test_cancel_stops_within_a_batch():
     assert result.cancelled and trainer.state.step == 3 and result.history == []
 
 
+def test_time_a_callback_holds_the_thread_is_left_out_of_the_recorded_seconds():
+    """A callback that waits in its hooks (a pause) says so in `held_seconds`: the epochs' seconds and the
+    result's leave it out, whether it held mid-epoch or at an epoch's end; a plain callback changes nothing."""
+    import time
+
+    class Holder(Callback):
+        def __init__(self):
+            self.held_seconds = 0.0
+
+        def hold(self, seconds):
+            began = time.perf_counter()
+            time.sleep(seconds)
+            self.held_seconds += time.perf_counter() - began
+
+        def on_batch_end(self, state):
+            if state.epoch == 0 and state.batch == 2:       # mid-epoch 1
+                self.hold(0.6)
+
+        def on_epoch_end(self, state):
+            if state.epoch == 1:                              # between epochs 1 and 2
+                self.hold(0.6)
+
+    holder = Holder()
+    began = time.perf_counter()
+    result = Trainer(tiny_ae(), blobs(n=64), config=TrainConfig(epochs=2, batch_size=16),
+                     callbacks=[Recorder(), holder]).fit()
+    wall = time.perf_counter() - began
+    assert holder.held_seconds >= 1.2
+    assert result.history[0]["seconds"] < 0.5 and result.history[1]["seconds"] < 0.5
+    assert 0 < result.seconds <= wall - holder.held_seconds + 0.05
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     config = TrainConfig(epochs=4, batch_size=16, lr=5e-3, noise="masking:0.3", seed=3)
     torch.manual_seed(0)

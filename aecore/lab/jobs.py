@@ -43,9 +43,14 @@ Watching and pausing (`aecore.lab.watch`): a job takes snapshots of the model on
 (their reconstructions, a 2-D map of codes) as it trains, for the Train page, and can be paused,
 stepped (to the end of the epoch, or N batches) and resumed: `pause()`, `step()`, `resume()`. Both are
 trainer callbacks, so the trainer knows nothing of them. A Stop ends a pause at once, as any Stop.
+The time a run is held is not training time: the trainer leaves the Control's `held_seconds` out of
+the epochs' seconds (so out of metrics.json's "training" seconds), and the job out of `train_seconds`.
 
 A paused run and its slot. A paused run still holds its slot (its thread, its model and its data stay
-in memory, ready to go on), and a watched pause lasts at most `watch.MAX_PAUSE` (then the run goes on).
+in memory, ready to go on), so a run may be paused for at most `watch.MAX_PAUSE` in all, over all its
+pauses (and the holds after its steps) together: the hold that spends it ends by itself (the run goes
+on), and after that `pause()` and `step()` are refused (they return False, and the job's snapshot
+carries a notice saying why; `JobSnapshot.pause_left` is what is left of it).
 But a paused run that nobody watches any more gives its slot up: every `snapshot()` (the Train page
 polls one every second while it shows the run) stamps the job as seen, and a run that is paused
 (held) and has not been seen for UNWATCHED_PAUSE seconds -- its tab was closed, or its visitor went
@@ -447,7 +452,8 @@ class JobSnapshot:
     at_epoch_end: bool = False    # paused at an epoch's end (else after a batch)
     watch: watching.WatchView | None = None   # the snapshots so far (None: not watched, or none yet)
     watch_error: str | None = None            # why the snapshots stopped (the run went on)
-    train_seconds: float | None = None        # wall time of the training phase (Trainer.fit), once over
+    train_seconds: float | None = None        # time of the training phase (Trainer.fit) less pauses, once over
+    pause_left: float = 0.0                   # s: of the run's pause budget (watch.MAX_PAUSE in all) left
     yielded: bool = False                     # stopped while paused and unwatched (UNWATCHED_PAUSE), not by a Stop
 
     @property
@@ -616,16 +622,18 @@ class TrainingJob:
                 self._finished = time.monotonic()
         self.control.wake()                       # a paused run ends its hold at once
 
-    def pause(self) -> None:
-        """Hold the training at the next batch's end (see `aecore.lab.watch.Control`)."""
-        self.control.pause()
+    def pause(self) -> bool:
+        """Hold the training at the next batch's end (see `aecore.lab.watch.Control`); False when the run's
+        pause budget (watch.MAX_PAUSE in all) is spent: the snapshot's notices then say so."""
+        return self.control.pause()
 
     def resume(self) -> None:
         self.control.resume()
 
-    def step(self, unit: str = "epoch", count: int = 1) -> None:
-        """Go on to the end of the epoch ('epoch') or for `count` batches ('batch'), then hold again."""
-        self.control.step(unit, count)
+    def step(self, unit: str = "epoch", count: int = 1) -> bool:
+        """Go on to the end of the epoch ('epoch') or for `count` batches ('batch'), then hold again; False
+        (nothing changes) when the run's pause budget is spent, as `pause()`."""
+        return self.control.step(unit, count)
 
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
@@ -699,7 +707,8 @@ class TrainingJob:
     def snapshot(self) -> JobSnapshot:
         """A copy of the job's state for drawing. It also stamps the job as seen: a paused run that goes
         unseen for UNWATCHED_PAUSE s is stopped (see the module docstring)."""
-        control, at_epoch_end, timed_out = self.control.state, self.control.at_epoch_end, self.control.ended_by_time
+        control, at_epoch_end = self.control.state, self.control.at_epoch_end
+        pause_left, budget_told = self.control.pause_left, self.control.ended_by_time or self.control.refused
         view = self._watch.view() if self._watch is not None else None
         watch_error = self._watch.error if self._watch is not None else self._watch_error
         with self._lock:
@@ -709,9 +718,10 @@ class TrainingJob:
             if self._status == "training" and control in ("paused", "pausing") and self._where:
                 message = (f"Paused: {self._where}" if control == "paused"
                            else f"Pausing after this batch: {self._where}")
-            if timed_out:
-                notices.append(f"A pause ends by itself after {watching.MAX_PAUSE / 60:g} minutes (a paused run keeps "
-                               "one of the machine's training slots), so this run went on.")
+            if budget_told:
+                notices.append(f"A run may be paused for {self.control.max_pause / 60:g} minutes in all (a paused run "
+                               "keeps one of the machine's training slots). This run has used that up, so it went "
+                               "on and cannot be paused or stepped again; Stop still ends it.")
             return JobSnapshot(
                 id=self.id, name=self.name, requested_name=self.requested_name, spec=self.spec.to_dict(),
                 status=self._status, progress=self._progress, message=message, error=self._error,
@@ -723,7 +733,7 @@ class TrainingJob:
                 path=str(self._path) if self._path is not None else None, metrics=dict(self._metrics),
                 loss_about=self.loss_about, control=control if self._status == "training" else "running",
                 at_epoch_end=at_epoch_end, watch=view, watch_error=watch_error, train_seconds=self._train_seconds,
-                yielded=self._yielded)
+                yielded=self._yielded, pause_left=pause_left)
 
     # --- the thread ------------------------------------------------------------------------
     def _set(self, **values: Any) -> None:
@@ -876,10 +886,10 @@ class TrainingJob:
         self._enter("training", "Training…")
         trainer = Trainer(model, train, config=config, val=val, callbacks=[*callbacks, self.control, *self._callbacks],
                           device=self.device, checkpoint_dir=work, cancel=self.cancel)
-        began = time.perf_counter()
+        began, held = time.perf_counter(), self.control.held_seconds
         result = trainer.fit()
-        with self._lock:
-            self._train_seconds = time.perf_counter() - began
+        with self._lock:               # the time it was held (paused) is no training time
+            self._train_seconds = max(0.0, time.perf_counter() - began - (self.control.held_seconds - held))
         notes_cut: list[str] = []
         if result.cancelled:
             if not result.history:

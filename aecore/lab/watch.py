@@ -22,8 +22,12 @@ pause / step / resume of a training run. Two trainer callbacks, so `aecore.train
   - step ("batch", n): run n more batches, then hold;
   - resume: go on. A pause never holds after the run's last epoch: the run then simply ends.
   A Stop (the job's cancel event) ends the hold at once (the trainer then stops before its next
-  batch); a hold longer than MAX_PAUSE ends by itself (a paused run keeps one of the machine's
-  training slots, and a visitor may have closed the tab).
+  batch). A run may be held for MAX_PAUSE in all, over all its pauses and steps together (a paused run
+  keeps one of the machine's training slots, and a visitor may have closed the tab): a hold that
+  spends what is left ends by itself, and once it is spent `pause()` and `step()` are refused (they
+  return False; the job tells the page in a notice) and the run goes on to its end.
+  The time held (from a hold's first on_hold hook to its end) is `held_seconds`, which the trainer
+  leaves out of the run's recorded training time (`aecore.train.Callback`).
 
 Figures for the page: `grid` (the labelled picture: test images, then the model's output at the
 last few snapshots) and `map_figure` (plotly). Nothing here knows any model by name.
@@ -55,7 +59,7 @@ MIN_INTERVAL = 1.0               # s: mid-epoch snapshots at most this often (th
 SHARE = 0.03                     # an epoch's snapshots take at most this share of it (but one at its end always)
 MAX_KEPT = 64                    # milestone snapshots kept per run (older ones thinned, the first kept)
 HISTORY_ROWS = 4                 # snapshots the grid shows below the test images
-MAX_PAUSE = 15 * 60.0            # s: a pause ends by itself after this
+MAX_PAUSE = 15 * 60.0            # s: a run may be held (paused) this long in all, over all its pauses
 STEP_BATCHES = 10                # the Train page's "step N batches"
 POLL = 0.2                       # s: a held thread looks at the Stop at least this often
 UNITS = ("epoch", "batch")
@@ -427,39 +431,53 @@ class Snapshots(Callback):
 # --- pause, step, resume ----------------------------------------------------------------------------------
 class Control(Callback):
     """Trainer callback that holds the training thread while paused (see the module docstring).
-    Its methods are called from the page's thread; the hooks run in the training thread."""
+    Its methods are called from the page's thread; the hooks run in the training thread.
+    `max_pause`: the run's pause budget, seconds held in all (default: MAX_PAUSE as it is now)."""
 
-    def __init__(self, cancel: threading.Event | None = None, *, max_pause: float = MAX_PAUSE):
+    def __init__(self, cancel: threading.Event | None = None, *, max_pause: float | None = None):
         self.cancel = cancel or threading.Event()
-        self.max_pause = max_pause
+        self.max_pause = float(MAX_PAUSE if max_pause is None else max_pause)
         self.on_hold: list[Callable[[TrainState], None]] = []   # run in the training thread as a hold begins
         self._cond = threading.Condition()
         self._paused = False             # asked to hold at the next boundary
         self._holding = False            # the training thread waits now
         self._at_epoch_end = False       # ... at an epoch's end (else after a batch)
         self._step: tuple[str, int] | None = None    # (unit, boundaries left) of a step under way
-        self._ended_by_time = 0          # holds that MAX_PAUSE ended
+        self._ended_by_time = 0          # holds that the pause budget ended
+        self._refused = 0                # pauses and steps refused, the budget spent
+        self._held = 0.0                 # s: held in all, holds that ended
+        self._hold_began: float | None = None        # time.monotonic() as the hold under way began
 
     # --- the page's side
-    def pause(self) -> None:
+    def pause(self) -> bool:
+        """Hold at the next boundary; False (nothing changes) when the run's pause budget is spent."""
         with self._cond:
+            if self._spent():
+                self._refused += 1
+                return False
             self._paused, self._step = True, None
             self._cond.notify_all()
+            return True
 
     def resume(self) -> None:
         with self._cond:
             self._paused, self._step = False, None
             self._cond.notify_all()
 
-    def step(self, unit: str = "epoch", count: int = 1) -> None:
-        """Go on for `count` epochs ('epoch': to the end of the current one first) or batches, then hold."""
+    def step(self, unit: str = "epoch", count: int = 1) -> bool:
+        """Go on for `count` epochs ('epoch': to the end of the current one first) or batches, then hold;
+        False (nothing changes) when the run's pause budget is spent (it could not hold again)."""
         if unit not in UNITS:
             raise ConfigError(f"step by {' or '.join(UNITS)}, not {unit!r}")
         if count < 1:
             raise ConfigError(f"step at least one {unit}, got {count}")
         with self._cond:
+            if self._spent():
+                self._refused += 1
+                return False
             self._paused, self._step = False, (unit, int(count))
             self._cond.notify_all()
+            return True
 
     def wake(self) -> None:
         """Make a hold look at the Stop now (the job calls it on a Stop)."""
@@ -484,8 +502,41 @@ class Control(Callback):
 
     @property
     def ended_by_time(self) -> int:
+        """Holds that the pause budget ended (at most one: after it, nothing holds)."""
         with self._cond:
             return self._ended_by_time
+
+    @property
+    def refused(self) -> int:
+        """Pauses and steps refused because the pause budget was spent."""
+        with self._cond:
+            return self._refused
+
+    @property
+    def held_seconds(self) -> float:
+        """Seconds the training thread has been held in all, the hold under way included (the trainer
+        leaves them out of the training time: `aecore.train.Callback`)."""
+        with self._cond:
+            return self._held_now()
+
+    @property
+    def pause_left(self) -> float:
+        """Seconds of the run's pause budget (`max_pause`) left; 0 once spent."""
+        with self._cond:
+            return max(0.0, self.max_pause - self._held_now())
+
+    @property
+    def spent(self) -> bool:
+        """The pause budget is spent: the run is not held again."""
+        with self._cond:
+            return self._spent()
+
+    def _held_now(self) -> float:
+        began = self._hold_began
+        return self._held + (time.monotonic() - began if began is not None else 0.0)
+
+    def _spent(self) -> bool:
+        return self._held_now() >= self.max_pause
 
     # --- the training thread's side
     def on_batch_end(self, state: TrainState) -> None:
@@ -512,10 +563,14 @@ class Control(Callback):
         with self._cond:
             if not self._paused or self.cancel.is_set():
                 return
-        for hook in self.on_hold:        # first: once the page says "paused", its pictures show the held model
-            hook(state)
+            if self._spent():                  # asked before the budget ran out (a step's end): go on
+                self._paused, self._step = False, None
+                return
+            began = self._hold_began = time.monotonic()
+            deadline = began + (self.max_pause - self._held)
         try:
-            deadline = time.monotonic() + self.max_pause
+            for hook in self.on_hold:        # first: once the page says "paused", its pictures show the held model
+                hook(state)
             with self._cond:
                 self._holding, self._at_epoch_end = True, at_epoch_end
                 while self._paused and not self.cancel.is_set():
@@ -527,7 +582,8 @@ class Control(Callback):
                     self._cond.wait(min(POLL, left))
         finally:
             with self._cond:
-                self._holding = False
+                self._holding, self._hold_began = False, None
+                self._held += time.monotonic() - began
 
 
 # --- pictures -------------------------------------------------------------------------------------------
