@@ -267,18 +267,21 @@ def controls(job: jobs.TrainingJob, snap: jobs.JobSnapshot) -> None:
     if snap.status == "training" and not job.cancel.is_set():
         if snap.control in ("paused", "pausing"):
             held = snap.control == "paused"
+            can_step = held and snap.pause_left > 0               # a step pauses again: it needs pause budget
             c1.button("Resume", key="tr_resume", type="primary", on_click=job.resume, help="Train on from here")
-            c2.button(watch.step_label(snap.at_epoch_end), key="tr_step_epoch", disabled=not held,
+            c2.button(watch.step_label(snap.at_epoch_end), key="tr_step_epoch", disabled=not can_step,
                       on_click=job.step, args=("epoch",),
                       help="Train to the end of this epoch (from an epoch's end: one whole epoch), then pause "
                            "again; the pictures show the model there")
-            c3.button(f"Step {watch.STEP_BATCHES} batches", key="tr_step_batch", disabled=not held,
+            c3.button(f"Step {watch.STEP_BATCHES} batches", key="tr_step_batch", disabled=not can_step,
                       on_click=job.step, args=("batch", watch.STEP_BATCHES),
                       help=f"Train on {watch.STEP_BATCHES} batches, then pause again")
         else:
-            c1.button("Pause", key="tr_pause", on_click=job.pause,
-                      help="Hold the training after the current batch, to look at the model; Resume or Step go "
-                           f"on (a pause ends by itself after {watch.MAX_PAUSE / 60:g} minutes). A paused run "
+            spent = snap.pause_left <= 0
+            c1.button("Pause", key="tr_pause", on_click=job.pause, disabled=spent,
+                      help=f"This run has used up its {watch.MAX_PAUSE / 60:g} minutes of pausing" if spent else
+                      "Hold the training after the current batch, to look at the model; Resume or Step go "
+                           f"on (a run may be paused for {watch.MAX_PAUSE / 60:g} minutes in all). A paused run "
                            "keeps one of the machine's training slots while this page shows it: left unwatched "
                            f"for {jobs.UNWATCHED_PAUSE:g} s (this tab closed, or another page open), it is "
                            "stopped and saved, as by Stop, to free the slot")
