@@ -565,10 +565,11 @@ def parse_mix(text: str) -> dict[str, float]:
 
 async def session_loop(url: str, index: int, *, every: float, duration: float, mix: dict[str, float],
                        teacher_train: bool = False, timeout: float = RUN_TIMEOUT, train_epochs: int | None = None,
-                       all_open: Callable[[], None] | None = None, seed: int = 0) -> Outcome:
+                       all_open: Callable[[], None] | None = None, seed: int = 0,
+                       source: str | None = None) -> Outcome:
     out = Outcome(f"s{index}")
     rng = random.Random(seed * 1000 + index)
-    s = Session(url, out.name, timeout)
+    s = Session(url, out.name, timeout, source=source)
     kinds, weights = list(mix), list(mix.values())
     try:
         first = rng.choices(kinds, weights)[0]
@@ -666,17 +667,22 @@ async def browser_bench_loop(url: str, index: int, *, duration: float, timeout: 
 
 
 # --- the server ------------------------------------------------------------------------------------------
-def rss_mb(pid: int | None, *, children: bool = True) -> float | None:
-    """Resident MB of a process and (`children`) its descendants (the projection process); None without one."""
-    total = rss_bytes(pid, children=children) if pid else 0
+def _pids(pid: int | list[int] | None) -> list[int]:
+    return [p for p in (pid if isinstance(pid, list) else [pid]) if p]
+
+
+def rss_mb(pid: int | list[int] | None, *, children: bool = True) -> float | None:
+    """Resident MB of a process (or of several servers, summed) and (`children`) its descendants (the
+    projection process); None without one."""
+    total = sum(rss_bytes(p, children=children) or 0 for p in _pids(pid))
     return round(total / 2**20, 1) if total else None
 
 
-def tree_cpu_seconds(pid: int | None) -> float | None:
-    """CPU seconds a process and its descendants have used so far."""
-    if not pid:
+def tree_cpu_seconds(pid: int | list[int] | None) -> float | None:
+    """CPU seconds a process (or several) and its descendants have used so far."""
+    if not _pids(pid):
         return None
-    return sum(cpu_seconds(p) or 0.0 for p in descendants(pid))
+    return sum(cpu_seconds(p) or 0.0 for root in _pids(pid) for p in descendants(root))
 
 
 def free_port() -> int:
@@ -796,11 +802,12 @@ def print_summary(res: dict) -> None:
 
 
 async def run_load(url: str, *, sessions: int, every: float, duration: float, mix: dict[str, float],
-                   teacher_train: bool = False, timeout: float = RUN_TIMEOUT, server_pid: int | None = None,
-                   train_epochs: int | None = None,
+                   teacher_train: bool = False, timeout: float = RUN_TIMEOUT, server_pid: int | list[int] | None = None,
+                   train_epochs: int | None = None, sources: list[str] | None = None,
                    connect_spread: float = 0.0, seed: int = 0, loop: str = "mix", warm: bool = False) -> dict:
     """Open `sessions` sessions (spread over `connect_spread` s), run them, and summarise. `warm`: one session
-    opens the home page first (as load_sessions.py does before it starts timing)."""
+    opens the home page first (as load_sessions.py does before it starts timing). `sources`: session i
+    connects from sources[i % len(sources)] (one visitor per address, for a proxy that hashes them)."""
     if warm:
         w = Session(url, "warm-up", timeout)
         await w.connect()
@@ -808,7 +815,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
         await w.close()
     rss = {"start": rss_mb(server_pid), "all_open": None, "peak": rss_mb(server_pid), "after_close": None,
            "server_only_all_open": None, "server_only_after_close": None}
-    launched_here = bool(server_pid) and server_pid in descendants(os.getpid())
+    launched_here = bool(_pids(server_pid)) and set(_pids(server_pid)) <= set(descendants(os.getpid()))
     cpu0 = (tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter())
     opened = [0]
 
@@ -834,7 +841,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
             return await browser_bench_loop(url, i, duration=duration, timeout=timeout, all_open=one_open)
         return await session_loop(url, i, every=every, duration=duration, mix=mix,
                                   teacher_train=teacher_train and i == 0, timeout=timeout, all_open=one_open, seed=seed,
-                                  train_epochs=train_epochs)
+                                  train_epochs=train_epochs, source=sources[i % len(sources)] if sources else None)
     outcomes = await asyncio.gather(*(delayed(i) for i in range(sessions)))
     stop.set()
     cpu = None
@@ -889,25 +896,44 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--settle", type=float, default=40.0,
                         help="with --waves: seconds after a wave's sessions close before the RSS is read (the "
                              "server frees a closed tab's session after disconnectedSessionTTL, 30 s)")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="with --launch: this many app servers sharing one AECORE_HOME behind nginx on the "
+                             "README's recipe (bench/proxy.py), each session from its own loopback address")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
-    proc, url, log = None, args.url.rstrip("/"), None
+    procs, url, log, nginx, sources = [], args.url.rstrip("/"), None, None, None
     if args.launch:
         env = dict(os.environ)
         if args.pretrained:
             env["AECORE_PRETRAINED"] = str(Path(args.pretrained).resolve())
-        log = Path(tempfile.mkdtemp(prefix="aecore-loadp-")) / "server.log"
+        work = Path(tempfile.mkdtemp(prefix="aecore-loadp-"))
+        log = work / "server.log"
+        home = tempfile.mkdtemp(prefix="aecore-loadp-home-")          # one AECORE_HOME, shared by the servers
         started = time.time()
-        proc, url = launch_server(env=env, log=log)
         try:
-            wait_healthy(url, started + max(120.0, args.start_after), proc)
+            urls = []
+            for i in range(max(1, args.servers)):
+                proc, server_url = launch_server(env=env, log=log if i == 0 else work / f"server{i}.log", home=home)
+                procs.append(proc)
+                urls.append(server_url)
+            for proc, server_url in zip(procs, urls):
+                wait_healthy(server_url, started + max(120.0, args.start_after), proc)
+            url = urls[0]
+            if len(procs) > 1:
+                from bench.proxy import start_nginx, visitor_addresses
+
+                listen = free_port()
+                nginx = start_nginx([int(urlparse(u).port) for u in urls], listen, work)
+                url, sources = f"http://127.0.0.1:{listen}", visitor_addresses(args.sessions)
+                wait_healthy(url, started + max(120.0, args.start_after), nginx)
             time.sleep(max(0.0, started + args.start_after - time.time()))
         except Exception:
-            stop_server(proc)
+            for proc in procs + ([nginx] if nginx else []):
+                stop_server(proc)
             print(log.read_text()[-3000:], file=sys.stderr)
             raise
-    pid = proc.pid if proc else args.server_pid
+    pid = [p.pid for p in procs] if procs else args.server_pid
     waves = []
     try:
         for wave in range(max(1, args.waves)):
@@ -915,7 +941,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        mix=args.mix, teacher_train=args.teacher_train and wave == 0,
                                        timeout=args.timeout, server_pid=pid, connect_spread=args.connect_spread,
                                        seed=args.seed + wave, loop=args.loop, warm=args.warm,
-                                       train_epochs=args.train_epochs))
+                                       train_epochs=args.train_epochs, sources=sources))
             if args.waves > 1:
                 time.sleep(args.settle)
                 waves.append({"wave": wave + 1, "sessions_so_far": (wave + 1) * args.sessions,
@@ -930,14 +956,14 @@ def main(argv: list[str] | None = None) -> dict:
                       f"{w['rss_settled_mb']}; interactions median {w['median_ms']} ms, p95 {w['p95_ms']} ms, "
                       f"{w['errors']} errors", flush=True)
     finally:
-        if proc is not None:
+        for proc in ([nginx] if nginx else []) + procs:
             stop_server(proc)
     res = {"when": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-           "url": url, "launched": bool(proc), "server_log": str(log) if log else None,
+           "url": url, "launched": bool(procs), "servers": len(procs) or None, "server_log": str(log) if log else None,
            "args": {"sessions": args.sessions, "every": args.every, "duration": args.duration,
                     "mix": ",".join(f"{k}={v:g}" for k, v in args.mix.items()), "teacher_train": args.teacher_train,
                     "loop": args.loop, "warm": args.warm, "timeout": args.timeout,
-                    "start_after": args.start_after if proc else None, "waves": args.waves}, **res}
+                    "start_after": args.start_after if procs else None, "waves": args.waves}, **res}
     if waves:
         res["waves"] = waves            # the summary printed below is the last wave's
     print_summary(res)

@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
-import re
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,36 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import load_protocol as lp  # noqa: E402
+from bench.proxy import NGINX, start_nginx, visitor_addresses  # noqa: E402
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-VISITORS = [f"127.0.0.{i}" for i in range(2, 10)]       # Linux answers on all of 127/8
+VISITORS = visitor_addresses(8)
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="Debian nginx not installed (apt-get install nginx-light)")
-
-
-def readme_recipe() -> str:
-    """The nginx `http` block between the README's markers, unindented."""
-    text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- nginx:begin -->", 1)[1].split("<!-- nginx:end -->", 1)[0]
-    return "\n".join(line[4:] for line in block.strip("\n").splitlines())
-
-
-def nginx_conf(recipe: str, ports: list[int], listen: int, work: Path) -> str:
-    """A whole nginx.conf around the recipe, its ports replaced, every file it writes inside `work`."""
-    recipe = recipe.replace("127.0.0.1:8501", f"127.0.0.1:{ports[0]}").replace("127.0.0.1:8502", f"127.0.0.1:{ports[1]}")
-    recipe = re.sub(r"listen 8080;", f"listen 127.0.0.1:{listen};", recipe)
-    temps = "\n".join(f"    {kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return f"""worker_processes 1;
-pid {work / 'nginx.pid'};
-error_log {work / 'error.log'};
-events {{ worker_connections 256; }}
-http {{
-    log_format upstream '$remote_addr $upstream_addr "$request" $status';
-    access_log {work / 'access.log'} upstream;
-{temps}
-{recipe}
-}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +33,7 @@ def proxy(tmp_path_factory, tiny_zoo_root):
     for i, port in enumerate(ports):
         servers.append(lp.launch_server(port=port, env=env, home=home, log=work / f"app{i}.log")[0])
     listen = lp.free_port()
-    (work / "nginx.conf").write_text(nginx_conf(readme_recipe(), ports, listen, work))
-    nginx = subprocess.Popen([NGINX, "-p", str(work), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    nginx = start_nginx(ports, listen, work)
     try:
         deadline = time.time() + 90
         for port in ports:
