@@ -13,7 +13,10 @@ one. Requests go one at a time over a Pipe: the parent sends (kind, payload); th
 with ("progress", fraction, text) messages, then ("result", value) or ("error", ...). An error in
 the child comes back as the same exception type where it pickles (a DataError stays a DataError);
 a child that dies mid-fit is a `ProjectionError` that says so, and the next request starts a new
-child.
+child. A request has $AECORE_PROJECTION_TIMEOUT seconds (600 by default): a child that takes longer
+(stuck, or a huge staged t-SNE) is stopped and the request fails with a `ProjectionError`, so one map
+can never hold the server's queue of maps for good. A request the child cannot read is answered with
+an error, and the child serves the next one. The child exits when its server dies, even mid-fit.
 
 numba's compiled code is also cached on disk: the child makes numba's jit/njit default to
 cache=True before umap is imported (`_cache_numba`). That saves only part of the compile. Measured
@@ -32,6 +35,7 @@ import atexit
 import functools
 import gc
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -46,11 +50,16 @@ from typing import Any, Callable
 
 log = logging.getLogger("aecore")
 
-IDLE_ENV = "AECORE_PROJECTION_IDLE"         # seconds a child waits for a request before it exits
+IDLE_ENV = "AECORE_PROJECTION_IDLE"         # seconds a child waits for a request before it exits (inf: never)
+TIMEOUT_ENV = "AECORE_PROJECTION_TIMEOUT"   # seconds one request may take before its child is stopped (inf: no limit)
 THREADS_ENV = "AECORE_PROJECTION_THREADS"   # BLAS/OpenMP threads of the child (1: the server keeps a core)
 IDLE_DEFAULT = 600.0
+TIMEOUT_DEFAULT = 600.0
+LONGEST = 1e6                               # s: longer waits are clamped (a poll() of 2.2e6 s overflows)
 CHILD_NAME = "aecore-projection"
 POLL = 0.5                                  # s between checks that the child lives, while waiting on it
+LABELS = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}   # as aecore.maps.METHOD_LABELS (not imported: the
+                                                           # child reads this module before numpy's threads are set)
 
 Progress = Callable[[float | None, str], None]
 
@@ -60,21 +69,48 @@ class ProjectionError(RuntimeError):
     not be sent back as itself."""
 
 
-def idle_seconds() -> float:
-    """$AECORE_PROJECTION_IDLE as seconds (600 when unset or unreadable)."""
+def _seconds(value: Any, default: float, least: float, name: str) -> float | None:
+    """A time span as seconds: None for no limit (inf), clamped into [least, LONGEST]; the default for
+    what is no number, NaN or negative (a warning in the log says so)."""
     try:
-        return max(0.05, float(os.environ.get(IDLE_ENV, IDLE_DEFAULT)))
-    except ValueError:
-        return IDLE_DEFAULT
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if math.isnan(seconds) or seconds < 0:
+        log.warning("%s=%r is no number of seconds; using %g", name, value, default)
+        return default
+    if math.isinf(seconds):
+        return None
+    return min(max(least, seconds), LONGEST)
+
+
+def idle_seconds() -> float | None:
+    """$AECORE_PROJECTION_IDLE as seconds (600 when unset or unreadable; None: inf, never idle out)."""
+    raw = os.environ.get(IDLE_ENV)
+    return IDLE_DEFAULT if raw is None else _seconds(raw, IDLE_DEFAULT, 0.05, IDLE_ENV)
+
+
+def timeout_seconds() -> float | None:
+    """$AECORE_PROJECTION_TIMEOUT as seconds (600 when unset or unreadable, at least 1; None: inf, no limit)."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    return TIMEOUT_DEFAULT if raw is None else _seconds(raw, TIMEOUT_DEFAULT, 1.0, TIMEOUT_ENV)
+
+
+class _Overdue(Exception):
+    """A request ran past its time limit (raised in the parent while it waits)."""
 
 
 # --- the parent's side ---------------------------------------------------------------------------------
 class ProjectionWorker:
     """The server's handle on the projection process: starts a child when a request needs one, sends
-    one request at a time, forwards the child's progress. Thread-safe; requests wait their turn."""
+    one request at a time, forwards the child's progress. Thread-safe; requests wait their turn.
 
-    def __init__(self, *, idle: float | None = None):
+    `idle` and `timeout` (seconds; math.inf: never) default to $AECORE_PROJECTION_IDLE and
+    $AECORE_PROJECTION_TIMEOUT, read when a child starts and when a request is sent."""
+
+    def __init__(self, *, idle: float | None = None, timeout: float | None = None):
         self.idle = idle                                  # None: $AECORE_PROJECTION_IDLE when a child starts
+        self.timeout = timeout                            # None: $AECORE_PROJECTION_TIMEOUT for each request
         self.starts = 0                                   # children started so far
         self.warm_seconds: float | None = None            # how long the last warm-up took in the child
         self._lock = threading.Lock()
@@ -82,21 +118,27 @@ class ProjectionWorker:
         self._conn: Any = None
         self._warm_state = "not started"
         self._warmed: Any = None                          # the child whose numba code is compiled
+        self._stopped: Any = None                         # the child close() stopped on purpose
         self._closes_at_exit = False
 
     def fit(self, *, progress: Progress | None = None, **kwargs: Any) -> Any:
         """`aecore.lab.tuned.fit_tuned(**kwargs)` in the child, blocking; returns its `Settled`, whose map
         places new codes by their nearest mapped codes (`tuned.detached`). `progress` gets the child's
-        (fraction, text) reports."""
+        (fraction, text) reports. `codes` and `index` are best numpy arrays (anything else is pickled
+        as itself: a torch tensor would have the child import torch)."""
         umap = kwargs.get("method") == "umap"
-        compiling = umap and self.state() != "done"
-        if compiling:
-            self._warm_state = "running"                  # this fit compiles UMAP: the page can say so
+        marked = False
+
+        def begin() -> None:                              # our turn: the child works on this fit from now on
+            nonlocal marked
+            if umap and self.state() != "done":
+                self._warm_state, marked = "running", True   # this fit compiles UMAP: the page can say so
+
         try:
-            settled, process = self._ask("fit", kwargs, progress)
+            settled, process = self._ask("fit", kwargs, progress, begin)
         except BaseException:
-            if compiling and self._warm_state == "running":
-                self._warm_state = "not started"
+            if marked and self._warm_state == "running":  # it failed before its compile was done (a child
+                self._warm_state = "not started"          # that got that far said "compiled": state 'done')
             raise
         if umap:
             self._warm_state, self._warmed = "done", process
@@ -105,9 +147,11 @@ class ProjectionWorker:
     def warm(self) -> float:
         """Have the child compile UMAP's numba code (`tuned._warm_umap`), so that the first UMAP map does
         not wait for it; returns the child's seconds. Raises what the warm-up raised."""
-        self._warm_state = "running"
+        def begin() -> None:
+            self._warm_state = "running"
+
         try:
-            seconds, process = self._ask("warm", None, None)
+            seconds, process = self._ask("warm", None, None, begin)
         except Exception as err:
             self._warm_state = f"failed: {err}"
             raise
@@ -133,37 +177,68 @@ class ProjectionWorker:
         return process is not None and process.is_alive()
 
     def close(self) -> None:
-        """Stop the child now. A request in flight in another thread then fails with ProjectionError."""
+        """Stop the child now. A request in flight in another thread then fails with a ProjectionError
+        that says the process was stopped."""
+        process = self._process
+        if process is not None:
+            self._stopped = process                       # a stop on purpose, not a death
         if self._lock.acquire(timeout=0.2):
             try:
                 self._stop()
             finally:
                 self._lock.release()
-        elif self._process is not None and self._process.is_alive():
-            self._process.terminate()                     # the waiting request sees it die and cleans up
+        elif process is not None and process.is_alive():
+            process.terminate()                           # the waiting request sees it end and cleans up
+
+    def limit(self) -> float | None:
+        """Seconds one request may take (None: no limit)."""
+        if self.timeout is None:
+            return timeout_seconds()
+        return _seconds(self.timeout, TIMEOUT_DEFAULT, 0.0, "timeout")
 
     # -- one request, start to end ---------------------------------------------------------------------
-    def _ask(self, kind: str, payload: Any, progress: Progress | None) -> tuple[Any, Any]:
-        """(value, child) of one request; starts a child when none is alive."""
+    def _ask(self, kind: str, payload: Any, progress: Progress | None,
+             begin: Callable[[], None] | None = None) -> tuple[Any, Any]:
+        """(value, child) of one request; starts a child when none is alive. `begin` runs once the
+        request's turn has come (the lock is held), before it is sent."""
         request = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)   # fails here, not mid-send
+        return self._exchange(request, _what(kind, payload), progress, begin)
+
+    def _exchange(self, request: bytes, what: str, progress: Progress | None,
+                  begin: Callable[[], None] | None = None) -> tuple[Any, Any]:
         with self._lock:
+            if begin is not None:
+                begin()
+            limit = self.limit()
+            deadline = None if limit is None else time.monotonic() + limit
             for attempt in range(2):
                 conn, process = self._child()
                 heard = False
                 try:
                     conn.send_bytes(request)
                     while True:
-                        message = self._receive(conn, process)
+                        message = self._receive(conn, process, deadline)
                         heard = True
-                        if message[0] != "progress":
+                        if message[0] == "progress":
+                            _report(progress, message[1], message[2])
+                        elif message[0] == "compiled":    # UMAP's code is compiled there, whatever comes next
+                            self._warm_state, self._warmed = "done", process
+                        else:
                             break
-                        _report(progress, message[1], message[2])
+                except _Overdue:
+                    self._stop(now=True)
+                    raise ProjectionError(f"the {what} took longer than {limit:g} s, the projection process's time "
+                                          f"limit (${TIMEOUT_ENV}), and was stopped; the next request starts a "
+                                          "new process") from None
                 except (EOFError, OSError):                # it died, or it left just as the request went out
                     code = self._stop()
+                    if self._stopped is process:
+                        raise ProjectionError(f"the projection process was stopped (the server closed it) while it "
+                                              f"worked on the {what}") from None
                     if not heard and code == 0 and attempt == 0:
                         continue                          # it had exited for idleness: ask a new one
                     raise ProjectionError(f"the projection process died {_how(code)} while it worked on the "
-                                          f"{_what(kind, payload)}; the next request starts a new one") from None
+                                          f"{what}; the next request starts a new one") from None
                 except BaseException:                     # the parent gave up mid-answer: the rest of that
                     self._stop()                          # answer would reach the next request
                     raise
@@ -178,8 +253,8 @@ class ProjectionWorker:
         self._stop()
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        idle = self.idle if self.idle is not None else idle_seconds()
-        process = context.Process(target=_serve, args=(child, float(idle)), name=CHILD_NAME, daemon=True)
+        idle = idle_seconds() if self.idle is None else _seconds(self.idle, IDLE_DEFAULT, 0.05, "idle")
+        process = context.Process(target=_serve, args=(child, idle), name=CHILD_NAME, daemon=True)
         _leave_main_behind()
         process.start()
         child.close()                                     # only the child holds its end: its exit is our EOF
@@ -188,24 +263,32 @@ class ProjectionWorker:
         if not self._closes_at_exit:                      # a child told to leave cleans up after itself (tqdm's
             atexit.register(self.close)                   # lock); multiprocessing's own exit would kill it
             self._closes_at_exit = True
-        log.info("projection process %s started (exits after %.0f s idle)", process.pid, idle)
+        log.info("projection process %s started (%s)", process.pid,
+                 "never exits for idleness" if idle is None else f"exits after {idle:.0f} s idle")
         return parent, process
 
     @staticmethod
-    def _receive(conn: Any, process: Any) -> tuple:
-        while not conn.poll(POLL):
+    def _receive(conn: Any, process: Any, deadline: float | None = None) -> tuple:
+        while True:
+            wait = POLL if deadline is None else min(POLL, deadline - time.monotonic())
+            if wait <= 0:
+                raise _Overdue
+            if conn.poll(wait):
+                return conn.recv()
             if not process.is_alive() and not conn.poll(0):
                 raise EOFError
-        return conn.recv()
 
-    def _stop(self) -> int | None:
-        """End the current child (if any); its exit code (0: it left by itself)."""
+    def _stop(self, *, now: bool = False) -> int | None:
+        """End the current child (if any); its exit code (0: it left by itself). `now`: terminate it at
+        once (it is busy: closing our end would not stop it)."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
         if conn is not None:
             conn.close()                                  # an idle child sees EOF and exits
         if process is None:
             return None
+        if now and process.is_alive():
+            process.terminate()
         process.join(2)
         if process.is_alive():
             process.terminate()
@@ -232,9 +315,11 @@ def _how(code: int | None) -> str:
 
 
 def _what(kind: str, payload: Any) -> str:
+    """What a request is, in words: 't-SNE map', 'UMAP warm-up'."""
     if kind == "fit" and isinstance(payload, dict):
-        return f"{payload.get('method', '')} map".strip()
-    return {"warm": "UMAP warm-up"}.get(kind, kind)
+        method = payload.get("method", "")
+        return f"{LABELS.get(method, method)} map".strip()
+    return {"warm": "UMAP warm-up", "loaded": "check of its modules"}.get(kind, f"{kind!r} request")
 
 
 def _rebuilt(blob: bytes | None, name: str, message: str, text: str) -> BaseException:
@@ -278,27 +363,38 @@ def _leave_main_behind() -> None:
 
 
 # --- the child's side ------------------------------------------------------------------------------------
-def _serve(conn: Any, idle: float) -> None:
-    """The child's loop: answer requests until `idle` seconds pass without one or the server goes away."""
+def _serve(conn: Any, idle: float | None) -> None:
+    """The child's loop: answer requests until `idle` seconds pass without one (None: never) or the
+    server goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)          # Ctrl+C in the server's terminal: the server ends us
     signal.signal(signal.SIGTERM, _leave)                 # terminated: exit cleanly (no leaked semaphores)
-    threads = os.environ.get(THREADS_ENV, "1")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, threads)               # before numpy loads its BLAS
-    handlers = {"fit": _fit, "warm": _warm, "loaded": _loaded}
+    _exit_with_parent()
+    _limit_threads()
+    handlers: dict[str, Callable[[Any, Progress, Callable[..., None]], Any]] = {
+        "fit": _fit, "warm": _warm, "loaded": _loaded, "sleep": _sleep}
     while True:
         try:
             if not conn.poll(idle):
                 return                                    # idle: exit, so the memory goes back
-            kind, payload = conn.recv()
+            blob = conn.recv_bytes()
         except (EOFError, OSError):
             return                                        # the server has gone
 
         def progress(fraction: float | None, text: str) -> None:
             conn.send(("progress", fraction, text))
 
+        def tell(*message: Any) -> None:
+            conn.send(message)
+
         try:
-            answer: tuple = ("result", handlers[kind](payload, progress))
+            try:
+                kind, payload = pickle.loads(blob)
+            except Exception as err:                      # answered, so that the stream stays in step
+                raise ProjectionError(f"the projection process could not read the request "
+                                      f"({type(err).__name__}: {err})") from err
+            if kind not in handlers:
+                raise ProjectionError(f"the projection process knows no request {kind!r}")
+            answer: tuple = ("result", handlers[kind](payload, progress, tell))
         except Exception as err:
             answer = ("error", *_portable(err))
         try:
@@ -310,6 +406,36 @@ def _serve(conn: Any, idle: float) -> None:
                 conn.send(("error", *_portable(err)))
         except (EOFError, OSError):
             return
+
+
+def _exit_with_parent() -> None:
+    """A daemon thread that ends this process as soon as its server's process has gone (killed, even
+    with SIGKILL), mid-fit too: a fit would otherwise run on for nobody. It needs a moment of the GIL,
+    which numba's and scikit-learn's long loops give up now and then."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="aecore-parent-watch", daemon=True).start()
+
+
+def _limit_threads() -> None:
+    """BLAS/OpenMP threads, before numpy loads its BLAS: $AECORE_PROJECTION_THREADS when it is set (it
+    wins over an inherited OMP_NUM_THREADS), else 1 unless the server's environment sets them."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    try:
+        explicit = str(int(raw)) if raw and int(raw) >= 1 else None
+    except ValueError:
+        explicit = None
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        if explicit is not None:
+            os.environ[var] = explicit
+        else:
+            os.environ.setdefault(var, "1")
 
 
 def _leave(signum: int, frame: Any) -> None:
@@ -327,15 +453,19 @@ def _portable(err: BaseException) -> tuple[bytes | None, str, str, str]:
     return blob, type(err).__name__, str(err), text
 
 
-def _fit(payload: dict, progress: Progress) -> Any:
-    if payload.get("method") == "umap":
+def _fit(payload: dict, progress: Progress, tell: Callable[..., None]) -> Any:
+    umap = payload.get("method") == "umap"
+    if umap:
         _cache_numba()
     from aecore.lab.tuned import detached, fit_tuned
 
-    return detached(fit_tuned(**payload, progress=progress))
+    settled = fit_tuned(**payload, progress=progress)
+    if umap:
+        tell("compiled")                                  # UMAP's code is compiled here now, whatever comes next
+    return detached(settled)
 
 
-def _warm(payload: Any, progress: Progress) -> float:
+def _warm(payload: Any, progress: Progress, tell: Callable[..., None]) -> float:
     _cache_numba()
     from aecore.lab.tuned import _warm_umap
 
@@ -346,8 +476,15 @@ def _warm(payload: Any, progress: Progress) -> float:
     return time.perf_counter() - t0
 
 
-def _loaded(names: list[str], progress: Progress) -> list[str]:
+def _loaded(names: list[str], progress: Progress, tell: Callable[..., None]) -> list[str]:
     return [name for name in names if name in sys.modules]
+
+
+def _sleep(seconds: float, progress: Progress, tell: Callable[..., None]) -> float:
+    """A request that takes `seconds` (checks of the time limit and of the child's end with its server)."""
+    progress(0.0, "sleeping")
+    time.sleep(float(seconds))
+    return float(seconds)
 
 
 _numba_ready = False
