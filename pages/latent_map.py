@@ -4,6 +4,8 @@ neighbours in code space; place your own image on the map. As in an embedding pr
 themselves as thumbnails on a 2-D map (hover for a larger one, click to select), a search box for a
 class or a test image, and UMAP's and t-SNE's parameters with the stages their layout passes through."""
 
+import uuid
+
 import numpy as np
 import streamlit as st
 import torch
@@ -178,7 +180,8 @@ def _meanwhile(key: tuple) -> tuple[lt.Projection, str]:
         if stored is not None:
             return lt.attach_placement(stored, codes), "the stored UMAP map (maps.npz), without its stages"
     earlier = lt.JOBS.get(key[:-1] + (False,)) if staged else None
-    if earlier is not None and earlier.future.done() and earlier.future.exception() is None:
+    if (earlier is not None and earlier.future.done() and not earlier.future.cancelled()
+            and earlier.future.exception() is None):
         return earlier.future.result().proj, f"the same {label} map, without its stages"
     pca, _ = lt.from_maps(maps, "pca", dims, labels)
     pca = lt.attach_placement(pca, codes) if pca is not None else \
@@ -186,6 +189,10 @@ def _meanwhile(key: tuple) -> tuple[lt.Projection, str]:
     return pca, "the PCA map of the same codes"
 
 
+busy = ""                       # why this map is not even queued (the server's queue of maps is full)
+# this session's maps: its newer request replaces its older one that still waits (a held '+' on the seed
+# queues one map, not hundreds); an opaque token, the library never sees streamlit
+owner = st.session_state.setdefault("_lm_owner", uuid.uuid4().hex)
 try:
     use_stored = method == "pca" or (method == "umap" and not tuned and not staged)
     proj, why = lt.from_maps(maps, method, dims, labels) if use_stored else (None, "")
@@ -202,21 +209,34 @@ try:
         n_map = int(st.session_state["lm_tsne_n"]) if method == "tsne" else n_images
         index = lt.subsample(n_images, n_map, seed)
         key = (entry.ref, version, sel.dataset, method, dims, seed, n_map, tuning.key(method), staged)
-        job = lt.submit_fit(key, codes, method, dims, seed=seed, index=index, tuning=tuning, stages=staged)
-        if job.future.done():
+        try:
+            job = lt.submit_fit(key, codes, method, dims, seed=seed, index=index, tuning=tuning, stages=staged,
+                                owner=owner)
+        except lt.ServerBusy as err:
+            job, busy = None, str(err)
+        if job is not None and job.future.done() and not job.future.cancelled():
+            retry = lt.JOBS.retry_in(job)
+            again = f" This map can be asked for again in {retry:.0f} s." if retry >= 1 else ""
             try:
                 settled = job.future.result()
-            except AecoreError:
-                raise
+            except AecoreError as err:
+                show_error(err)
+                if again:
+                    st.caption(again.strip())
+                st.stop()
+            except lt.ProjectionError as err:  # the projection process: too slow (its time limit), or it died
+                st.error(plain(f"The {label} map could not be computed: {err}. Try PCA, fewer points or no "
+                               f"stages.{again}"))
+                st.stop()
             except Exception as err:  # a numerical failure of UMAP/t-SNE: say so, keep the page
                 st.error(plain(f"{label} failed on these codes ({type(err).__name__}: {err}); "
-                               "try PCA, other parameters or another seed."))
+                               f"try PCA, other parameters or another seed.{again}"))
                 st.stop()
             proj, stages = settled.proj, settled.stages
             note = (f"{label} ({settled.params}) of the {code_dim}-D codes computed here in {proj.seconds:.1f} s "
                     f"(seed {seed}; cached for this server).")
         else:
-            pending = key
+            pending = key if job is not None else None
             proj, what = _meanwhile(key)
             note = f"Meanwhile: {what}."
         if method == "tsne":
@@ -229,7 +249,19 @@ except AecoreError as err:
     st.stop()
 
 status_box = st.container()   # always there: the elements below keep their places (and the thumbnail view its
-if pending is not None:       # frame) when this message comes or goes
+if busy:                      # frame) when this message comes or goes
+    status_box.warning(plain(f"The {label} map is not computed: {busy}. {what[:1].upper()}{what[1:]} is shown "
+                             "meanwhile; this page asks again by itself as soon as there is room."))
+
+    @st.fragment(run_every=5.0)
+    def _room() -> None:
+        """Ask again (a full run) once the server's queue of maps has room."""
+        if lt.JOBS.waiting() < lt.JOBS.max_waiting:
+            st.rerun()
+
+    with status_box:
+        _room()
+elif pending is not None:
     warm = lt.umap_warmup_state()["state"]
     extra = (" UMAP is still compiling its code in the background (once per server start), so this first map "
              "takes longer." if method == "umap" and warm == "running" else "")
@@ -246,27 +278,6 @@ if pending is not None:       # frame) when this message comes or goes
 
     with status_box:
         _progress()
-
-# --- your own image (placed on the map) -----------------------------------------------------------------
-k = int(st.session_state.get("lm_k", 8))
-metric = st.session_state.get("lm_metric", "euclidean")
-own_detail, own_pos = None, None
-own_box = st.expander("Place your own image on the map (upload or draw)",
-                      expanded=bool(st.session_state.get("lm_upload")))
-with own_box:
-    bind("lm_own", "upload", choices=["upload", "draw"])
-    source = st.radio("Source", ["upload", "draw"], key="lm_own", horizontal=True,
-                      format_func={"upload": "Upload a file", "draw": "Draw"}.get)
-    sync_url("lm_own")
-    if source == "draw":
-        st.caption("Draw in white on the black square; it appears on the map as a ★.")
-    own = own_image(source, shape, key="lm", size=240)
-    if own is not None:
-        try:
-            own_detail = lt.detail(model, data, codes, x=own[0], k=k, metric=metric)
-            own_pos = proj.place(own_detail.code[None], codes)[0]
-        except AecoreError as err:
-            st.error(plain(f"Cannot use this image: {err}"))
 
 side = shape[-1] if len(shape) == 3 else 8
 scale = tile_scale(side)
@@ -294,6 +305,29 @@ def _show_detail(d: lt.Detail, title: str, metric: str) -> None:
 # of the selection's controls reruns only this part of the page (30 sessions on one server, bench/README.md)
 @st.fragment
 def _map_view() -> None:
+    # --- your own image (placed on the map): in the fragment, as the Neighbours and Distance controls
+    # below are, so that its neighbours follow them (a change there reruns only this fragment)
+    bind("lm_k", 8, int, lo=1, hi=32)
+    bind("lm_metric", "euclidean", choices=list(lt.METRICS))
+    k, metric = int(st.session_state["lm_k"]), st.session_state["lm_metric"]
+    own_detail, own_pos = None, None
+    own_box = st.expander("Place your own image on the map (upload or draw)",
+                          expanded=bool(st.session_state.get("lm_upload")))
+    with own_box:
+        bind("lm_own", "upload", choices=["upload", "draw"])
+        source = st.radio("Source", ["upload", "draw"], key="lm_own", horizontal=True,
+                          format_func={"upload": "Upload a file", "draw": "Draw"}.get)
+        sync_url("lm_own")
+        if source == "draw":
+            st.caption("Draw in white on the black square; it appears on the map as a ★.")
+        own = own_image(source, shape, key="lm", size=240)
+        if own is not None:
+            try:
+                own_detail = lt.detail(model, data, codes, x=own[0], k=k, metric=metric)
+                own_pos = proj.place(own_detail.code[None], codes)[0]
+            except AecoreError as err:
+                st.error(plain(f"Cannot use this image: {err}"))
+
     # --- the map ---------------------------------------------------------------------------------------
     bind("lm_index", 0, int, lo=0, hi=n_images - 1)
     view = lt.view_id(proj)                 # a box or lasso drawn on another map (method, dims, seed) is dropped
@@ -399,10 +433,8 @@ def _map_view() -> None:
     with r1:
         st.number_input(f"Index (0 to {n_images - 1:,})", 0, n_images - 1, step=1, key="lm_index")
     with r2:
-        bind("lm_k", 8, int, lo=1, hi=32)
         k = st.slider("Neighbours", 1, 32, key="lm_k")
     with r3:
-        bind("lm_metric", "euclidean", choices=list(lt.METRICS))
         metric = st.radio("Distance", list(lt.METRICS), key="lm_metric", horizontal=True)
     sync_url("lm_index", "lm_k", "lm_metric")
     selected = int(st.session_state["lm_index"])
@@ -437,12 +469,12 @@ def _map_view() -> None:
         download_png(image_grid(data.as_float(torch.as_tensor(picked[:100])).view(-1, *shape), nrow=20, scale=2),
                      f"{slug}-selection.png", label="Download selection (PNG)", key="lm_png_sel")
 
+    # --- your own image: what the model makes of it ---------------------------------------------------
+    if own_detail is not None and own_pos is not None:
+        with own_box:
+            st.caption(f"Converted for the model: {plain(own[1])}.")
+            _show_detail(own_detail, f"Your image, on the map (★) at ({', '.join(f'{v:.2f}' for v in own_pos)}): "
+                                     f"placed {proj.placement}.", metric)
+
 
 _map_view()
-
-# --- your own image: what the model makes of it -----------------------------------------------------
-if own_detail is not None and own_pos is not None:
-    with own_box:
-        st.caption(f"Converted for the model: {plain(own[1])}.")
-        _show_detail(own_detail, f"Your image, on the map (★) at ({', '.join(f'{v:.2f}' for v in own_pos)}): "
-                                 f"placed {proj.placement}.", metric)

@@ -3,9 +3,16 @@ colour range, 3-D views that hold every point, the colour bar clear of the legen
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+import types
+
 import numpy as np
 import pytest
 
+from aecore.errors import ConfigError
+from aecore.lab import atlas as at
 from aecore.lab import latent as lt
 from aecore.maps import Projection, fit_projection
 
@@ -132,12 +139,6 @@ def test_view_id_names_exactly_one_map():
 
 
 # --- issue 18: the embedding-projector tools ----------------------------------------------------------------
-import sys
-import types
-
-from aecore.errors import ConfigError
-from aecore.lab import atlas as at
-
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -307,7 +308,8 @@ def test_umap_parameters_and_stages_reach_the_estimator(monkeypatch):
     settled = lt.fit_tuned(codes, "umap", 2, seed=3, tuning=lt.Tuning(n_neighbors=30, min_dist=0.5, perplexity=5),
                            stages=True)
     kwargs = calls[0].kwargs
-    assert (kwargs["n_neighbors"], kwargs["min_dist"], kwargs["random_state"], kwargs["n_components"]) == (30, 0.5, 3, 2)
+    assert ((kwargs["n_neighbors"], kwargs["min_dist"], kwargs["random_state"], kwargs["n_components"])
+            == (30, 0.5, 3, 2))
     after = lt.umap_stage_epochs(500)
     assert kwargs["n_epochs"] == [a - 1 for a in after[:-1]] + [500]
     assert [label for label, _ in settled.stages] == [f"{a:,} epoch{'s' if a > 1 else ''}" for a in after]
@@ -356,7 +358,8 @@ def test_add_stages_gives_frames_a_slider_and_a_play_button():
     assert slider.active == 2 and [s.label for s in slider.steps] == [label for label, _ in stages]
     assert fig.layout.updatemenus[0].buttons[0].label == "▶ Play"
     three = made_up("umap", 3, codes[:, :3])
-    fig3 = lt.add_stages(lt.map_figure(three, labels, ["a", "b", "c"]), three, [("a", codes[:, :3]), ("b", codes[:, 3:6])])
+    fig3 = lt.add_stages(lt.map_figure(three, labels, ["a", "b", "c"]), three,
+                         [("a", codes[:, :3]), ("b", codes[:, 3:6])])
     assert fig3.frames[0].layout.scene.xaxis.range is not None and len(fig3.frames[1].data[0].z) > 0
     assert lt.add_stages(fig, proj, []) is fig
 
@@ -424,3 +427,78 @@ def test_thumbnail_clicks_and_the_atlas_held_are_read_from_the_value():
         assert lt.thumbnail_click(value) == (None, None)
     assert lt.atlas_held({"have": "k1"}) == "k1"
     assert lt.atlas_held({"have": None}) is None and lt.atlas_held(None) is None and lt.atlas_held({"have": 3}) is None
+
+
+# --- the server's queue of maps ------------------------------------------------------------------------------
+def _until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_queue_of_maps_is_bounded_and_holds_one_waiting_map_per_owner():
+    jobs = lt.ProjectionJobs(max_waiting=3)
+    gate, ran = threading.Event(), []
+
+    def slow(name):
+        def fit(progress):
+            ran.append(name)
+            gate.wait(10)
+            return name
+        return fit
+
+    try:
+        first = jobs.submit("first", slow("first"), owner="a")
+        _until(first.future.running)
+        # a student holds '+' on the seed: each new map replaces their older one that still waits
+        seeds = [jobs.submit(("seed", s), slow(("seed", s)), owner="a") for s in range(50)]
+        assert jobs.waiting() == 1 and all(j.future.cancelled() for j in seeds[:-1])
+        assert jobs.get(("seed", 0)) is None and jobs.get(("seed", 49)) is seeds[-1]
+        assert not first.future.cancelled()                                  # a running map runs on
+        # a map another session waits for too stays when its first owner moves on
+        assert jobs.submit(("seed", 49), slow("again"), owner="b") is seeds[-1]
+        mine = jobs.submit("a-next", slow("a-next"), owner="a")
+        assert not seeds[-1].future.cancelled() and jobs.waiting() == 2
+        jobs.submit("c", slow("c"), owner="c")
+        with pytest.raises(lt.ServerBusy, match=r"busy with 4 maps \(3 waiting\); try again in a moment"):
+            jobs.submit("d", slow("d"), owner="d")
+        with pytest.raises(lt.ProjectionError):                              # what the page catches
+            jobs.submit("e", slow("e"))
+        assert jobs.get("d") is None and jobs.waiting() == 3
+        again = jobs.submit("c2", slow("c2"), owner="c")                     # an owner's replacement still fits
+        assert jobs.get("c") is None and jobs.submit("a-next", slow("x"), owner="a") is mine
+        assert jobs.submit("c2", slow("x")) is again                          # someone unnamed waits for it too:
+        with pytest.raises(lt.ServerBusy):                                   # it stays, and counts
+            jobs.submit("c3", slow("c3"), owner="c")
+        assert not again.future.cancelled() and jobs.waiting() == 3
+    finally:
+        gate.set()
+    assert again.future.result(10) == "c2" and mine.future.result(10) == "a-next"
+    assert ran == ["first", ("seed", 49), "a-next", "c2"]
+    assert lt.JOBS.max_waiting == 8                                          # the server's queue
+
+
+def test_a_failed_map_waits_before_its_key_runs_again():
+    jobs = lt.ProjectionJobs(retry_after=60.0)
+    calls = []
+
+    def boom(progress):
+        calls.append(1)
+        raise RuntimeError("no map today")
+
+    job = jobs.submit("k", boom)
+    with pytest.raises(RuntimeError):
+        job.future.result(5)
+    _until(lambda: job.ended is not None)
+    assert jobs.submit("k", boom) is job and len(calls) == 1                 # every rerun shows the failure
+    assert 55 < jobs.retry_in(job) <= 60 and job.failed
+    job.ended -= 61                                                          # a minute later: it runs again
+    assert jobs.retry_in(job) == 0
+    again = jobs.submit("k", boom)
+    assert again is not job
+    with pytest.raises(RuntimeError):
+        again.future.result(5)
+    assert len(calls) == 2 and lt.JOBS.retry_after == 60.0
+    done = jobs.submit("ok", lambda progress: 7)
+    assert done.future.result(5) == 7 and jobs.retry_in(done) == 0 and not done.failed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 import torch
@@ -289,8 +290,9 @@ def test_search_from_a_link(tiny_zoo):
 
 @pytest.fixture
 def fake_fits(monkeypatch):
-    """lt.fit_tuned (and the worker process's fit) replaced by a quick stand-in that records its arguments (UMAP on 10,000 codes takes a
-    minute): each call returns the codes' first two axes, with three made-up stages when asked for."""
+    """lt.fit_tuned (and the worker process's fit) replaced by a quick stand-in that records its arguments
+    (UMAP on 10,000 codes takes a minute): each call returns the codes' first two axes, with three
+    made-up stages when asked for."""
     calls = []
 
     def fit_tuned(codes, method, dims=2, *, seed=0, index=None, tuning=lt.Tuning(), stages=False, progress=None):
@@ -382,3 +384,121 @@ def test_thumbnail_toggle_draws_the_component_instead_of_the_plotly_map(tiny_zoo
     ok(at)
     assert thumbs(at) is None and at.toggle(key="lm_images").disabled
     assert spec(at)["data"][0]["type"] == "scatter3d"
+
+
+# --- review: the own image in the map's fragment, the bounded queue of maps ------------------------------------
+def map_fragment_run(at: AppTest) -> AppTest:
+    """Run only the map's fragment, as the browser does after a change of a widget in it (AppTest itself
+    reruns the whole page): the elements outside it are not drawn again, so they are not in the tree."""
+    import functools
+
+    from streamlit.testing.v1 import local_script_runner
+
+    def names(fn) -> set[str]:
+        return {getattr(c.cell_contents, "__name__", "") for c in (fn.__closure__ or ()) if c.cell_contents}
+
+    ids = [fid for fid, fn in at._fragment_storage._fragments.items() if "_map_view" in names(fn)]
+    assert len(ids) == 1
+    original = local_script_runner.RerunData
+    local_script_runner.RerunData = functools.partial(original, fragment_id_queue=ids)
+    try:
+        return at.run()
+    finally:
+        local_script_runner.RerunData = original
+
+
+def test_own_image_neighbours_follow_k_and_distance_in_a_map_only_rerun(tiny_zoo):
+    at = page()
+    at.file_uploader(key="lm_upload").set_value(("digit.png", png_of_a_digit(), "image/png")).run()
+    ok(at)
+    assert any("Your image, on the map" in c.value for c in at.caption)
+    at.radio(key="lm_metric").set_value("cosine")
+    at.slider(key="lm_k").set_value(3)
+    map_fragment_run(at)
+    ok(at)
+    assert not at.get("selectbox")                                   # the sidebar was not drawn again: a fragment run
+    texts = [c.value for c in at.caption]
+    mine = texts.index(next(t for t in texts if t.startswith("Your image, on the map")))
+    listed = texts[mine + 1]                                         # its neighbours, in the caption beside it
+    assert listed.startswith("Its 3 nearest test images") and "cosine distance" in listed
+    from aecore.lab.inputs import image_from_upload
+
+    model = load_pretrained("mnist/ae-d2", root=tiny_zoo, device="cpu").model
+    x, _ = image_from_upload(png_of_a_digit(), (1, 28, 28))
+    with torch.no_grad():
+        code = model.encode(x).numpy()
+    idx, _ = lt.nearest(tiny_codes(tiny_zoo, "mnist/ae-d2"), code, 3, "cosine")
+    assert re.findall(r"#(\d+) \(", listed) == [str(int(i)) for i in idx[0]]
+
+
+@pytest.fixture
+def gated_fits(monkeypatch):
+    """A fresh queue of maps (JOBS) whose fits wait for `gate` (and fail when `fail` holds an exception)."""
+    import threading
+
+    state = dict(gate=threading.Event(), calls=[], fail=None, jobs=lt.ProjectionJobs(max_waiting=8, retry_after=60))
+
+    def fit(codes, method, dims=2, *, seed=0, index=None, tuning=lt.Tuning(), stages=False, progress=None):
+        state["calls"].append(seed)
+        state["gate"].wait(30)
+        if state["fail"] is not None:
+            raise state["fail"]
+        index = np.arange(len(codes)) if index is None else index
+        return lt.Settled(lt.Projection(method, dims, np.asarray(codes[index, :dims], np.float32), index, "computed"))
+
+    monkeypatch.setattr(lt, "fit_in_worker", fit)
+    monkeypatch.setattr(lt, "JOBS", state["jobs"])
+    yield state
+    state["gate"].set()
+
+
+def test_one_session_queues_one_map_at_a_time(tiny_zoo, gated_fits):
+    jobs = gated_fits["jobs"]
+    at = page({"model": "mnist/ae-d8", "lm_method": "tsne", "lm_tsne_n": "500", "lm_seed": "1"})
+    ok(at)
+    for _ in range(500):                                             # seed 1's map has started (it runs on)
+        if any(j.future.running() for j in jobs._jobs.values()):
+            break
+        time.sleep(0.01)
+    for seed in (2, 3, 4, 5):                                        # '+' held on the seed
+        at.number_input(key="lm_seed").set_value(seed).run()
+        ok(at)
+    running = [j for j in jobs._jobs.values() if j.future.running()]
+    assert len(running) == 1 and jobs.waiting() == 1                 # seed 1 runs, seed 5 waits; 2 to 4 cancelled
+    assert sorted(k[5] for k in jobs._jobs) == [1, 5]
+    assert any("in the background" in i.value for i in at.info)
+    gated_fits["gate"].set()
+    for job in list(jobs._jobs.values()):
+        job.future.result(30)
+    assert gated_fits["calls"] == [1, 5]
+    at.run()
+    ok(at)
+    assert len(map_points(at)) == 500
+
+
+def test_a_full_queue_says_so_and_shows_the_meanwhile_map(tiny_zoo, gated_fits, monkeypatch):
+    monkeypatch.setattr(gated_fits["jobs"], "max_waiting", 0)        # every slot taken by other sessions
+    at = page({"model": "mnist/ae-d8", "lm_method": "tsne", "lm_tsne_n": "500"})
+    ok(at)
+    busy = [w.value for w in at.warning]
+    assert busy and "The t-SNE map is not computed: the server is busy with 0 maps" in busy[0]
+    assert "try again in a moment" in busy[0] and "PCA map of the same codes is shown meanwhile" in busy[0]
+    assert len(map_points(at)) == 10_000 and not gated_fits["calls"]
+
+
+def test_a_failed_map_is_shown_and_not_recomputed_on_every_rerun(tiny_zoo, gated_fits):
+    from aecore.lab.projection_worker import ProjectionError
+
+    gated_fits["fail"] = ProjectionError("the t-SNE map took longer than 600 s, the projection process's time limit")
+    gated_fits["gate"].set()
+    at = page({"model": "mnist/ae-d8", "lm_method": "tsne", "lm_tsne_n": "500"})
+    for job in list(gated_fits["jobs"]._jobs.values()):
+        with pytest.raises(ProjectionError):
+            job.future.result(30)
+    for _ in range(3):
+        at.run()
+        assert not at.exception
+        shown = " ".join(e.value for e in at.error)
+        assert "The t-SNE map could not be computed: the t-SNE map took longer than 600 s" in shown
+        assert "This map can be asked for again in" in shown
+    assert len(gated_fits["calls"]) == 1

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
@@ -527,12 +527,21 @@ def atlas_held(value: Any) -> str | None:
 
 
 # --- background projections ------------------------------------------------------------------------
+ProjectionError = projection_worker.ProjectionError
+
+
+class ServerBusy(ProjectionError):
+    """Too many maps wait already: this one is not queued (the page says so and shows another map)."""
+
+
 @dataclass
 class Job:
     future: Future
     started: float
     fraction: float | None = None
     text: str = "queued"
+    owners: set = field(default_factory=set)           # who waits for it (opaque strings; None: someone unnamed)
+    ended: float | None = None                         # time.monotonic() when it finished running
 
     def report(self, fraction: float | None, text: str) -> None:
         self.fraction, self.text = fraction, text
@@ -541,29 +550,63 @@ class Job:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
+    @property
+    def waiting(self) -> bool:
+        """Queued: not started yet, not cancelled."""
+        return not self.future.running() and not self.future.done()
+
+    @property
+    def failed(self) -> bool:
+        future = self.future
+        return future.done() and not future.cancelled() and future.exception() is not None
+
 
 class ProjectionJobs:
     """Slow projections in one background worker thread, keyed by what they depend on; finished
-    results stay as a small cache (oldest dropped first)."""
+    results stay as a small cache (oldest dropped first).
 
-    def __init__(self, keep: int = 12):
+    One thread serves the whole server, so the queue is bounded: at most `max_waiting` jobs wait
+    (a request beyond that raises `ServerBusy`), and each `owner` (an opaque string: the page passes
+    one per browser session) has at most one waiting job: a new request of theirs cancels their
+    older one while it still waits (unless someone else waits for it too). A failed job stays failed
+    for `retry_after` seconds (the page shows the failure) before its key may run again, so a map
+    that fails is not recomputed on every rerun of every page that asks for it."""
+
+    def __init__(self, keep: int = 12, *, max_waiting: int = 8, retry_after: float = 0.0):
         self.keep = keep
+        self.max_waiting = max_waiting
+        self.retry_after = retry_after
         self._jobs: dict[Hashable, Job] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aecore-map")
 
-    def submit(self, key: Hashable, fn: Callable[[Progress], Any]) -> Job:
-        """Start fn(progress) for `key` unless it is already running or done; returns its job."""
+    def submit(self, key: Hashable, fn: Callable[[Progress], Any], *, owner: str | None = None) -> Job:
+        """Start fn(progress) for `key` unless it is waiting, running or done (a failure younger than
+        `retry_after` counts as done); returns its job. Raises ServerBusy when `max_waiting` jobs wait
+        already (`owner`'s own waiting job, which this request replaces, not counted)."""
         with self._lock:
             job = self._jobs.get(key)
-            if job is not None and not (job.future.done() and job.future.exception() is not None):
+            if job is not None and not self._spent(job):
+                self._claim(job, owner)
                 return job
+            mine = self._waiting_of(owner)
+            waiting = [j for j in self._jobs.values() if j.waiting and j is not mine]
+            if mine is not None and mine.owners != {owner}:
+                waiting.append(mine)                      # others wait for it too: it stays
+            if len(waiting) >= self.max_waiting:
+                running = sum(1 for j in self._jobs.values() if j.future.running())
+                raise ServerBusy(f"the server is busy with {len(waiting) + running} maps ({len(waiting)} waiting); "
+                                 "try again in a moment")
             job = Job(future=Future(), started=time.perf_counter())
+            self._claim(job, owner)
 
             def run() -> Projection:
                 job.started = time.perf_counter()
                 job.report(None, "starting")
-                return fn(job.report)
+                try:
+                    return fn(job.report)
+                finally:
+                    job.ended = time.monotonic()          # before the future is done: a failure's age is known
 
             job.future = self._pool.submit(run)
             self._jobs[key] = job
@@ -576,29 +619,76 @@ class ProjectionJobs:
         with self._lock:
             return self._jobs.get(key)
 
+    def waiting(self) -> int:
+        """How many jobs wait for the worker thread."""
+        with self._lock:
+            return sum(1 for j in self._jobs.values() if j.waiting)
 
-JOBS = ProjectionJobs()
+    def retry_in(self, job: Job) -> float:
+        """Seconds until a failed job's key may run again (0: now, or it did not fail)."""
+        if not job.failed or job.ended is None:
+            return 0.0
+        return max(0.0, job.ended + self.retry_after - time.monotonic())
+
+    # -- under the lock -------------------------------------------------------------------------------
+    def _spent(self, job: Job) -> bool:
+        """A job that a new request runs again: cancelled, or failed longer than `retry_after` ago."""
+        future = job.future
+        if not future.done():
+            return False
+        if future.cancelled():
+            return True
+        return future.exception() is not None and self.retry_in(job) <= 0
+
+    def _waiting_of(self, owner: str | None) -> Job | None:
+        if owner is None:
+            return None
+        return next((j for j in self._jobs.values() if owner in j.owners and j.waiting), None)
+
+    def _claim(self, job: Job, owner: str | None) -> None:
+        """`owner` waits for `job` now, and no longer for the job they waited for before: that one is
+        cancelled while it waits and nobody else waits for it. An unnamed requester (None) waits for
+        good: a job they asked for is never cancelled."""
+        if owner is None:
+            job.owners.add(None)
+            return
+        mine = self._waiting_of(owner)
+        if mine is not None and mine is not job:
+            mine.owners.discard(owner)
+            if not mine.owners and mine.future.cancel():
+                for key, j in list(self._jobs.items()):
+                    if j is mine:
+                        del self._jobs[key]
+        job.owners.add(owner)
+
+
+JOBS = ProjectionJobs(max_waiting=8, retry_after=60.0)   # the server's one queue of maps
 IN_WORKER = ("umap", "tsne")   # fitted in the projection process; PCA and the code's axes are instant here
 
 
 def fit_in_worker(codes: np.ndarray, method: str, dims: int = 2, *, seed: int = 0, index: np.ndarray | None = None,
                   tuning: Tuning = Tuning(), stages: bool = False, progress: Progress | None = None) -> Settled:
     """`fit_tuned` in the projection process, blocking: the same map, except that it places new codes by
-    their nearest mapped codes, as stored maps do (a UMAP reducer's transform stays in that process)."""
+    their nearest mapped codes, as stored maps do (a UMAP reducer's transform stays in that process).
+    The codes travel as float32 numpy, the index as int64 (a tensor would have the child import torch)."""
+    codes = np.asarray(codes.detach().cpu() if isinstance(codes, Tensor) else codes, dtype=np.float32)
+    index = None if index is None else np.asarray(index, dtype=np.int64)
     return projection_worker.WORKER.fit(codes=codes, method=method, dims=dims, seed=seed, index=index,
                                         tuning=tuning, stages=stages, progress=progress)
 
 
 def submit_fit(key: Hashable, codes: np.ndarray, method: str, dims: int = 2, *, seed: int = 0,
-               index: np.ndarray | None = None, tuning: Tuning = Tuning(), stages: bool = False) -> Job:
-    """The map for `key` in the background (`JOBS.submit`; a key already running or done gives its job):
-    UMAP and t-SNE in the projection process (`fit_in_worker`), other methods here (`fit_tuned`). The
-    job's result is a `Settled`."""
+               index: np.ndarray | None = None, tuning: Tuning = Tuning(), stages: bool = False,
+               owner: str | None = None) -> Job:
+    """The map for `key` in the background (`JOBS.submit`; a key already waiting, running or done gives
+    its job): UMAP and t-SNE in the projection process (`fit_in_worker`), other methods here
+    (`fit_tuned`). The job's result is a `Settled`. `owner` (an opaque string, one per session): their
+    new request replaces their older one that still waits. Raises ServerBusy when the queue is full."""
     def fit(progress: Progress) -> Settled:
         run = fit_in_worker if method in IN_WORKER else fit_tuned
         return run(codes, method, dims, seed=seed, index=index, tuning=tuning, stages=stages, progress=progress)
 
-    return JOBS.submit(key, fit)
+    return JOBS.submit(key, fit, owner=owner)
 
 
 # --- UMAP warm-up ------------------------------------------------------------------------------------
