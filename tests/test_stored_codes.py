@@ -89,3 +89,10 @@ def test_a_zero_budget_keeps_nothing_on_disk(encodes, monkeypatch):
     sc.stored_codes(tiny(), blobs(40), weights_key="w1")
     sc.stored_codes(tiny(), blobs(40), weights_key="w1")
     assert len(encodes) == 2 and not sc.codes_dir().exists()
+
+
+@pytest.mark.parametrize("value, expected_mb", [("0", 0), ("1.5", 1.5), ("inf", 2**30), ("1e400", 2**30),
+                                                 ("nan", 512), ("-1", 512), ("lots", 512)])
+def test_the_budget_setting_is_read_safely(monkeypatch, value, expected_mb):
+    monkeypatch.setenv("AECORE_CODES_CACHE_MB", value)
+    assert sc.budget_bytes() == int(expected_mb * 2**20)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from aecore.maps import codes_of
 log = logging.getLogger("aecore.lab")
 
 DEFAULT_BUDGET_MB = 512
+UNCAPPED_MB = 2**30           # what inf means: a petabyte, no cap in practice
 FORMAT = "codes-v1"
 
 
@@ -36,12 +38,17 @@ def codes_dir() -> Path:
 
 
 def budget_bytes() -> int:
-    """The operator's cap on the folder ($AECORE_CODES_CACHE_MB; 0 turns the disk copy off)."""
+    """The operator's cap on the folder ($AECORE_CODES_CACHE_MB: 0 turns the disk copy off, inf lifts the
+    cap; anything else that is not a size, such as NaN or -1, keeps the default, with a warning in the log)."""
+    raw = os.environ.get("AECORE_CODES_CACHE_MB")
     try:
-        mb = float(os.environ.get("AECORE_CODES_CACHE_MB", DEFAULT_BUDGET_MB))
+        mb = float(DEFAULT_BUDGET_MB if raw is None else raw)
     except ValueError:
+        mb = math.nan
+    if math.isnan(mb) or mb < 0:
+        log.warning("AECORE_CODES_CACHE_MB=%r is no size in MB; using %d", raw, DEFAULT_BUDGET_MB)
         mb = DEFAULT_BUDGET_MB
-    return max(0, int(mb * 2**20))
+    return int(min(mb, UNCAPPED_MB) * 2**20)
 
 
 def images_key(data: ImageData) -> str:
