@@ -663,8 +663,12 @@ class TrainingJob:
         if self.control.state != "paused":
             return False
         with self._lock:
-            return (self._status == "training" and not self.cancel.is_set()
-                    and time.monotonic() - self._seen > UNWATCHED_PAUSE)
+            return self._unwatched()
+
+    def _unwatched(self) -> bool:
+        """(under self._lock) Training, not stopped, not seen for UNWATCHED_PAUSE s."""
+        return (self._status == "training" and not self.cancel.is_set()
+                and time.monotonic() - self._seen > UNWATCHED_PAUSE)
 
     def give_up_slot(self) -> bool:
         """Stop a paused, unwatched run as its Stop button would (saved with the weights of its last finished
@@ -672,8 +676,7 @@ class TrainingJob:
         if not self.unwatched_pause:
             return False
         with self._lock:                # again, under the lock: a Stop or a look may have come meanwhile
-            if (self.cancel.is_set() or self._status != "training"
-                    or time.monotonic() - self._seen <= UNWATCHED_PAUSE):
+            if not self._unwatched():
                 return False
             self._yielded = True
             self.cancel.set()
