@@ -12,8 +12,9 @@ from aecore.lab import denoise as dn
 from aecore.lab.reconstruct import comparison_grid, select_indices
 from aecore.noise import KINDS
 from pages.common import (DATASETS, PROJECTOR_PER_ROW, bind, chart, chart_spec, columns, dataset_choices,
-                          download_png, keep_model, load_model, own_image_section, projector_on, require_fit,
+                          download_png, load_model, own_image_section, projector_on, require_fit,
                           show_error, sidebar, sync_url, test_data, tile_scale)
+from pages.callbacks import prefer_denoiser, preferred_denoiser
 from pages.common import plain as plain_text    # `plain` here is the plain AE
 
 SWEEP_IMAGES = 100
@@ -46,20 +47,7 @@ bind("dn_kind", "gaussian", choices=list(KINDS), shared="noise_kind")     # the 
 bind("dataset", DATASETS[0], choices=dataset_choices())
 
 
-def _denoiser(kind: str) -> str | None:
-    entries = catalog.entries(st.session_state.get("dataset"))
-    return dn.preferred_model(entries, dn.entry_facts(entries), kind)
-
-
-def _prefer_denoiser() -> None:
-    """Switch the model to a denoiser trained on the chosen noise kind, when there is one."""
-    ref = _denoiser(st.session_state["dn_kind"])
-    if ref:
-        st.session_state["model"] = ref
-        keep_model()
-
-
-_start = _denoiser(st.session_state["dn_kind"])
+_start = preferred_denoiser(st.session_state["dn_kind"])
 sel = sidebar(model_help="Starts on a denoiser trained on the chosen noise kind",
               prefer=lambda e: e.ref == _start)
 if sel is None or sel.model is None:
@@ -79,7 +67,7 @@ bind("seed", 0, int, lo=0, hi=10_000, shared="seed")
 c1, c2, c3, c4 = columns([3, 2, 1, 1])
 with c1:
     kind = st.radio("Noise", KINDS, format_func=dn.LABELS.get, horizontal=True, key="dn_kind",
-                    on_change=_prefer_denoiser, help="Changing it also picks a denoiser trained on that noise")
+                    on_change=prefer_denoiser, help="Changing it also picks a denoiser trained on that noise")
 level_key = f"dn_level_{kind}"
 bind(level_key, float(dn.DEFAULT_LEVEL[kind]), float, lo=0.0, hi=float(dn.MAX_LEVEL[kind]),
      shared=f"noise_level_{kind}")   # the link says noise=

@@ -5,6 +5,7 @@ themselves as thumbnails on a 2-D map (hover for a larger one, click to select),
 class or a test image, and UMAP's and t-SNE's parameters with the stages their layout passes through."""
 
 import uuid
+from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -18,6 +19,7 @@ from pages._components.latent_thumbs import latent_thumbs
 from pages.common import (as_bool, bind, chart, chart_spec, columns, download_png, model_page, own_image, plain,
                           projector_on, read_only, show_error, showcase, sync_url, test_codes, test_data,
                           tile_scale)
+from pages.callbacks import pick_from_map, pick_thumbnail
 
 
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
@@ -337,22 +339,6 @@ def _map_view() -> None:
     chart_key = f"lm_chart-{view}"          # a fresh chart widget per map: no selection carried over
     show_images = images_on
 
-    def _on_select() -> None:
-        """A click or box/lasso on the map: the first point becomes the selected image."""
-        event = st.session_state.get(chart_key) or {}
-        picked = lt.selection_indices(event.get("selection"))
-        st.session_state["lm_picked"] = {"view": view, "points": picked}
-        if picked:
-            st.session_state["lm_index"] = picked[0]
-
-    def _on_thumb() -> None:
-        """A click on a thumbnail: that image becomes the selected one (reports of the atlas held are no click)."""
-        click, index = lt.thumbnail_click(st.session_state.get("lm_thumbs"))
-        if click is not None and click != st.session_state.get("lm_thumb_click") and 0 <= index < n_images:
-            st.session_state["lm_thumb_click"] = click
-            st.session_state["lm_index"] = index
-            st.session_state["lm_picked"] = {"view": view, "points": [index]}
-
     values, value_name = None, ""
     unit = int(st.session_state["lm_unit"]) if colour == "unit" else -1
     try:
@@ -384,7 +370,7 @@ def _map_view() -> None:
                                  selected=selected, emphasis=emphasis, own=own_pos, height=660,
                                  size=int(st.session_state["lm_size"]),
                                  held=lt.atlas_held(st.session_state.get("lm_thumbs")))
-        latent_thumbs(key="lm_thumbs", on_change=_on_thumb, **args)
+        latent_thumbs(key="lm_thumbs", on_change=partial(pick_thumbnail, view, n_images), **args)
         st.caption(f"{note} Each point is its test image{', in its class colour' if values is None else ''}"
                    f"{' (grey images as ink of that colour)' if values is None and shape[0] == 1 else ''}: "
                    f"{len(proj.index):,} thumbnails cut from one {atlas.cols * atlas.cell_w:,} × "
@@ -401,7 +387,7 @@ def _map_view() -> None:
         else:                                               # the map as every visitor sees it, + this one's marks
             fig = _map_spec(view, entry.ref, version, colour, unit, emphasis, height, proj, values, value_name)
             marks = lt.mark_traces(proj, highlight=[selected], own=own_pos, code_dim=code_dim)
-        chart(fig, traces=marks, key=chart_key, on_select=_on_select, selection_mode=("points", "box", "lasso"),
+        chart(fig, traces=marks, key=chart_key, on_select=partial(pick_from_map, chart_key, view), selection_mode=("points", "box", "lasso"),
               config={"scrollZoom": True, "displaylogo": False})
         how = ("Drag to rotate, scroll to zoom; plotly has no box selection in 3-D, so click a point or type its "
                "index." if dims == 3 else "Click a point, or draw a box or lasso (toolbar), to see the images below; "

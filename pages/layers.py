@@ -1,6 +1,8 @@
 """Layers: one image through the model, layer by layer (after CNN Explainer, Wang et al. 2020): a diagram
 of the architecture to pick a layer on, and that layer's output for this image."""
 
+from functools import partial
+
 import streamlit as st
 
 from aecore.errors import AecoreError
@@ -9,6 +11,7 @@ from aecore.lab.vae import is_generative
 from aecore.viz import image_grid
 from pages.common import (PROJECTOR_PER_ROW, bind, chart, model_page, own_image_section, plain, projector_on,
                           show_error, sync_url, test_data, tile_scale)
+from pages.callbacks import pick_layer
 
 sel = model_page("Layers",
                  "Follow one image through the network: every layer it passes, in order, from the input down to the "
@@ -62,15 +65,9 @@ def _label(i: int) -> str:
 chart_key = f"ly_diagram-{entry.ref}-{int(st.session_state['ly_layer'])}"   # a fresh chart per pick: no stale click
 
 
-def _on_click() -> None:
-    picked = ly.clicked_layer((st.session_state.get(chart_key) or {}).get("selection"))
-    if picked is not None and picked < n_layers:
-        st.session_state["ly_layer"] = picked
-
-
 fig = ly.diagram_figure(trace, int(st.session_state["ly_layer"]), height=520 if projector_on() else 360,
                         label_px=16 if projector_on() else 11)
-chart(fig, key=chart_key, on_select=_on_click, selection_mode="points")
+chart(fig, key=chart_key, on_select=partial(pick_layer, chart_key, n_layers), selection_mode="points")
 what = ("Boxes are layers in the order they run; their height is the size of their output, so the encoder goes "
         "down to the code (gold) and the decoder back up.")
 if any(layer.skips for layer in layers):

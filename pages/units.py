@@ -12,6 +12,7 @@ from aecore.models import SPARSE_CODE, has_role
 from aecore.viz import image_grid
 from pages.common import (PROJECTOR_PER_ROW, bind, chart, columns, download_png, model_page, plain, projector_on,
                           show_error, sync_url, test_codes, test_data, tile_scale)
+from pages.callbacks import set_state
 
 sel = model_page("Units",
                  "One code unit at a time: the test images that turn it on most, how strongly it fires, what it "
@@ -34,10 +35,6 @@ except AecoreError as err:
     st.info(plain(f"{entry.label} has no unit view: {err}. Pick a model whose code is a list of units."))
     st.stop()
 n_units, n_images = basis.n_units, basis.n_images
-
-
-def _go(unit: int) -> None:
-    st.session_state["unit"] = unit
 
 
 bind("unit", 0, int, lo=0, hi=n_units - 1)
@@ -114,6 +111,6 @@ if n_units > 1:
                                                        zip(view.similar, view.similar_cos)) + ")")
     buttons = st.columns(len(view.similar))
     for column, other in zip(buttons, view.similar):
-        column.button(f"Go to unit {int(other)}", key=f"go-{int(other)}", on_click=_go, args=(int(other),))
+        column.button(f"Go to unit {int(other)}", key=f"go-{int(other)}", on_click=set_state, args=("unit", int(other)))
 else:
     st.caption("The code has one unit: there is no other to compare.")
