@@ -704,16 +704,17 @@ def wait_healthy(url: str, deadline: float, proc: subprocess.Popen | None = None
 
 
 def launch_server(*, port: int | None = None, env: dict | None = None, log: Path | None = None,
-                  home: str | None = None) -> tuple[subprocess.Popen, str]:
+                  home: str | None = None, cpus: str | None = None) -> tuple[subprocess.Popen, str]:
     """`AECORE_OFFLINE=1 streamlit run app.py` on a free port, with its own AECORE_HOME (a teacher's training
-    run must not add a model to the user's own folder)."""
+    run must not add a model to the user's own folder); `cpus` ("0"): only on those cores (taskset)."""
     port = port or free_port()
     env = dict(os.environ if env is None else env)
     env.setdefault("AECORE_OFFLINE", "1")
     env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     env["AECORE_HOME"] = home or env.get("AECORE_HOME") or tempfile.mkdtemp(prefix="aecore-loadp-home-")
     out = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+    pin = ["taskset", "-c", cpus] if cpus else []
+    proc = subprocess.Popen([*pin, sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
                              "true", "--server.fileWatcherType", "none", "--server.port", str(port),
                              "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=out,
                             stderr=subprocess.STDOUT)
@@ -792,10 +793,13 @@ def print_summary(res: dict) -> None:
     r = res["server_rss_mb"]
     print(f"server RSS (MB, with children): start {r['start']}, all sessions open {r['all_open']}, "
           f"peak {r['peak']}, after close {r['after_close']}; the server process alone: all open "
-          f"{r.get('server_only_all_open')}, after close {r.get('server_only_after_close')}")
+          f"{r.get('server_only_all_open')}, peak {r.get('server_only_peak')}, after close "
+          f"{r.get('server_only_after_close')}")
     c = res.get("cpu")
     if c:
-        print(f"CPU seconds over the {c['window_s']} s of sessions on {c['cores']} cores: server {c['server_s']}, "
+        runs = max(1, res["all_runs"]["n"])
+        print(f"CPU seconds over the {c['window_s']} s of sessions on {c['cores']} cores: server {c['server_s']} "
+              f"({c['server_process_s']} without its projection process, {c['server_process_s'] / runs:.3f} per run), "
               f"this load generator {c['client_s']}, rest of the machine {c['others_s']}, idle {c['idle_s']}")
     for line in res["failed_to_connect"] + res["session_errors"] + res["error_samples"][:15]:
         print("  error:", line)
@@ -814,9 +818,11 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
         await w.rerun("warm-up", page="")
         await w.close()
     rss = {"start": rss_mb(server_pid), "all_open": None, "peak": rss_mb(server_pid), "after_close": None,
-           "server_only_all_open": None, "server_only_after_close": None}
+           "server_only_all_open": None, "server_only_peak": rss_mb(server_pid, children=False),
+           "server_only_after_close": None}
     launched_here = bool(_pids(server_pid)) and set(_pids(server_pid)) <= set(descendants(os.getpid()))
-    cpu0 = (tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter())
+    cpu0 = (tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter(),
+            sum(cpu_seconds(p) or 0.0 for p in _pids(server_pid)))
     opened = [0]
 
     def one_open() -> None:
@@ -829,9 +835,10 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
 
     def sample() -> None:
         while not stop.wait(0.5):
-            v = rss_mb(server_pid)
+            v, alone = rss_mb(server_pid), rss_mb(server_pid, children=False)
             if v:
                 rss["peak"] = max(rss["peak"] or 0, v)
+                rss["server_only_peak"] = max(rss["server_only_peak"] or 0, alone or 0)
     if server_pid:
         threading.Thread(target=sample, daemon=True).start()
 
@@ -851,7 +858,9 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
         # a server launched here is a child of ours: not the load generator's CPU
         client = tree_cpu_seconds(os.getpid()) - cpu0[1] - (server if launched_here else 0.0)
         busy = machine_busy_seconds() - cpu0[2]
+        alone = sum(cpu_seconds(p) or 0.0 for p in _pids(server_pid)) - cpu0[4]      # without the projection child
         cpu = {"window_s": round(wall, 1), "cores": os.cpu_count(), "server_s": round(server, 1),
+               "server_process_s": round(alone, 1),
                "client_s": round(client, 1), "others_s": round(max(busy - server - client, 0.0), 1),
                "idle_s": round(max(wall * (os.cpu_count() or 1) - busy, 0.0), 1)}
     await asyncio.sleep(3.0)                       # the server drops the sessions' state
@@ -899,8 +908,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--servers", type=int, default=1,
                         help="with --launch: this many app servers sharing one AECORE_HOME behind nginx on the "
                              "README's recipe (bench/proxy.py), each session from its own loopback address")
+    parser.add_argument("--pin", action="store_true",
+                        help="with --launch: the server on core 0, this load generator on the others (a machine "
+                             "of the server's own), for comparing with bench/load_sessions.py --pin")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    if args.pin:
+        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
 
     procs, url, log, nginx, sources = [], args.url.rstrip("/"), None, None, None
     if args.launch:
@@ -914,7 +928,8 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             urls = []
             for i in range(max(1, args.servers)):
-                proc, server_url = launch_server(env=env, log=log if i == 0 else work / f"server{i}.log", home=home)
+                proc, server_url = launch_server(env=env, log=log if i == 0 else work / f"server{i}.log", home=home,
+                                                 cpus="0" if args.pin else None)
                 procs.append(proc)
                 urls.append(server_url)
             for proc, server_url in zip(procs, urls):
@@ -963,7 +978,8 @@ def main(argv: list[str] | None = None) -> dict:
            "args": {"sessions": args.sessions, "every": args.every, "duration": args.duration,
                     "mix": ",".join(f"{k}={v:g}" for k, v in args.mix.items()), "teacher_train": args.teacher_train,
                     "loop": args.loop, "warm": args.warm, "timeout": args.timeout,
-                    "start_after": args.start_after if procs else None, "waves": args.waves}, **res}
+                    "start_after": args.start_after if procs else None, "waves": args.waves, "pin": args.pin},
+           **res}
     if waves:
         res["waves"] = waves            # the summary printed below is the last wave's
     print_summary(res)

@@ -4,7 +4,9 @@ Each session loops for --seconds: open Corrupt & denoise, move the noise slider,
 the sidebar, open the Latent map. An interaction's latency is the time from the action to the
 server's "script finished" message on that session's websocket (parsed from Streamlit's own
 protocol; a fragment's run counts too), so it covers the rerun and the transfer, not the browser's
-drawing. Errors: exception elements, the app's "Something went wrong" box, a run that does not finish
+drawing. Each is also timed on the wire, from the action's first `rerun_script` BackMsg leaving the
+browser to that "script finished": the span bench/load_protocol.py times, for comparing the two.
+Errors: exception elements, the app's "Something went wrong" box, a run that does not finish
 within 60 s of the action (the action's own waiting included), or a browser-side failure. The server's
 resident memory (with its children) is sampled throughout, and the CPU time used during the sessions
 by the server, by the load generator (this script, Playwright's driver, Chromium) and by the rest of
@@ -81,7 +83,8 @@ def machine_busy_seconds() -> float:
 
 
 class CpuSplit:
-    """CPU seconds used during the sessions by the server (with its children), by the load generator
+    """CPU seconds used during the sessions by the server (with its children; and its own process alone,
+    without the projection process that warms UMAP at start), by the load generator
     (this script, Playwright's driver, every Chromium process) and by everything else on the machine."""
 
     def __init__(self, server_pid: int):
@@ -94,7 +97,8 @@ class CpuSplit:
         for pid in descendants(os.getpid()):
             cpu = cpu_seconds(pid)
             if cpu is not None:
-                now[pid] = ("server" if pid in server else "client", cpu)
+                now[pid] = ("server process" if pid == self.server_pid else
+                            "server" if pid in server else "client", cpu)
         with self.lock:
             self.last.update(now)              # a process that ended keeps its last sample
 
@@ -107,11 +111,13 @@ class CpuSplit:
     def result(self) -> dict:
         self.sample()
         wall, busy = time.perf_counter() - self.start, machine_busy_seconds() - self.machine
-        used = {"server": 0.0, "client": 0.0}
+        used = {"server process": 0.0, "server": 0.0, "client": 0.0}
         with self.lock:
             for pid, (who, cpu) in self.last.items():
                 used[who] += cpu - self.base.get(pid, 0.0)
+        used["server"] += used["server process"]
         return {"window_s": round(wall, 1), "cores": os.cpu_count(), "server_s": round(used["server"], 1),
+                "server_process_s": round(used["server process"], 1),      # without the projection process
                 "client_s": round(used["client"], 1),
                 "others_s": round(max(busy - used["server"] - used["client"], 0.0), 1),
                 "idle_s": round(max(wall * (os.cpu_count() or 1) - busy, 0.0), 1)}
@@ -135,15 +141,42 @@ class Session:
     def __init__(self, page, name: str):
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
         self.page, self.name = page, name
         self.finished, self.errors, self.latencies = 0, [], {}
+        self.wire = {}                         # per kind: from the rerun request leaving the browser to script_finished
         self.detail = ""                       # what the current action aims at, for its error line
         self._changed = asyncio.Event()
-        self._msg = ForwardMsg
+        self._msg, self._back = ForwardMsg, BackMsg
+        self._sent_at: float | None = None     # the current action's first rerun request on the wire
+        self._wire_end: float | None = None    # the first finished run after it
+
+        self.reruns_sent = 0                   # every rerun request, the actions' own and any a page asks for
+        self.requests: dict[str, int] = {}     # HTTP requests to the server by kind (static, media, ...)
 
         def on_socket(ws):
             ws.on("framereceived", self._on_frame)
+            ws.on("framesent", self._on_sent)
         page.on("websocket", on_socket)
+        page.on("request", self._on_request)
+
+    def _on_request(self, request) -> None:
+        path = urlparse(request.url).path
+        kind = next((k for k in ("static", "media", "component", "_stcore") if f"/{k}/" in path), "page")
+        self.requests[kind] = self.requests.get(kind, 0) + 1
+
+    def _on_sent(self, payload) -> None:
+        if isinstance(payload, str):
+            return
+        try:
+            msg = self._back.FromString(payload)
+        except Exception:
+            return
+        if msg.WhichOneof("type") == "rerun_script":
+            self.reruns_sent += 1
+            if self._sent_at is None:
+                self._sent_at = time.perf_counter()
 
     def _on_frame(self, payload) -> None:
         if isinstance(payload, str):
@@ -156,6 +189,8 @@ class Session:
         if kind == "script_finished" and msg.script_finished in (self._msg.FINISHED_SUCCESSFULLY,
                                                                  self._msg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY):
             self.finished += 1
+            if self._sent_at is not None and self._wire_end is None:
+                self._wire_end = time.perf_counter()
             self._changed.set()
         elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
             element = msg.delta.new_element
@@ -168,6 +203,7 @@ class Session:
     async def act(self, label: str, action) -> None:
         """Run `action` (a coroutine function) and wait for the next finished script run."""
         before, self.detail = self.finished, ""
+        self._sent_at = self._wire_end = None
         t0 = time.perf_counter()
         try:
             await action()
@@ -187,6 +223,8 @@ class Session:
             self.errors.append(f"{what}: {type(err).__name__}: {str(err).splitlines()[0][:160]}")
             return
         self.latencies.setdefault(label, []).append(time.perf_counter() - t0)
+        if self._sent_at is not None and self._wire_end is not None:
+            self.wire.setdefault(label, []).append(self._wire_end - self._sent_at)
 
 
 async def session_loop(browser, url: str, index: int, seconds: float, models: list[tuple[str, str]]) -> Session:
@@ -244,8 +282,13 @@ def main() -> None:
     parser.add_argument("--pretrained", help="zoo folder to use instead of the repository's pretrained/")
     parser.add_argument("--browser-nice", type=int, default=19,
                         help="run Chromium at this nice level (0: same priority as the server)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the server on core 0, the browsers and this script on the others: the server's time "
+                             "without the browsers' CPU (for comparing with bench/load_protocol.py --pin)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.pin:
+        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))     # Playwright and Chromium inherit it
     os.environ.setdefault("AECORE_OFFLINE", "1")
     if args.pretrained:
         os.environ["AECORE_PRETRAINED"] = str(Path(args.pretrained).resolve())
@@ -263,7 +306,13 @@ def main() -> None:
         keep = shutil.which("setpriv")
         drop = f"{shlex.quote(keep)} --bounding-set -sys_nice --inh-caps -sys_nice -- " if keep else ""
         wrapper = Path(tempfile.mkdtemp(prefix="aecore-load-")) / "chromium"
-        wrapper.write_text(f'#!/bin/sh\nexec {drop}nice -n {int(args.browser_nice)} {shlex.quote(chromium)} "$@"\n')
+        # Playwright starts the browser in a session of its own (setsid), and with the kernel's autogroups
+        # (/proc/sys/kernel/sched_autogroup_enabled) CPU is shared between sessions first: nice alone then
+        # only ranks Chromium's processes among themselves, and the browsers still took half the machine
+        # (2 sessions: server 68 CPU-s, browsers 176 in 125 s). The autogroup's own nice lets them yield.
+        group = f"echo {int(args.browser_nice)} > /proc/self/autogroup 2>/dev/null\n"
+        run = f'exec {drop}nice -n {int(args.browser_nice)} {shlex.quote(chromium)} "$@"'
+        wrapper.write_text(f"#!/bin/sh\n{group}{run}\n")
         wrapper.chmod(0o755)
         chromium = str(wrapper)
 
@@ -271,8 +320,10 @@ def main() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                               "true", "--server.fileWatcherType", "none", "--server.port", str(port)], cwd=ROOT,
+    pin = ["taskset", "-c", "0"] if args.pin else []
+    server = subprocess.Popen([*pin, sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                               "--server.headless", "true", "--server.fileWatcherType", "none",
+                               "--server.port", str(port)], cwd=ROOT,
                               env=dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak, stop, cpu = [0], threading.Event(), CpuSplit(server.pid)
@@ -318,6 +369,11 @@ def main() -> None:
         for label, ts in s.latencies.items():
             by_kind.setdefault(label, []).extend(ts)
 
+    wire: dict[str, list[float]] = {}
+    for s in sessions:
+        for label, ts in s.wire.items():
+            wire.setdefault(label, []).extend(ts)
+
     def p95(ts: list[float]) -> float:
         """Nearest rank: the smallest latency that at least 95 % of them do not exceed."""
         ts = sorted(ts)
@@ -330,7 +386,12 @@ def main() -> None:
         "p95_ms": p95(every), "median_ms": round(1000 * statistics.median(every), 1) if every else None,
         "by_kind": {k: {"n": len(v), "median_ms": round(1000 * statistics.median(v), 1), "p95_ms": p95(v)}
                     for k, v in by_kind.items()},
-        "browser_nice": args.browser_nice, "cpu": split[0],
+        "by_kind_wire": {k: {"n": len(v), "median_ms": round(1000 * statistics.median(v), 1), "p95_ms": p95(v)}
+                         for k, v in wire.items()},
+        "reruns_sent": sum(s.reruns_sent for s in sessions),
+        "requests": {k: sum(s.requests.get(k, 0) for s in sessions) for k in sorted({k for s in sessions
+                                                                                     for k in s.requests})},
+        "browser_nice": args.browser_nice, "pin": args.pin, "cpu": split[0],
         "server_peak_rss_mb": round(peak[0] / 2**20, 1),
         "all_models": all_models_rss(),
     }
@@ -338,11 +399,18 @@ def main() -> None:
           f"{len(results['errors'])} errors (goal 0), p95 {results['p95_ms']} ms, "
           f"median {results['median_ms']} ms, server peak RSS {results['server_peak_rss_mb']} MB")
     c = results["cpu"]
-    print(f"CPU seconds over the {c['window_s']} s of sessions on {c['cores']} cores: server {c['server_s']}, "
+    print(f"CPU seconds over the {c['window_s']} s of sessions on {c['cores']} cores: server {c['server_s']} "
+          f"({c['server_process_s']} without its projection process, "
+          f"{c['server_process_s'] / max(1, len(every)):.3f} per interaction), "
           f"browsers + this script {c['client_s']} (Chromium at nice {args.browser_nice}), "
           f"other processes {c['others_s']}, idle {c['idle_s']}")
     for k, v in results["by_kind"].items():
         print(f"  {k:<16} n={v['n']:<4} median {v['median_ms']:>8.1f} ms   p95 {v['p95_ms']:>8.1f} ms")
+    print("on the wire (the rerun request sent by the browser -> script_finished, what bench/load_protocol.py times):")
+    for k, v in results["by_kind_wire"].items():
+        print(f"  {k:<16} n={v['n']:<4} median {v['median_ms']:>8.1f} ms   p95 {v['p95_ms']:>8.1f} ms")
+    print(f"the browsers asked for {results['reruns_sent']} script runs for {len(every)} interactions; HTTP "
+          f"requests: {results['requests']}")
     for e in results["errors"][:20]:
         print("  error:", e)
     am = results["all_models"]
