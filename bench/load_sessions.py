@@ -139,21 +139,19 @@ class Session:
     """One browser tab; counts the server's finished script runs on its websocket."""
 
     def __init__(self, page, name: str):
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-
         from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         self.page, self.name = page, name
         self.finished, self.errors, self.latencies = 0, [], {}
-        self.wire = {}                         # per kind: from the rerun request leaving the browser to script_finished
+        self.wire: dict[str, list[float]] = {}  # per kind: the rerun request leaving the browser -> script_finished
+        self.reruns_sent = 0                   # every rerun request, the actions' own and any a page asks for
+        self.requests: dict[str, int] = {}     # HTTP requests to the server by kind (static, media, ...)
         self.detail = ""                       # what the current action aims at, for its error line
         self._changed = asyncio.Event()
         self._msg, self._back = ForwardMsg, BackMsg
         self._sent_at: float | None = None     # the current action's first rerun request on the wire
         self._wire_end: float | None = None    # the first finished run after it
-
-        self.reruns_sent = 0                   # every rerun request, the actions' own and any a page asks for
-        self.requests: dict[str, int] = {}     # HTTP requests to the server by kind (static, media, ...)
 
         def on_socket(ws):
             ws.on("framereceived", self._on_frame)
