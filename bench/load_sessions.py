@@ -164,24 +164,26 @@ class Session:
         kind = next((k for k in ("static", "media", "component", "_stcore") if f"/{k}/" in path), "page")
         self.requests[kind] = self.requests.get(kind, 0) + 1
 
-    def _on_sent(self, payload) -> None:
+    @staticmethod
+    def _decode(proto, payload):
+        """A binary websocket frame as `proto` (BackMsg or ForwardMsg); None for text or undecodable frames."""
         if isinstance(payload, str):
-            return
+            return None
         try:
-            msg = self._back.FromString(payload)
+            return proto.FromString(payload)
         except Exception:
-            return
-        if msg.WhichOneof("type") == "rerun_script":
+            return None
+
+    def _on_sent(self, payload) -> None:
+        msg = self._decode(self._back, payload)
+        if msg is not None and msg.WhichOneof("type") == "rerun_script":
             self.reruns_sent += 1
             if self._sent_at is None:
                 self._sent_at = time.perf_counter()
 
     def _on_frame(self, payload) -> None:
-        if isinstance(payload, str):
-            return
-        try:
-            msg = self._msg.FromString(payload)
-        except Exception:
+        msg = self._decode(self._msg, payload)
+        if msg is None:
             return
         kind = msg.WhichOneof("type")
         if kind == "script_finished" and msg.script_finished in (self._msg.FINISHED_SUCCESSFULLY,
