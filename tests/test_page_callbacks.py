@@ -51,9 +51,10 @@ def test_no_page_passes_a_callback_it_defines():
     assert not {name: lines for name, lines in bad.items() if lines}
 
 
-def test_latent_map_callbacks_hold_no_page_namespace():
+def test_latent_map_callbacks_hold_no_page_namespace(tiny_zoo):
     """After a map click (a chart whose key changes with the view), every callback Streamlit keeps for
-    the session belongs to an imported module, not to the page script's run (`__main__`)."""
+    the session belongs to an imported module, not to the page script's run (`__main__`). On the tiny zoo,
+    as the other page tests: the server-wide caches must not carry the shipped zoo's models into them."""
     at = open_app("latent_map.py", {"model": "mnist/ae-d2"}, timeout=180)
     ok(at)
     chart = next(c for c in at.get("plotly_chart") if "lm_chart" in str(c.proto.id))
