@@ -13,6 +13,7 @@ import may end in a rerun on a fresh server (`_hand_over_to_app_navigation`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
@@ -28,10 +29,15 @@ def set_state(key: str, value: Any) -> None:
     st.session_state[key] = value
 
 
-def pick_from_map(chart_key: str, view: str) -> None:
+def _selection(chart_key: str) -> Any:
+    """The selection in a chart's event (the browser's JSON: anything), None when there is none."""
+    event = st.session_state.get(chart_key)
+    return event.get("selection") if isinstance(event, Mapping) else None
+
+
+def pick_from_map(chart_key: str, view: str, n_images: int) -> None:
     """A click or box/lasso on the latent map: the first point becomes the selected image."""
-    event = st.session_state.get(chart_key) or {}
-    picked = lt.selection_indices(event.get("selection"))
+    picked = lt.selection_indices(_selection(chart_key), n_images)
     st.session_state["lm_picked"] = {"view": view, "points": picked}
     if picked:
         st.session_state["lm_index"] = picked[0]
@@ -49,7 +55,7 @@ def pick_thumbnail(view: str, n_images: int) -> None:
 
 def pick_layer(chart_key: str, n_layers: int) -> None:
     """A click on a box of the layer diagram: that layer is shown below it."""
-    picked = ly.clicked_layer((st.session_state.get(chart_key) or {}).get("selection"))
+    picked = ly.clicked_layer(_selection(chart_key))
     if picked is not None and picked < n_layers:
         st.session_state["ly_layer"] = picked
 

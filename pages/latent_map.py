@@ -387,7 +387,7 @@ def _map_view() -> None:
         else:                                               # the map as every visitor sees it, + this one's marks
             fig = _map_spec(view, entry.ref, version, colour, unit, emphasis, height, proj, values, value_name)
             marks = lt.mark_traces(proj, highlight=[selected], own=own_pos, code_dim=code_dim)
-        chart(fig, traces=marks, key=chart_key, on_select=partial(pick_from_map, chart_key, view),
+        chart(fig, traces=marks, key=chart_key, on_select=partial(pick_from_map, chart_key, view, n_images),
               selection_mode=("points", "box", "lasso"),
               config={"scrollZoom": True, "displaylogo": False})
         how = ("Drag to rotate, scroll to zoom; plotly has no box selection in 3-D, so click a point or type its "

@@ -184,6 +184,19 @@ def test_selection_indices_read_the_test_index_from_customdata():
     assert lt.selection_indices(None) == [] and lt.selection_indices({"points": []}) == []
 
 
+def test_selection_indices_take_any_json_the_browser_sends():
+    """The event is the browser's JSON: odd shapes give no selection, not an exception; indices outside
+    the map are dropped; a huge list is read only up to MAX_SELECTED_POINTS, in linear time."""
+    for odd in ["x", 7, [], {"points": "zz"}, {"points": None}, {"points": [3, "a", None, [1]]},
+                {"points": [{"customdata": v} for v in (float("nan"), float("inf"), 10**400, True, {"a": 1}, "../x")]}]:
+        assert lt.selection_indices(odd, n_images=10_000) == [], odd
+    assert lt.selection_indices({"points": [{"customdata": [9]}, {"customdata": [10]}]}, n_images=10) == [9]
+    huge = {"points": [{"customdata": [i]} for i in range(3 * lt.MAX_SELECTED_POINTS)]}
+    t0 = time.perf_counter()
+    assert len(lt.selection_indices(huge)) == lt.MAX_SELECTED_POINTS
+    assert time.perf_counter() - t0 < 5.0
+
+
 def test_map_figure_traces():
     codes, labels = clustered_codes(n=90)
     proj = fit_projection(codes, "pca", 2)

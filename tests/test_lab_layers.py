@@ -201,6 +201,7 @@ def test_a_click_on_the_diagram_names_a_layer():
     assert ly.clicked_layer({"points": [{"customdata": 4, "curve_number": 3}]}) == 4
     assert ly.clicked_layer({"points": [{"customdata": [2]}]}) == 2
     assert ly.clicked_layer({"points": [{"customdata": -1}]}) is None                 # the input box
+    assert ly.clicked_layer({"points": [{"customdata": float("inf")}]}) is None       # the browser's JSON: anything
     assert ly.clicked_layer({"points": []}) is None and ly.clicked_layer(None) is None
     assert ly.clicked_layer({"points": [{"x": 1}]}) is None
 

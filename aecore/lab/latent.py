@@ -101,19 +101,31 @@ def detail(model: nn.Module, data: ImageData, codes: np.ndarray, *, index: int |
     return Detail(index, x, recon, float(per_image_mse(recon, x)[0]), code, idx[0], dist[0], neighbours)
 
 
-def selection_indices(selection: Mapping[str, Any] | None) -> list[int]:
+MAX_SELECTED_POINTS = 100_000     # above any map here (10,000 test images); a longer list is not a selection
+
+
+def selection_indices(selection: Any, n_images: int | None = None) -> list[int]:
     """Test-image indices of the points in a st.plotly_chart selection (from each point's customdata,
-    which map_figure sets to the test index), in selection order, without duplicates."""
+    which map_figure sets to the test index), in selection order, without duplicates; only indices below
+    `n_images` when given. The event comes from the browser: anything that is not a selection gives [],
+    and at most MAX_SELECTED_POINTS points are read."""
+    points = selection.get("points") if isinstance(selection, Mapping) else None
+    if not isinstance(points, (list, tuple)):
+        return []
     out: list[int] = []
-    for point in (selection or {}).get("points", []) or []:
-        data = point.get("customdata")
+    seen: set[int] = set()
+    for point in points[:MAX_SELECTED_POINTS]:
+        data = point.get("customdata") if isinstance(point, Mapping) else None
         if isinstance(data, (list, tuple)):
             data = data[0] if data else None
+        if isinstance(data, bool) or not isinstance(data, (int, float, str)):
+            continue                                   # e.g. the own-image marker: not a test image
         try:
             value = int(data)
-        except (TypeError, ValueError):
-            continue                                   # e.g. the own-image marker: not a test image
-        if value >= 0 and value not in out:
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if 0 <= value and (n_images is None or value < n_images) and value not in seen:
+            seen.add(value)
             out.append(value)
     return out
 

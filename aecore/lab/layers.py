@@ -614,7 +614,7 @@ def clicked_layer(selection: Any) -> int | None:
         data = point.get("customdata") if isinstance(point, dict) else None
         if isinstance(data, list):
             data = data[0] if data else None
-        if isinstance(data, (int, float)) and not isinstance(data, bool) and data >= 0:
+        if isinstance(data, (int, float)) and not isinstance(data, bool) and 0 <= data < float("inf"):
             return int(data)
     return None
 
