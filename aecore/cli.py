@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--device", help="cpu | cuda | mps (default: best available); under torchrun: cuda or cpu")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: bfloat16 autocast for forward passes (CUDA only)")
+                   help="bf16: bfloat16 autocast for forward passes (CUDA, or a CPU with AVX512-BF16 or AMX)")
     p.add_argument("--resume", action="store_true", help="continue from --out's last checkpoint")
     p.add_argument("--half", action="store_true", help="store weights in float16")
     p.add_argument("--quiet", action="store_true")

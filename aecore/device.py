@@ -30,6 +30,25 @@ def pick_device(name: str | None = None) -> torch.device:
     return device
 
 
+def bf16_problem(device: torch.device) -> str | None:
+    """Why bfloat16 autocast cannot train on `device`, or None when it can.
+
+    On a CPU only native bfloat16 arithmetic (AVX512-BF16 or AMX) is worth it: elsewhere oneDNN
+    emulates it, slower than float32. With it, the MLP AE's steps ran about twice as fast on this
+    project's 2-core machine at the same loss (bench/README.md, peers.py). Apple's MPS is left out.
+    """
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return None
+        return f"{torch.cuda.get_device_name(device)} has no bfloat16 support"
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        if any(check is not None and check() for check in checks):
+            return None
+        return "this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX), where it is slower than fp32"
+    return f"bf16 autocast is not supported on {device.type}"
+
+
 T = TypeVar("T")
 
 

@@ -50,7 +50,7 @@ from aecore import checkpoint, distributed
 from aecore.checkpoint import CHECKPOINT_NAME
 from aecore.config import StrictConfig, check_range
 from aecore.data.base import ImageData
-from aecore.device import pick_device, run_flushing_denormals
+from aecore.device import bf16_problem, pick_device, run_flushing_denormals
 from aecore.errors import ConfigError, TrainingError
 from aecore.noise import make_generator, parse_noise
 
@@ -224,9 +224,9 @@ class Trainer:
     `cancel` is a threading.Event (or anything with is_set()); when set, training stops after the
     current batch, the partial epoch is not checkpointed, and `fit` returns cancelled=True. Under DDP
     the processes agree to stop at the next loss read-out (every `log_every` batches) instead.
-    `precision` "bf16" runs forward passes under bfloat16 autocast (CUDA only; weights, optimiser
-    and checkpoints stay float32). Callbacks run in every process; give them to rank 0 only if they
-    print or write.
+    `precision` "bf16" runs forward passes under bfloat16 autocast (a CUDA GPU with bfloat16, or a
+    CPU with native bfloat16 arithmetic; weights, optimiser and checkpoints stay float32). Callbacks
+    run in every process; give them to rank 0 only if they print or write.
     """
 
     def __init__(self, model: torch.nn.Module, train: ImageData, *, config: TrainConfig | None = None,
@@ -238,12 +238,8 @@ class Trainer:
         self.device = pick_device(device)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-        if precision == "bf16" and self.device.type != "cuda":
-            raise ConfigError(f"precision bf16 needs a CUDA device (bf16 autocast here is CUDA-only), "
-                              f"but this run is on {self.device.type}; use fp32")
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16 "
-                              "support; use fp32")
+        if precision == "bf16" and (problem := bf16_problem(self.device)):
+            raise ConfigError(f"precision bf16: {problem}; use fp32")
         self.precision = precision
         self.model = model.to(self.device)
         model_shape = tuple(getattr(getattr(model, "config", None), "input_shape", train.input_shape))
@@ -511,7 +507,7 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _labelled_draws(self, generator: torch.Generator, n_batches: int) -> Tensor | None:

@@ -42,6 +42,9 @@ log at -100; the others: from logits).
 Usage:
     python bench/peers.py [--models mlp,conv,vae] [--rounds 2] [--epochs 3] [--json out.json]
                           [--systems aecore,torch,lightning,pythae,keras] [--data-dir ../shared/data]
+                          [--precision fp32|bf16]
+--precision bf16 runs each system under its own bfloat16 autocast, as its users would switch it on
+(pythae has none on a CPU and stays fp32; the table marks it).
 A peer that is not installed is skipped with a message. Peers: pip install "lightning>=2"
 "pythae>=0.1.2" "keras>=3" (they keep the installed torch).
 """
@@ -68,6 +71,7 @@ CONV_CHANNELS = (32, 64)          # aecore's default_conv_channels((1, 28, 28))
 PIXELS = 784
 RESULT = "PEERS-RESULT "
 LIMIT = 0                         # --limit: first N images only (a quick check of the script, not a measurement)
+PRECISION = "fp32"                # --precision: bf16 runs every system that can under its own bfloat16 autocast
 
 
 def cores() -> int:
@@ -179,7 +183,7 @@ def run_aecore(model: str, epochs: int, data_dir: str, npy: str) -> dict:
             clock.end(state.epoch)                   # state.epoch: epochs completed
 
     result = Trainer(net, data, config=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR),
-                     callbacks=[Timer()], device="cpu", cancel=threading.Event()).fit()
+                     callbacks=[Timer()], device="cpu", cancel=threading.Event(), precision=PRECISION).fit()
     return {"rate": clock.rate(len(data)), "loss": result.history[-1]["train"]["loss"], "n": len(data),
             "threads": clock.threads, "parameters": sum(p.numel() for p in net.parameters()),
             "data_checksum": int(data.images.sum(dtype=torch.int64))}
@@ -202,7 +206,8 @@ def run_torch(model: str, epochs: int, data_dir: str, npy: str) -> dict:
         net.train()
         loss_sum, batches = 0.0, 0
         for (x,) in loader:
-            loss = torch_loss(model, enc, dec, x)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION == "bf16"):   # PyTorch's CPU AMP
+                loss = torch_loss(model, enc, dec, x)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -247,7 +252,8 @@ def run_lightning(model: str, epochs: int, data_dir: str, npy: str) -> dict:
     lit = LitAutoEncoder()
     loader = DataLoader(TensorDataset(x_all), batch_size=BATCH, shuffle=True)
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", enable_progress_bar=False, logger=False,
-                        enable_checkpointing=False, callbacks=[Timer()])
+                        enable_checkpointing=False, callbacks=[Timer()],
+                        precision="bf16-mixed" if PRECISION == "bf16" else "32-true")
     trainer.fit(lit, loader)
     return {"rate": clock.rate(len(x_all)), "loss": float(trainer.callback_metrics["train_loss"]), "n": len(x_all),
             "threads": clock.threads, "parameters": sum(p.numel() for p in lit.parameters())}
@@ -311,7 +317,8 @@ def run_pythae(model: str, epochs: int, data_dir: str, npy: str) -> dict:
                                             keep_best_on_train=True, no_cuda=True)
         TrainingPipeline(model=net, training_config=training_config)(train_data=x_all, callbacks=[Timer()])
     return {"rate": clock.rate(len(x_all)), "loss": losses[-1], "n": len(x_all), "threads": clock.threads,
-            "parameters": sum(p.numel() for p in net.parameters())}
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "precision": "fp32"}      # pythae's `amp` is CUDA float16 only (its trainer turns it off with no_cuda)
 
 
 def run_keras(model: str, epochs: int, data_dir: str, npy: str) -> dict:
@@ -323,6 +330,9 @@ def run_keras(model: str, epochs: int, data_dir: str, npy: str) -> dict:
     n = len(x_all)
     clock = EpochClock(epochs)
     keras.utils.set_random_seed(0)
+    if PRECISION == "bf16":           # Keras' mixed-precision guide: bfloat16 compute, the output layer in float32
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    out_dtype = "float32"
 
     if model == "conv":
         x_all = x_all.transpose(0, 2, 3, 1).copy()        # Keras' default layout: channels last
@@ -333,7 +343,7 @@ def run_keras(model: str, epochs: int, data_dir: str, npy: str) -> dict:
         z = layers.Dense(LATENT)(layers.Flatten()(h))
         h = layers.Reshape((7, 7, c2))(layers.Dense(7 * 7 * c2, activation="relu")(z))
         h = layers.Conv2DTranspose(c1, 3, strides=2, padding="same", activation="relu")(h)
-        outputs = layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="sigmoid")(h)
+        outputs = layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="sigmoid", dtype=out_dtype)(h)
     else:
         x_all = x_all.reshape(n, PIXELS)
         inputs = keras.Input((PIXELS,))
@@ -359,7 +369,7 @@ def run_keras(model: str, epochs: int, data_dir: str, npy: str) -> dict:
             z = layers.Dense(LATENT)(h)
         h = layers.Dense(HIDDEN[1], activation="relu")(z)
         h = layers.Dense(HIDDEN[0], activation="relu")(h)
-        outputs = layers.Dense(PIXELS, activation=None if model == "vae" else "sigmoid")(h)
+        outputs = layers.Dense(PIXELS, activation=None if model == "vae" else "sigmoid", dtype=out_dtype)(h)
     net = keras.Model(inputs, outputs)
 
     def summed_bce(y_true, logits):        # per-example sum over pixels; Keras averages it over the batch
@@ -386,14 +396,15 @@ RUNNERS = {"aecore": run_aecore, "torch": run_torch, "lightning": run_lightning,
 
 
 def worker(args) -> int:
-    global LIMIT
+    global LIMIT, PRECISION
     import torch
 
-    LIMIT = args.limit
+    LIMIT, PRECISION = args.limit, args.precision
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     out = RUNNERS[args.worker](args.model, args.epochs, args.data_dir, args.npy)
+    out.setdefault("precision", PRECISION)
     out.update(system=args.worker, model=args.model, seconds=round(time.perf_counter() - started, 1),
                loss_per_pixel=out["loss"] / PIXELS)
     print(RESULT + json.dumps(out), flush=True)
@@ -413,7 +424,7 @@ def spawn(system: str, model: str, args, npy: str, threads: int) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", system, "--model", model,
            "--epochs", str(args.epochs), "--data-dir", str(args.data_dir), "--npy", npy, "--threads", str(threads),
-           "--limit", str(args.limit)]
+           "--limit", str(args.limit), "--precision", args.precision]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT):
@@ -424,7 +435,7 @@ def spawn(system: str, model: str, args, npy: str, threads: int) -> dict:
 
 def table(results: dict, models: list[str], systems: list[str], rounds: int) -> tuple[str, dict]:
     rows, summary = [], {}
-    head = (f"{'model':<5} {'system':<10} {'images/s median':>15} {'per round':>22} "
+    head = (f"{'model':<5} {'system':<14} {'images/s median':>15} {'per round':>22} "
             f"{'final loss/example':>18} {'per pixel':>10} {'params':>9} {'vs aecore loss':>14} {'aecore / this':>13}")
     rows.append(head)
     rows.append("-" * len(head))
@@ -438,10 +449,11 @@ def table(results: dict, models: list[str], systems: list[str], rounds: int) -> 
             if s not in med:
                 continue
             per_round = " / ".join(f"{r['rate']:,.0f}" for r in runs[s])
+            label = s if runs[s][0].get("precision") == PRECISION else f"{s} ({runs[s][0].get('precision')})"
             params = runs[s][0]["parameters"]
             rel = f"{loss[s] / loss['aecore'] - 1:+.1%}" if "aecore" in loss and s != "aecore" else ""
             ratio = f"{med['aecore'] / med[s]:.2f}" if "aecore" in med and s != "aecore" else ""
-            rows.append(f"{model:<5} {s:<10} {med[s]:>15,.0f} {per_round:>22} {loss[s]:>18.3f} "
+            rows.append(f"{model:<5} {label:<14} {med[s]:>15,.0f} {per_round:>22} {loss[s]:>18.3f} "
                         f"{loss[s] / PIXELS:>10.5f} {params:>9,} {rel:>14} {ratio:>13}")
         entry = {"median_images_per_s": {s: round(v) for s, v in med.items()},
                  "final_loss_per_example": {s: round(v, 4) for s, v in loss.items()}}
@@ -465,6 +477,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run before it is abandoned")
     parser.add_argument("--limit", type=int, default=0, help="train on the first N images only (a quick check)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: each system under its own bfloat16 autocast where it has one (aecore's "
+                             "precision='bf16', torch.autocast, Lightning's bf16-mixed, Keras' mixed_bfloat16; "
+                             "pythae's amp is CUDA-only, so it stays fp32); needs a CPU with native bfloat16")
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
     parser.add_argument("--npy", help=argparse.SUPPRESS)
@@ -472,6 +488,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    global PRECISION
+    PRECISION = args.precision
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -502,7 +520,8 @@ def main(argv=None) -> int:
             from importlib.metadata import version
             versions[s] = version({"lightning": "lightning", "pythae": "pythae", "keras": "keras"}[s])
     print(f"data: {data.name} {data.split}, {len(data):,} images ({data.source}); cores = torch threads = {threads}; "
-          f"{args.epochs} epochs, rate over epochs 2-{args.epochs}; {args.rounds} rounds; {versions}", flush=True)
+          f"{args.epochs} epochs, rate over epochs 2-{args.epochs}; {args.rounds} rounds; {args.precision}; {versions}",
+          flush=True)
     results: dict[tuple[str, str], list[dict]] = {}
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="aecore-peers-") as tmp:
@@ -525,6 +544,7 @@ def main(argv=None) -> int:
                     out["round"] = r + 1
                     results.setdefault((system, model), []).append(out)
                     print(f"round {r + 1} {model:<4} {system:<10} {out['rate']:>9,.0f} images/s  loss {out['loss']:.4f}"
+                          f"  {out['precision']}"
                           f"  ({out['threads']} threads, {out['parameters']:,} params, "
                           f"{time.perf_counter() - t0:.0f} s with start-up)", flush=True)
     text, summary = table(results, models, systems, args.rounds)
@@ -537,6 +557,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps({
             "data": f"{data.name} {data.split} ({len(data):,} images, {data.source})", "threads": threads,
             "epochs": args.epochs, "rounds": args.rounds, "batch": BATCH, "lr": LR, "versions": versions,
+            "precision": args.precision,
             "summary": summary, "runs": [r for v in results.values() for r in v], "failures": failures,
         }, indent=2) + "\n")
     return 1 if failures else 0

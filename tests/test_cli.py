@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from aecore.cli import main
 
@@ -58,8 +59,6 @@ def test_resume_flag_without_checkpoint(capsys, tmp_path):
     (["train", "--model", "ae", "--dataset", "digits", "--set", "bogus=1", "--out", "x"], "unknown field(s) bogus"),
     (["train", "--model", "ae", "--dataset", "digits", "--set", "nonsense", "--out", "x"], "expected key=value"),
     (["train", "--model", "ae", "--dataset", "digits", "--set", "hidden=[-5]", "--out", "x"], "hidden entries = -5 is out of range"),
-    (["train", "--model", "ae", "--dataset", "digits", "--precision", "bf16", "--device", "cpu", "--out", "x"],
-     "precision bf16 needs a CUDA device"),
     (["train", "--model", "ae", "--dataset", "digits", "--precision", "fp16", "--out", "x"], "invalid choice: 'fp16'"),
     (["eval", "/no/such/model"], "no model folder or pretrained id"),
     (["train", "--model", "ae"], "the following arguments are required"),
@@ -75,6 +74,16 @@ def test_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, message
     assert code == 2
     lines = error_lines(err)
     assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_one_line_exit_2(capsys, tmp_path, monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    code, _, err = run(capsys, "train", "--model", "ae", "--dataset", "digits", "--precision", "bf16",
+                       "--device", "cpu", "--out", str(tmp_path / "x"))
+    lines = error_lines(err)
+    assert code == 2 and len(lines) == 1 and "precision bf16: this CPU has no native bfloat16" in lines[0], err
     assert "Traceback" not in err
 
 

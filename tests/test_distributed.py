@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from aecore import distributed
 from aecore.cli import main
+from aecore.device import bf16_problem
 from aecore.errors import ConfigError
 from aecore.models import build_model, get_model_class, list_models
 from aecore.train import CHECKPOINT_NAME, TrainConfig, Trainer
@@ -217,12 +218,36 @@ def test_only_rank_0_writes_checkpoints(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
 
 
-def test_bf16_on_the_cpu_is_refused():
+def no_native_bf16(monkeypatch) -> None:
+    """Make this CPU look like one without AVX512-BF16 or AMX, whatever it has."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_refused(monkeypatch):
+    no_native_bf16(monkeypatch)
     ae = build_model("ae", {"input_shape": [1, 8, 8], "hidden": [8], "latent_dim": 2})
-    with pytest.raises(ConfigError, match="precision bf16 needs a CUDA device"):
+    with pytest.raises(ConfigError, match="precision bf16: this CPU has no native bfloat16 arithmetic"):
         Trainer(ae, blobs(), device="cpu", precision="bf16")
     with pytest.raises(ConfigError, match="not one of fp32, bf16"):
         Trainer(ae, blobs(), precision="fp16")
+
+
+@pytest.mark.skipif(bf16_problem(torch.device("cpu")) is not None,
+                    reason="this CPU has no native bfloat16 arithmetic (AVX512-BF16 or AMX)")
+def test_bf16_on_the_cpu_trains_as_fp32_does_and_keeps_float32_weights():
+    data = blobs(n=256, shape=(1, 8, 8))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        ae = build_model("ae", {"input_shape": [1, 8, 8], "hidden": [32], "latent_dim": 4})
+        result = Trainer(ae, data, config=TrainConfig(epochs=8, batch_size=32, lr=3e-3), device="cpu",
+                         precision=precision).fit()
+        losses[precision] = [epoch["train"]["loss"] for epoch in result.history]
+        assert all(p.dtype == torch.float32 for p in ae.parameters())
+    assert losses["bf16"][-1] < 0.5 * losses["bf16"][0]
+    assert losses["bf16"][-1] == pytest.approx(losses["fp32"][-1], rel=0.05)
+    assert losses["bf16"] != losses["fp32"]              # bf16 arithmetic did run
 
 
 @pytest.fixture

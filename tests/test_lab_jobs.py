@@ -221,11 +221,30 @@ def test_at_most_two_jobs_run_at_once():
     ({"model": "ae", "config": {"hidden": [10_000, 10_000]}, "dataset": "mnist"}, "parameters"),
     ({"dataset": "folder:"}, "type the path"),
     ({"dataset": "folder:/no/such/place"}, "outside the folders this server lets you read"),
+    ({"precision": "fp16"}, "precision must be one of fp32, bf16, got 'fp16'"),
 ])
 def test_limits_and_bad_settings_have_clear_messages(changes, message):
     with pytest.raises(jobs.JobError, match=message.replace("(", r"\(")):
         jobs.start(spec(**{"name": "limits", **changes}))
     assert not jobs.active_jobs()
+
+
+def test_bf16_is_refused_with_the_reason_where_the_cpu_lacks_it(monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert "no native bfloat16" in jobs.bf16_problem("cpu")
+    with pytest.raises(jobs.JobError, match="bfloat16 arithmetic: this CPU has no native bfloat16"):
+        jobs.start(spec("bf16-refused", precision="bf16"), device="cpu")
+    assert not jobs.active_jobs()
+
+
+@pytest.mark.skipif(jobs.bf16_problem("cpu") is not None, reason="this CPU has no native bfloat16 arithmetic")
+def test_a_bf16_run_saves_float32_weights_and_records_its_precision():
+    snap = finish(jobs.start(spec("bf16-run", precision="bf16"), device="cpu"))
+    assert snap.status == "done", snap.error
+    loaded = catalog.load("user:bf16-run")
+    assert loaded.metrics["training"]["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
 
 
 def test_empty_folder_and_unsupported_shape(tmp_path, monkeypatch):

@@ -64,6 +64,28 @@ def test_train_a_tiny_model_and_find_it_in_the_picker(no_zoo):
     assert not other.success and not other.get("plotly_chart")
 
 
+@pytest.mark.skipif(jobs.bf16_problem() is not None, reason="no bfloat16 arithmetic on this machine")
+def test_bfloat16_arithmetic_reaches_the_run_and_its_metrics(no_zoo):
+    at = page()
+    at.radio(key="tr_data").set_value("digits").run()
+    at.slider(key="tr_epochs").set_value(1).run()
+    at.text_input(key="tr_name").set_value("page-bf16").run()
+    assert not at.checkbox(key="tr_bf16").disabled
+    at.checkbox(key="tr_bf16").check().run()
+    at.button(key="tr_start").click().run()
+    at = wait_for(at, lambda a: len(a.success) > 0)
+    assert load_model(user_models_dir() / "page-bf16").metrics["training"]["precision"] == "bf16"
+
+
+def test_bfloat16_is_offered_only_where_the_machine_has_it(no_zoo, monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr("torch.cpu." + name, lambda: False, raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    at = page()
+    box = at.checkbox(key="tr_bf16")
+    assert box.disabled and "no native bfloat16" in box.help
+
+
 def test_bad_name_and_missing_upload_are_clear_errors(no_zoo, monkeypatch):
     monkeypatch.delenv("AECORE_FOLDER_ROOTS", raising=False)
     at = page()

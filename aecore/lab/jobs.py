@@ -84,6 +84,8 @@ import torch
 
 from aecore.data import dataset_info, load_dataset, split_off
 from aecore.data.base import ImageData
+from aecore.device import bf16_problem as device_bf16_problem
+from aecore.device import pick_device
 from aecore.errors import AecoreError, ConfigError, DataError
 from aecore.lab import watch as watching
 from aecore.lab.serving import use_machine_threads
@@ -91,7 +93,7 @@ from aecore.models import (GENERATIVE, GREEDY_STAGES, RANKED_CODE, SEMI_SUPERVIS
                            list_models, make_config, models_with)
 from aecore.models.registry import check_fits_memory
 from aecore.paths import allowed_folder_roots, check_allowed_folder, inside, uploads_dir, user_model_path
-from aecore.train import CHECKPOINT_NAME, Callback, TrainConfig, Trainer, TrainState
+from aecore.train import CHECKPOINT_NAME, PRECISIONS, Callback, TrainConfig, Trainer, TrainState
 
 log = logging.getLogger("aecore.app")
 
@@ -167,6 +169,7 @@ class JobSpec:
     folder_size: int = 32                # folder: datasets only
     folder_grayscale: bool = False
     semi_baselines: bool = False         # hyper-semi: also measure a scratch CNN and PCA + logreg
+    precision: str = "fp32"              # "bf16": bfloat16 autocast, where the device has it (bf16_problem)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -293,6 +296,8 @@ def check_spec(spec: JobSpec) -> torch.nn.Module:
         raise JobError(f"batch size must be between 1 and {MAX_BATCH}, got {spec.batch_size}")
     if not 0 < spec.lr <= 1.0:
         raise JobError(f"learning rate must be in (0, 1], got {spec.lr:g}")
+    if spec.precision not in PRECISIONS:
+        raise JobError(f"precision must be one of {', '.join(PRECISIONS)}, got {spec.precision!r}")
     if spec.max_images is not None and not MIN_TRAIN_IMAGES <= spec.max_images <= MAX_TRAIN_IMAGES:
         raise JobError(f"training images must be between {MIN_TRAIN_IMAGES} and {MAX_TRAIN_IMAGES:,}, "
                        f"got {spec.max_images:,}")
@@ -888,7 +893,7 @@ class TrainingJob:
                     self._watch = snapshots
         self._enter("training", "Training…")
         trainer = Trainer(model, train, config=config, val=val, callbacks=[*callbacks, self.control, *self._callbacks],
-                          device=self.device, checkpoint_dir=work, cancel=self.cancel)
+                          device=self.device, checkpoint_dir=work, cancel=self.cancel, precision=spec.precision)
         began, held = time.perf_counter(), self.control.held_seconds
         result = trainer.fit()
         with self._lock:               # the time it was held (paused) is no training time
@@ -931,7 +936,7 @@ class TrainingJob:
             notes += f" ({'; '.join(notes_cut)})"
         path = _final_path(self)
         metrics = save_trained(model, path, result=result, metrics=metrics, dataset=spec.dataset,
-                               classes=data["classes"], recipe=recipe, notes=notes)
+                               classes=data["classes"], recipe=recipe, notes=notes, precision=spec.precision)
         if codes is not None:
             write_maps(path, codes, test.labels, methods=("pca",))
         with self._lock:
@@ -1008,6 +1013,12 @@ def _warm_imports(spec: JobSpec) -> None:
             pass
 
 
+def bf16_problem(device: str | None = None) -> str | None:
+    """Why training runs cannot use bfloat16 arithmetic on this machine (None when they can): the Train
+    page offers it only where the GPU or the CPU has it natively (aecore.device.bf16_problem)."""
+    return device_bf16_problem(pick_device(device))
+
+
 def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
           callbacks: Iterable[Callback] = (), device: str | None = None, watch: bool = True) -> TrainingJob:
     """Check the spec and the limits, then start a job; JobError (a message for the user) if not.
@@ -1015,6 +1026,8 @@ def start(spec: JobSpec, *, collision: Literal["suffix", "refuse"] = "suffix",
     resolved path. `watch`: take snapshots for the Train page (`aecore.lab.watch`); pause / step /
     resume work either way."""
     model = check_spec(spec)
+    if spec.precision == "bf16" and (problem := bf16_problem(device)):
+        raise JobError(f"bfloat16 arithmetic: {problem}; train in fp32")
     spec = app_spec(spec)
     _warm_imports(spec)
     with _REGISTRY_LOCK:
