@@ -3,10 +3,8 @@
 import streamlit as st
 
 import pages.common  # noqa: F401  first, whole: sessions starting together then never see it half-imported
-from aecore.lab.latent import start_umap_warmup
 
 st.set_page_config(page_title="aecore", page_icon="🧩", layout="wide")
-start_umap_warmup()  # compile UMAP in the background: the first latent map then takes seconds, not minutes
 
 # (file, title, icon, section): the navigation, in reading order
 PAGES = [

@@ -25,7 +25,6 @@ from pages.callbacks import pick_from_map, pick_thumbnail
 COLOURS = {"class": "Class", "error": "Reconstruction error", "unit": "A code unit"}
 ROW_PX = {False: 900, True: 860}   # px for a row of tiles: the main column is 940 px wide at 1400 px (880 projector)
 
-lt.start_umap_warmup()   # app.py starts it too; this covers a server whose first visitor lands here directly
 
 sel = model_page("Latent map",
                  "Every test image's **code**, projected to a plane (or space) you can look at. Images the model "
@@ -160,6 +159,8 @@ tuning = lt.Tuning(n_neighbors=int(st.session_state["lm_nn"]), min_dist=float(st
                    perplexity=float(st.session_state["lm_perp"]))
 staged = method in ("umap", "tsne") and bool(st.session_state["lm_stages"])
 tuned = method in ("umap", "tsne") and not tuning.is_default(method)
+if lt.may_fit_umap(maps, method, tuned=tuned, staged=staged):
+    lt.start_umap_warmup()     # a UMAP map may be fitted here: the projection process compiles UMAP meanwhile
 images_on = dims == 2 and bool(st.session_state["lm_images"])
 
 # --- a search: a class stands out, an image is selected ------------------------------------------------

@@ -15,6 +15,7 @@ from aecore.data.base import ImageData
 from aecore.errors import ConfigError, DataError
 from aecore.evaluate import per_image_mse
 from aecore.lab import latent as lt
+from aecore.lab import projection_worker
 from aecore.lab import vae as vl
 from aecore.maps import (_TqdmProgress, attach_placement, codes_of, fit_projection, from_maps, nearest, project,
                          subsample)
@@ -256,6 +257,45 @@ def test_failed_jobs_are_retried():
     with pytest.raises(ZeroDivisionError):
         job.future.result(5)
     assert jobs.submit("k", lambda progress: 7).future.result(5) == 7
+
+
+def test_umap_warmup_runs_again_once_the_projection_process_has_exited(monkeypatch):
+    class Worker:                                      # the projection process's handle, without a process
+        warm_seconds = None
+
+        def __init__(self):
+            self.warms, self.current = 0, "not started"
+
+        def warm(self):
+            self.warms += 1
+            self.current = "done"
+
+        def state(self):
+            return self.current
+
+    worker = Worker()
+    monkeypatch.setattr(projection_worker, "WORKER", worker)
+    monkeypatch.setattr(lt, "_warmup", {"state": "not started", "seconds": None, "thread": None})
+    assert lt.start_umap_warmup(force=True) is True
+    lt._warmup["thread"].join(5)
+    assert lt.start_umap_warmup(force=True) is False          # that process holds the compiled code
+    worker.current = "not started"                             # it exited after its idle time
+    assert lt.start_umap_warmup(force=True) is True
+    lt._warmup["thread"].join(5)
+    assert worker.warms == 2 and lt.umap_warmup_state()["state"] == "done"
+
+
+@pytest.mark.parametrize("stored, method, tuned, staged, expected", [
+    ({"pca": 1, "umap": 1}, "pca", False, False, False),     # a class on stored maps needs no UMAP process
+    ({"pca": 1, "umap": 1}, "umap", False, False, False),
+    ({"pca": 1, "umap": 1}, "umap", True, False, True),       # other neighbours: a new fit
+    ({"pca": 1, "umap": 1}, "umap", False, True, True),       # its stages: a new fit
+    ({"pca": 1, "umap": 1}, "tsne", True, False, False),      # t-SNE needs no numba
+    ({"pca": 1}, "pca", False, False, True),                  # a model trained here: UMAP is a click away
+    ({}, "pca", False, False, True),
+])
+def test_umap_is_compiled_only_where_a_umap_map_may_be_fitted(stored, method, tuned, staged, expected):
+    assert lt.may_fit_umap(stored, method, tuned=tuned, staged=staged) is expected
 
 
 def test_umap_progress_is_read_from_its_epoch_bar():

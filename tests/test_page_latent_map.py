@@ -77,6 +77,13 @@ def test_default_map_pca_of_every_test_image_coloured_by_class(tiny_zoo):
     assert len(at.get("download_button")) >= 2                    # CSV + PNG strip
 
 
+def test_a_model_without_a_stored_umap_map_has_umap_compiled_meanwhile(tiny_zoo, monkeypatch):
+    calls = []
+    monkeypatch.setattr(lt, "start_umap_warmup", lambda **kw: calls.append(kw) or True)
+    ok(page())                                 # the tiny zoo's maps.npz hold PCA only
+    assert calls == [{}]
+
+
 def test_switch_method_dimensions_and_recolour(tiny_zoo):
     at = page()
     at.selectbox(key="model").set_value("mnist/ae-d8").run()

@@ -709,16 +709,21 @@ _warmup: dict[str, Any] = {"state": "not started", "seconds": None, "thread": No
 
 
 def start_umap_warmup(*, force: bool = False, warm: Callable[[], None] | None = None) -> bool:
-    """Have UMAP's numba code compiled before the first UMAP map is asked for, once per process; True
-    when this call started it. The projection process compiles it (`ProjectionWorker.warm`): a daemon
-    thread here only waits for its answer. `warm`, a callable, runs in that thread instead (tests).
+    """Have UMAP's numba code compiled before a UMAP map is asked for; True when this call started it.
+    The projection process compiles it (`ProjectionWorker.warm`): a daemon thread here only waits for its
+    answer. Once per projection process: again only after that process has exited (idle) and its
+    compiled code with it. `warm`, a callable, runs in that thread instead, once per process (tests).
 
+    Called where a UMAP map may be fitted (a model without a stored one), not at the server's start:
+    the process holds about 0.5 GB while it lives, which a class that only opens stored maps never needs.
     Skipped under pytest (tests do not ask for UMAP) and when AECORE_UMAP_WARMUP=0, unless forced.
     """
     if not force and (os.environ.get("AECORE_UMAP_WARMUP", "1") == "0" or "pytest" in sys.modules):
         return False
     with _warmup_lock:
-        if _warmup["thread"] is not None:
+        thread = _warmup["thread"]
+        if thread is not None and (thread.is_alive() or warm is not None or not _warmup.get("worker")
+                                   or projection_worker.WORKER.state() != "not started"):
             return False
 
         def run() -> None:
@@ -738,6 +743,12 @@ def start_umap_warmup(*, force: bool = False, warm: Callable[[], None] | None = 
         _warmup["worker"] = warm is None
         thread.start()
         return True
+
+
+def may_fit_umap(stored_maps: Mapping[str, Any], method: str, *, tuned: bool, staged: bool) -> bool:
+    """Whether a UMAP map may be fitted for this view of a model: it has no stored one, or this one is
+    tuned or staged (the page then has the projection process compile UMAP meanwhile)."""
+    return "umap" not in stored_maps or (method == "umap" and (tuned or staged))
 
 
 def umap_warmup_state() -> dict[str, Any]:
