@@ -32,6 +32,7 @@ The child imports numpy, scikit-learn and (for UMAP) umap and numba; never torch
 from __future__ import annotations
 
 import atexit
+import ctypes
 import functools
 import gc
 import logging
@@ -62,6 +63,7 @@ LABELS = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}   # as aecore.maps.METH
                                                            # child reads this module before numpy's threads are set)
 
 Progress = Callable[[float | None, str], None]
+Handler = Callable[[Any, Progress, Callable[..., None]], Any]     # a request kind: (payload, progress, tell) -> result
 
 
 class ProjectionError(RuntimeError):
@@ -370,7 +372,7 @@ def _serve(conn: Any, idle: float | None) -> None:
     signal.signal(signal.SIGTERM, _leave)                 # terminated: exit cleanly (no leaked semaphores)
     _exit_with_parent()
     _limit_threads()
-    handlers: dict[str, Callable[[Any, Progress, Callable[..., None]], Any]] = {
+    handlers: dict[str, Handler] = {
         "fit": _fit, "warm": _warm, "loaded": _loaded, "sleep": _sleep}
     while True:
         try:
@@ -379,33 +381,52 @@ def _serve(conn: Any, idle: float | None) -> None:
             blob = conn.recv_bytes()
         except (EOFError, OSError):
             return                                        # the server has gone
-
-        def progress(fraction: float | None, text: str) -> None:
-            conn.send(("progress", fraction, text))
-
-        def tell(*message: Any) -> None:
-            conn.send(message)
-
-        try:
-            try:
-                kind, payload = pickle.loads(blob)
-            except Exception as err:                      # answered, so that the stream stays in step
-                raise ProjectionError(f"the projection process could not read the request "
-                                      f"({type(err).__name__}: {err})") from err
-            if kind not in handlers:
-                raise ProjectionError(f"the projection process knows no request {kind!r}")
-            answer: tuple = ("result", handlers[kind](payload, progress, tell))
-        except Exception as err:
-            answer = ("error", *_portable(err))
-        try:
-            try:
-                conn.send(answer)
-            except (EOFError, OSError):
-                raise
-            except Exception as err:                      # a result that does not pickle
-                conn.send(("error", *_portable(err)))
-        except (EOFError, OSError):
+        if not _answer(conn, blob, handlers):
             return
+        del blob
+        _release_memory()
+
+
+def _answer(conn: Any, blob: bytes, handlers: dict[str, Handler]) -> bool:
+    """Answer one request (progress messages, then its result or error); False when the server has gone.
+    A function of its own, so that the request's objects are gone when it returns."""
+    def progress(fraction: float | None, text: str) -> None:
+        conn.send(("progress", fraction, text))
+
+    def tell(*message: Any) -> None:
+        conn.send(message)
+
+    try:
+        try:
+            kind, payload = pickle.loads(blob)
+        except Exception as err:                          # answered, so that the stream stays in step
+            raise ProjectionError(f"the projection process could not read the request "
+                                  f"({type(err).__name__}: {err})") from err
+        if kind not in handlers:
+            raise ProjectionError(f"the projection process knows no request {kind!r}")
+        answer: tuple = ("result", handlers[kind](payload, progress, tell))
+    except Exception as err:
+        answer = ("error", *_portable(err))
+    try:
+        try:
+            conn.send(answer)
+        except (EOFError, OSError):
+            raise
+        except Exception as err:                          # a result that does not pickle
+            conn.send(("error", *_portable(err)))
+    except (EOFError, OSError):
+        return False
+    return True
+
+
+def _release_memory() -> None:
+    """After each answer: collect the request's garbage and give malloc's free memory back to the system
+    (glibc's malloc_trim), so that the process holds its compiled code, not its last fit's arrays."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):                     # not glibc: nothing to trim
+        pass
 
 
 def _exit_with_parent() -> None:
