@@ -12,8 +12,9 @@ UMAP and t-SNE are fitted in a separate process (`aecore.lab.projection_worker`;
 are `aecore.lab.tuned`), so the server never imports umap, numba or pynndescent, and UMAP's numba
 compile (about 30 s of CPU) never holds the server's GIL. `submit_fit` runs a map from a background
 thread (`JOBS`) so a page can show the PCA map meanwhile and poll for the result;
-`start_umap_warmup` has that process compile UMAP's code at start. Maps fitted there place new codes
-by their nearest mapped codes, as stored maps do (a UMAP reducer cannot leave its process).
+`start_umap_warmup` has that process compile UMAP's code where a UMAP map may be fitted
+(`may_fit_umap`). Maps fitted there place new codes by their nearest mapped codes, as stored maps do
+(a UMAP reducer cannot leave its process).
 """
 
 from __future__ import annotations
