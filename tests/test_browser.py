@@ -193,6 +193,29 @@ def _sidebar_choice(page, index: int) -> str:
     return box.locator('input[role="combobox"]').input_value()
 
 
+def _shows(page, index: int, text: str, timeout: float = 30.0) -> str:
+    """The sidebar box's option once it shows `text` (or, after `timeout` s, whatever it shows): the box
+    redraws with the rerun that a pick starts, which may begin after the page last looked idle."""
+    end = time.monotonic() + timeout
+    while True:
+        shown = _sidebar_choice(page, index)
+        if text in shown or time.monotonic() > end:
+            return shown
+        page.wait_for_timeout(200)
+
+
+def _link_says(page, pattern: str, timeout: float = 30.0) -> bool:
+    """Whether the page's link comes to match the regular expression `pattern` within `timeout` s (a page
+    writes its state into the link as its run goes on, after the sidebar has shown it)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("p => new RegExp(p).test(location.search)", arg=pattern, timeout=timeout * 1000)
+    except PlaywrightTimeout:
+        return False
+    return True
+
+
 def _pick(page, index: int, option: str) -> None:
     """Choose `option` in the sidebar's select box number `index`. A pick that lands while the frontend
     redraws the box is lost (once in CI: the dataset stayed mnist); a user picks again, and so does this,
@@ -217,7 +240,7 @@ def test_choices_survive_sidebar_navigation_and_back(server, browser):
     page.goto(f"{server}/reconstructions", wait_until="domcontentloaded")
     _settle(page)
     _pick(page, 0, "fashion-mnist")
-    assert f"{FASHION_MODEL} (yours)" in _sidebar_choice(page, 1)
+    assert f"{FASHION_MODEL} (yours)" in _shows(page, 1, f"{FASHION_MODEL} (yours)")
     # While a rerun redraws, the faded old input and the new one can both be there, and a value typed
     # into the old one is lost: settle, type it into the one shown, and again if the link did not take it.
     for attempt in range(3):
@@ -235,16 +258,16 @@ def test_choices_survive_sidebar_navigation_and_back(server, browser):
     for title in ["Corrupt & denoise", "Latent map", "Filters", "Sparsity", "Units", "Compare", "Reconstructions"]:
         _go(page, title)
         _assert_no_exception(page, f"state-{title.split()[0].lower()}")
-        assert "fashion-mnist" in _sidebar_choice(page, 0), title
-        assert f"{FASHION_MODEL} (yours)" in _sidebar_choice(page, 1), title
-        assert "dataset=fashion-mnist" in page.url, title
+        assert "fashion-mnist" in _shows(page, 0, "fashion-mnist"), title
+        assert f"{FASHION_MODEL} (yours)" in _shows(page, 1, f"{FASHION_MODEL} (yours)"), title
+        assert _link_says(page, r"dataset=fashion-mnist"), (title, page.url)
         if title in ("Corrupt & denoise", "Compare", "Reconstructions"):
-            assert "seed=7" in page.url or "cmp_seed=7" in page.url, (title, page.url)
+            assert _link_says(page, r"(cmp_)?seed=7(&|$)"), (title, page.url)
     for _ in range(2):
         page.go_back()
         _settle(page)
-        assert "fashion-mnist" in _sidebar_choice(page, 0)
-        assert f"{FASHION_MODEL} (yours)" in _sidebar_choice(page, 1)
+        assert "fashion-mnist" in _shows(page, 0, "fashion-mnist")
+        assert f"{FASHION_MODEL} (yours)" in _shows(page, 1, f"{FASHION_MODEL} (yours)")
     page.close()
 
 
