@@ -29,6 +29,12 @@ def blobs(n: int = 96, shape: tuple[int, ...] = (1, 8, 8), classes: int = 3, see
 
 
 # --- app pages through AppTest ---------------------------------------------------------------------
+def no_native_bf16(monkeypatch) -> None:
+    """Make this CPU look like one without AVX512-BF16 or AMX, whatever it has (bf16 is then refused)."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+
+
 def open_app(page: str, query: dict | None = None, timeout: float = 60) -> AppTest:
     """Run pages/<page> once, opened with `query` as the URL's parameters."""
     at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=timeout)

@@ -3,9 +3,9 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from aecore.cli import main
+from tests.helpers import no_native_bf16
 
 
 def run(capsys, *argv):
@@ -78,8 +78,7 @@ def test_errors_are_one_line_exit_2(capsys, tmp_path, monkeypatch, argv, message
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_one_line_exit_2(capsys, tmp_path, monkeypatch):
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    no_native_bf16(monkeypatch)
     code, _, err = run(capsys, "train", "--model", "ae", "--dataset", "digits", "--precision", "bf16",
                        "--device", "cpu", "--out", str(tmp_path / "x"))
     lines = error_lines(err)

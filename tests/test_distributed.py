@@ -34,7 +34,7 @@ from aecore.errors import ConfigError
 from aecore.models import build_model, get_model_class, list_models
 from aecore.train import CHECKPOINT_NAME, TrainConfig, Trainer
 from tests.ddp_worker import make_trainer
-from tests.helpers import blobs
+from tests.helpers import blobs, no_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -216,12 +216,6 @@ def test_only_rank_0_writes_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(distributed, "rank", lambda: 0)
     trainer._save_checkpoint(["train"])
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
-
-
-def no_native_bf16(monkeypatch) -> None:
-    """Make this CPU look like one without AVX512-BF16 or AMX, whatever it has."""
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_refused(monkeypatch):

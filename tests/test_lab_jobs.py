@@ -21,6 +21,7 @@ from aecore.paths import uploads_dir, user_models_dir
 from aecore.store import load_model, save_model
 from aecore.train import Callback
 from aecore.maps import read_maps
+from tests.helpers import no_native_bf16
 
 TINY = {"hidden": [16]}
 pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py: stops jobs left running
@@ -230,8 +231,7 @@ def test_limits_and_bad_settings_have_clear_messages(changes, message):
 
 
 def test_bf16_is_refused_with_the_reason_where_the_cpu_lacks_it(monkeypatch):
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    no_native_bf16(monkeypatch)
     assert "no native bfloat16" in jobs.bf16_problem("cpu")
     with pytest.raises(jobs.JobError, match="bfloat16 arithmetic: this CPU has no native bfloat16"):
         jobs.start(spec("bf16-refused", precision="bf16"), device="cpu")

@@ -11,7 +11,7 @@ import pytest
 from aecore.lab import jobs
 from aecore.paths import uploads_dir, user_models_dir
 from aecore.store import load_model
-from tests.helpers import open_app
+from tests.helpers import no_native_bf16, open_app
 from tests.test_lab_jobs import image_tree, image_zip
 
 pytestmark = pytest.mark.usefixtures("no_job_left_running")   # tests/conftest.py
@@ -78,8 +78,7 @@ def test_bfloat16_arithmetic_reaches_the_run_and_its_metrics(no_zoo):
 
 
 def test_bfloat16_is_offered_only_where_the_machine_has_it(no_zoo, monkeypatch):
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        monkeypatch.setattr("torch.cpu." + name, lambda: False, raising=False)
+    no_native_bf16(monkeypatch)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     at = page()
     box = at.checkbox(key="tr_bf16")
