@@ -32,7 +32,6 @@ The child imports numpy, scikit-learn and (for UMAP) umap and numba; never torch
 from __future__ import annotations
 
 import atexit
-import ctypes
 import functools
 import gc
 import logging
@@ -422,11 +421,10 @@ def _answer(conn: Any, blob: bytes, handlers: dict[str, Handler]) -> bool:
 def _release_memory() -> None:
     """After each answer: collect the request's garbage and give malloc's free memory back to the system
     (glibc's malloc_trim), so that the process holds its compiled code, not its last fit's arrays."""
+    from aecore.lab.malloc import return_free_memory
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):                     # not glibc: nothing to trim
-        pass
+    return_free_memory()
 
 
 def _exit_with_parent() -> None:
