@@ -48,7 +48,7 @@ from torch import Tensor
 
 from aecore import checkpoint, distributed
 from aecore.checkpoint import CHECKPOINT_NAME
-from aecore.config import StrictConfig, check_range
+from aecore.config import StrictConfig, check_range, short_repr
 from aecore.data.base import ImageData
 from aecore.device import bf16_problem, pick_device, run_flushing_denormals
 from aecore.errors import ConfigError, TrainingError
@@ -237,7 +237,7 @@ class Trainer:
         self.config.validate()
         self.device = pick_device(device)
         if precision not in PRECISIONS:
-            raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise ConfigError(f"precision {short_repr(precision)} is not one of {', '.join(PRECISIONS)}")
         if precision == "bf16" and (problem := bf16_problem(self.device)):
             raise ConfigError(f"precision bf16: {problem}; use fp32")
         self.precision = precision

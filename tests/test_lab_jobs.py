@@ -230,6 +230,12 @@ def test_limits_and_bad_settings_have_clear_messages(changes, message):
     assert not jobs.active_jobs()
 
 
+def test_a_huge_precision_is_refused_in_one_short_line():
+    with pytest.raises(jobs.JobError, match="precision must be one of fp32, bf16") as refused:
+        jobs.start(spec("huge", precision="x" * 100_000))
+    assert len(str(refused.value)) < 200 and "\n" not in str(refused.value)
+
+
 def test_bf16_is_refused_with_the_reason_where_the_cpu_lacks_it(monkeypatch):
     no_native_bf16(monkeypatch)
     assert "no native bfloat16" in jobs.bf16_problem("cpu")

@@ -82,6 +82,7 @@ from typing import Any, Iterable, Literal
 
 import torch
 
+from aecore.config import short_repr
 from aecore.data import dataset_info, load_dataset, split_off
 from aecore.data.base import ImageData
 from aecore.device import bf16_problem as device_bf16_problem
@@ -297,7 +298,7 @@ def check_spec(spec: JobSpec) -> torch.nn.Module:
     if not 0 < spec.lr <= 1.0:
         raise JobError(f"learning rate must be in (0, 1], got {spec.lr:g}")
     if spec.precision not in PRECISIONS:
-        raise JobError(f"precision must be one of {', '.join(PRECISIONS)}, got {spec.precision!r}")
+        raise JobError(f"precision must be one of {', '.join(PRECISIONS)}, got {short_repr(spec.precision)}")
     if spec.max_images is not None and not MIN_TRAIN_IMAGES <= spec.max_images <= MAX_TRAIN_IMAGES:
         raise JobError(f"training images must be between {MIN_TRAIN_IMAGES} and {MAX_TRAIN_IMAGES:,}, "
                        f"got {spec.max_images:,}")
