@@ -266,8 +266,8 @@ if busy:                      # frame) when this message comes or goes
         _room()
 elif pending is not None:
     warm = lt.umap_warmup_state()["state"]
-    extra = (" UMAP is still compiling its code in the background (once per server start), so this first map "
-             "takes longer." if method == "umap" and warm == "running" else "")
+    extra = (" UMAP is still compiling its code in the background (once, until the map process has been idle "
+             "for a while), so this first map takes longer." if method == "umap" and warm == "running" else "")
     status_box.info(f"Computing the {label} map ({dims}-D, {tuning.describe(method)}"
                     f"{', with the stages of its layout' if staged else ''}) in the background; "
                     f"{what} is shown until it is ready.{extra}")
