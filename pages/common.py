@@ -7,6 +7,7 @@ the URL on first run, `sync_url()` writes the current values back after the widg
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -52,6 +53,37 @@ def _hand_over_to_app_navigation() -> None:
     if PagesManager.uses_pages_directory:
         PagesManager.uses_pages_directory = False
         st.rerun()
+
+
+def expire_closed_sessions(runtime: Any = None, *, timeout: float = 10.0) -> int:
+    """Shut down the sessions of closed tabs whose `disconnectedSessionTTL` has run out; how many.
+
+    Streamlit keeps a closed tab's session for a while in case it reconnects, in a TTL cache that
+    drops an expired entry only when it is next written, i.e. when another tab closes: the last tabs
+    a class closes stay in memory until someone else leaves (30 after every wave of a 300-tab bench).
+    This reaps them where Streamlit would, on the server's event loop, under its storage lock, and
+    shuts each session down as Streamlit's `close_session` does. `runtime`: this server's (the
+    default). Streamlit internals: where they are not there (AppTest, another Streamlit) it does
+    nothing.
+    """
+    try:
+        from streamlit.runtime import Runtime
+
+        runtime = runtime or Runtime.instance()
+        manager = runtime._session_mgr
+        lock, expire = manager._storage_lock, manager._session_storage._cache.expire
+        loop = runtime._get_async_objs().eventloop
+    except (ImportError, RuntimeError, AttributeError):
+        return 0
+
+    async def reap() -> int:
+        with lock:
+            removed = expire()
+        for _, info in removed:
+            info.session.shutdown()
+        return len(removed)
+
+    return asyncio.run_coroutine_threadsafe(reap(), loop).result(timeout)
 
 
 # --- URL state ---------------------------------------------------------------------------------------
@@ -614,9 +646,10 @@ def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22
 
 # The server's imports are done: Streamlit's gc.collect(2) after every run no longer scans them.
 freeze_long_lived()
-# Every script run is a new thread: few malloc arenas, and free memory handed back (a class's 300 tabs).
+# Every script run is a new thread: few malloc arenas, and free memory handed back (a class's 300 tabs),
+# with closed tabs' sessions let go once their reconnect time has run out.
 limit_malloc_arenas()
-start_memory_trimmer()
+start_memory_trimmer(reap=expire_closed_sessions)
 
 # Last, so that a session importing this module while another one's import is cut short here still
 # finds every name defined. Every page imports this module first.

@@ -93,3 +93,84 @@ def test_a_class_listing_models_together_reads_the_folders_once(tiny_zoo_root, m
         thread.join()
     assert len(results) == 8 and all(r == results[0] and r for r in results)
     assert len(reads) == 1
+
+
+# --- closed tabs' sessions ---------------------------------------------------------------------------
+class _Session:
+    def __init__(self, sid: str):
+        self.id, self.shut_down = sid, False
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+class _Runtime:
+    """Streamlit's own session manager and storage (what `expire_closed_sessions` reaches into) on an
+    event loop of its own: the server's Runtime, without a server."""
+
+    def __init__(self, ttl: float):
+        import asyncio
+        from types import SimpleNamespace
+        from unittest import mock
+
+        from streamlit.runtime.memory_session_storage import MemorySessionStorage
+        from streamlit.runtime.websocket_session_manager import WebsocketSessionManager
+
+        self.storage = MemorySessionStorage(ttl_seconds=ttl)
+        self._session_mgr = WebsocketSessionManager(self.storage, mock.Mock(), mock.Mock(), None)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._async = SimpleNamespace(eventloop=self.loop)
+
+    def _get_async_objs(self):
+        return self._async
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def test_closed_tabs_sessions_are_shut_down_once_their_reconnect_time_is_over():
+    import time
+
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.session_manager import SessionInfo
+
+    from pages.common import expire_closed_sessions
+
+    assert callable(Runtime._get_async_objs)                  # the one internal the stand-in cannot check
+    runtime = _Runtime(ttl=2.0)
+    try:
+        old, new = _Session("old"), _Session("new")
+        runtime.storage.save(SessionInfo(client=None, session=old))        # closed at t = 0: expires at 2.0
+        assert expire_closed_sessions(runtime) == 0 and not old.shut_down
+        time.sleep(1.2)
+        runtime.storage.save(SessionInfo(client=None, session=new))        # closed at 1.2: expires at 3.2
+        time.sleep(1.2)
+        # nothing has written to the storage since `old` expired: Streamlit alone would still hold it
+        assert expire_closed_sessions(runtime) == 1
+        assert old.shut_down and not new.shut_down
+        assert runtime.storage.get("old") is None and runtime.storage.get("new") is not None
+    finally:
+        runtime.close()
+
+
+def test_without_a_server_nothing_is_reaped():
+    from pages.common import expire_closed_sessions
+
+    assert expire_closed_sessions() == 0                       # no Runtime in a test process (nor in AppTest)
+    assert expire_closed_sessions(object()) == 0               # a Streamlit without these internals
+
+
+def test_the_trimmer_collects_at_once_when_its_hook_let_something_go():
+    assert serving.trim_due(lambda: 2, every=30, since_last=10)
+    assert not serving.trim_due(lambda: 0, every=30, since_last=10)
+    assert serving.trim_due(lambda: 0, every=30, since_last=30)
+    assert serving.trim_due(None, every=30, since_last=30) and not serving.trim_due(None, every=30, since_last=1)
+
+    def broken() -> int:
+        raise RuntimeError("internals moved")
+
+    assert not serving.trim_due(broken, every=30, since_last=1)   # logged; the trimmer thread goes on

@@ -19,13 +19,17 @@ collection only looks at what sessions made since.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import threading
 import time
+from typing import Callable
 
 import torch
 
 from aecore.lab.malloc import limit_malloc_arenas, return_free_memory  # noqa: F401  (the app's names)
+
+_log = logging.getLogger(__name__)
 
 MACHINE_THREADS = torch.get_num_threads()       # torch's default in this process, before any change
 
@@ -64,23 +68,45 @@ _trimmer: threading.Thread | None = None
 _trimmer_lock = threading.Lock()
 
 
-def start_memory_trimmer(every: float = 30.0) -> bool:
+def start_memory_trimmer(every: float = 30.0, *, reap: Callable[[], int] | None = None,
+                         reap_every: float = 10.0) -> bool:
     """A full garbage collection, then `return_free_memory`, every `every` seconds in a daemon thread, once
     per process; True when this call started it. The app turns off Streamlit's collection after every
     script run (.streamlit/config.toml, runner.postScriptGC): with 30 sessions that held the GIL for two
     thirds of the time; once every 30 s costs about as much as one of those. malloc_trim runs outside the
-    GIL (ctypes)."""
+    GIL (ctypes).
+
+    `reap`, if given, runs every `reap_every` seconds and says how many things it let go (the app: closed
+    tabs' sessions); when it let go of any, the collection and trim follow at once rather than up to
+    `every` seconds later."""
     global _trimmer
     with _trimmer_lock:                 # two sessions' first runs start together: one trimmer only
         if _trimmer is not None:
             return False
-        _trimmer = threading.Thread(target=_trim_forever, args=(every,), name="aecore-malloc-trim", daemon=True)
+        _trimmer = threading.Thread(target=_trim_forever, args=(every, reap, reap_every),
+                                    name="aecore-malloc-trim", daemon=True)
     _trimmer.start()
     return True
 
 
-def _trim_forever(every: float) -> None:
+def _trim_forever(every: float, reap: Callable[[], int] | None, reap_every: float) -> None:
+    tick = min(every, reap_every) if reap is not None else every
+    last = time.monotonic()
     while True:
-        time.sleep(every)
-        gc.collect()
-        return_free_memory()
+        time.sleep(tick)
+        if trim_due(reap, every, time.monotonic() - last):
+            gc.collect()
+            return_free_memory()
+            last = time.monotonic()
+
+
+def trim_due(reap: Callable[[], int] | None, every: float, since_last: float) -> bool:
+    """Run `reap` (if any); whether it is time to collect and trim: something was reaped, or `every`
+    seconds have passed. A failing `reap` is logged and counts as nothing reaped: the trimmer goes on."""
+    reaped = 0
+    if reap is not None:
+        try:
+            reaped = reap()
+        except Exception:  # the trimmer thread must outlive whatever its hook meets
+            _log.exception("the trimmer's reap hook failed")
+    return reaped > 0 or since_last >= every
