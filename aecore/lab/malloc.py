@@ -36,7 +36,9 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     Why: glibc starts at 128 KB but raises the threshold to the size of each mapped block that is freed,
     up to 32 MB, so a server soon puts its sessions' image batches and figure arrays in the heap arenas,
     where they fragment them and malloc_trim cannot give the holes back: 300 tabs opened and closed grew the
-    server by 13-18 %. Fixed at 256 KB, it grew 4 % and started 190 MB lower (bench/README.md).
+    server by 13-18 %. Fixed at 256 KB, it grew 4 % and started 190 MB lower; the price is a training run
+    in the server's process (every large activation mapped and zero-filled at each step): the teacher's
+    conv-ae denoiser took 15.8 s instead of 6.4 (bench/README.md).
     `AECORE_MALLOC_MMAP_THRESHOLD` sets another size in bytes, 0 leaves glibc's own rule. A no-op off glibc."""
     try:
         threshold = int(os.environ.get("AECORE_MALLOC_MMAP_THRESHOLD", threshold))
