@@ -60,6 +60,8 @@ def test_the_operator_can_change_or_leave_the_threshold(monkeypatch):
     assert malloc.fix_mmap_threshold() is True
     monkeypatch.delenv("AECORE_MALLOC_MMAP_THRESHOLD")
     assert malloc.fix_mmap_threshold() is True     # back to the app's 256 KB for this test process
+    monkeypatch.setenv("AECORE_MALLOC_ARENAS", "0")
+    assert malloc.limit_malloc_arenas() is False
 
 
 def test_without_glibc_it_is_a_no_op(monkeypatch):

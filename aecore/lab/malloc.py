@@ -14,16 +14,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     per core): memory freed in one arena is not reused by the next run's thread, so a server that many
     sessions have used keeps growing (bench/README.md). `AECORE_MALLOC_ARENAS` sets another cap, 0 none.
     A no-op off glibc."""
-    try:
-        arenas = int(os.environ.get("AECORE_MALLOC_ARENAS", arenas))
-    except ValueError:
-        pass
-    if arenas <= 0:
-        return False
-    try:
-        return bool(_libc().mallopt(-8, arenas))        # -8: M_ARENA_MAX (malloc.h)
-    except (OSError, AttributeError):
-        return False
+    return _mallopt(-8, _setting("AECORE_MALLOC_ARENAS", arenas))      # -8: M_ARENA_MAX (malloc.h)
 
 
 MMAP_THRESHOLD = 256 * 1024
@@ -40,16 +31,7 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     in the server's process (every large activation mapped and zero-filled at each step): the teacher's
     conv-ae denoiser took 15.8 s instead of 6.4 (bench/README.md).
     `AECORE_MALLOC_MMAP_THRESHOLD` sets another size in bytes, 0 leaves glibc's own rule. A no-op off glibc."""
-    try:
-        threshold = int(os.environ.get("AECORE_MALLOC_MMAP_THRESHOLD", threshold))
-    except ValueError:
-        pass
-    if threshold <= 0:
-        return False
-    try:
-        return bool(_libc().mallopt(-3, threshold))     # -3: M_MMAP_THRESHOLD (malloc.h)
-    except (OSError, AttributeError):
-        return False
+    return _mallopt(-3, _setting("AECORE_MALLOC_MMAP_THRESHOLD", threshold))   # -3: M_MMAP_THRESHOLD
 
 
 def return_free_memory() -> bool:
@@ -57,6 +39,24 @@ def return_free_memory() -> bool:
     Called when sessions end, so a closed class's pages do not stay in the server's RSS."""
     try:
         return bool(_libc().malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def _setting(name: str, default: int) -> int:
+    """The operator's integer in environment variable `name`, else `default` (also when it is no integer)."""
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's mallopt(param, value); False when `value` <= 0 (leave glibc's rule) or off glibc."""
+    if value <= 0:
+        return False
+    try:
+        return bool(_libc().mallopt(param, value))
     except (OSError, AttributeError):
         return False
 

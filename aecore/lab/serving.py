@@ -27,7 +27,8 @@ from typing import Callable
 
 import torch
 
-from aecore.lab.malloc import fix_mmap_threshold, limit_malloc_arenas, return_free_memory  # noqa: F401  (the app's names)
+from aecore.lab.malloc import (fix_mmap_threshold, limit_malloc_arenas,  # noqa: F401  (the app's names)
+                               return_free_memory)
 
 _log = logging.getLogger(__name__)
 
