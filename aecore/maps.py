@@ -321,16 +321,21 @@ def nearest(codes: np.ndarray, query: np.ndarray, k: int, metric: str = "euclide
     q = torch.as_tensor(np.atleast_2d(np.asarray(query, dtype=np.float32)))
     if q.shape[1] != c.shape[1]:
         raise DataError(f"query codes have {q.shape[1]} dimensions, the test codes {c.shape[1]}")
+    # float64 for both: in float32, 1 - cos of near-parallel codes (a 2-D latent has thousands) rounds
+    # to a few values near 0, and which of those ties came first changed with the CPU's code path.
+    c, q = c.double(), q.double()
     if metric == "cosine":
         cn = c / c.norm(dim=1, keepdim=True).clamp_min(1e-12)
         qn = q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)
         dist = (1.0 - qn @ cn.T).clamp_min(0.0)                               # (B, N)
     else:
-        dist = torch.cdist(q.double(), c.double()).float()                    # (B, N), exact for ties
+        dist = torch.cdist(q, c)                                              # (B, N)
     if exclude is not None:
         for row, i in enumerate(exclude):
             if i is not None and 0 <= int(i) < dist.shape[1]:
                 dist[row, int(i)] = float("inf")
     k = max(1, min(int(k), dist.shape[1] - (0 if exclude is None else 1)))
-    values, idx = torch.topk(dist, k, dim=1, largest=False, sorted=True)
-    return idx.numpy(), values.numpy()
+    values, idx = torch.topk(dist, k, dim=1, largest=False, sorted=False)
+    idx, order = idx.sort(dim=1)                        # then by distance, stably: of equals, lower index first
+    values, order = values.gather(1, order).sort(dim=1, stable=True)
+    return idx.gather(1, order).numpy(), values.float().numpy()

@@ -150,6 +150,18 @@ def test_nearest_neighbours_by_hand():
         nearest(codes, np.zeros((1, 3)), 2)
 
 
+def test_nearest_orders_near_parallel_codes_and_exact_ties_the_same_way_every_time():
+    # Directions 1e-5 .. 1e-4 rad from the query: cosine distances 5e-11 .. 5e-9, which 1 - cos in
+    # float32 rounds to a tie at 0 (a 2-D latent map has thousands such); the order must follow the angle.
+    angles = np.array([4e-5, 1e-4, 1e-5, 2e-5, 3e-5])
+    codes = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32) * np.float32(3.0)
+    idx, dist = nearest(codes, np.array([1.0, 0.0]), 5, metric="cosine")
+    assert idx.tolist() == [np.argsort(angles).tolist()] and np.all(np.diff(dist[0]) >= 0)
+    twins = np.array([[1, 1], [2, 0], [1, 1], [0, 3], [1, 1]], dtype=np.float32)      # rows 0, 2, 4 equal
+    for metric in ("euclidean", "cosine"):
+        assert nearest(twins, np.array([1.0, 1.0]), 4, metric=metric)[0][0, :3].tolist() == [0, 2, 4]
+
+
 def test_detail_of_a_test_image_and_of_an_own_image():
     data, model = tiny_data(), tiny_model()
     codes = codes_of(model, data).numpy()
