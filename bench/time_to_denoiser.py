@@ -26,6 +26,7 @@ Usage:
     python bench/time_to_denoiser.py [--modes offline,shared] [--data-dir ../shared/data]
                                      [--epochs 5] [--latent 32] [--lr 1e-3] [--batch 128]
                                      [--images 10000] [--noise gaussian:0.5] [--rounds 1] [--json out.json]
+                                     [--server-malloc]   (malloc set up as the app server sets it)
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ def page_defaults(model: str = "ae") -> dict:
 # ---------------------------------------------------------------------------------------------------
 def worker(args) -> int:
     import threading
+
+    if args.server_malloc:                  # malloc set up as the app server sets it (pages/common.py)
+        from aecore.lab.serving import fix_mmap_threshold, limit_malloc_arenas
+
+        limit_malloc_arenas()
+        fix_mmap_threshold()
 
     from aecore.evaluate import evaluate
     from aecore.lab import jobs
@@ -153,7 +160,8 @@ def spawn(mode: str, args) -> dict:
             env["AECORE_DATA_DIR"] = str(args.data_dir)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", args.model, "--epochs", str(args.epochs),
                "--latent", str(args.latent), "--lr", repr(args.lr), "--batch", str(args.batch),
-               "--images", str(args.images), "--noise", args.noise] + (["--cold"] if args.cold else [])
+               "--images", str(args.images), "--noise", args.noise] + (["--cold"] if args.cold else []) \
+            + (["--server-malloc"] if args.server_malloc else [])
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT):
@@ -179,6 +187,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="alternate the modes this many times")
     parser.add_argument("--cold", action="store_true",
                         help="start the clock before the imports jobs.start does (a fresh server's first click)")
+    parser.add_argument("--server-malloc", action="store_true",
+                        help="set glibc's malloc up as the app server does (arenas capped, mmap threshold fixed)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

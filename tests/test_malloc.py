@@ -18,7 +18,7 @@ glibc = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's ma
 # allocate 512 KB and print whether it became a mapping of its own (mallinfo2's hblks, before and after).
 PROBE = """
 import ctypes, ctypes.util, sys
-from aecore.lab.malloc import fix_mmap_threshold
+from aecore.lab.malloc import fix_mmap_threshold, training_allocations
 libc = ctypes.CDLL(ctypes.util.find_library("c"))
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
@@ -26,28 +26,62 @@ class Info(ctypes.Structure):
 libc.mallinfo2.restype = Info
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-if sys.argv[1] == "fixed":
+def mapped_512k():
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(512 << 10)
+    print(libc.mallinfo2().hblks - before)
+    libc.free(block)
+if sys.argv[1] != "glibc":
     assert fix_mmap_threshold()
 libc.free(libc.malloc(1 << 20))
-before = libc.mallinfo2().hblks
-block = libc.malloc(512 << 10)
-print(libc.mallinfo2().hblks - before)
-libc.free(block)
+if sys.argv[1] == "training":         # during a training job, then after it
+    with training_allocations():
+        mapped_512k()
+mapped_512k()
 """
 
 
-def _mapped_blocks(mode: str, **env: str) -> int:
+def _mapped_blocks(mode: str, **env: str) -> list[int]:
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
                          env={**os.environ, **env})
-    return int(out.stdout)
+    return [int(line) for line in out.stdout.split()]
+
+
+def _needs_mallinfo2() -> None:
+    if not hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallinfo2"):
+        pytest.skip("glibc older than 2.33 (no mallinfo2)")
 
 
 @glibc
 def test_a_fixed_threshold_keeps_large_blocks_out_of_the_heap():
-    if not hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "mallinfo2"):
-        pytest.skip("glibc older than 2.33 (no mallinfo2)")
-    assert _mapped_blocks("glibc") == 0          # glibc's own rule: the threshold rose to 1 MB
-    assert _mapped_blocks("fixed") == 1          # fixed at 256 KB: the 512 KB block has its own mapping
+    _needs_mallinfo2()
+    assert _mapped_blocks("glibc") == [0]        # glibc's own rule: the threshold rose to 1 MB
+    assert _mapped_blocks("fixed") == [1]        # fixed at 256 KB: the 512 KB block has its own mapping
+
+
+@glibc
+def test_a_training_job_takes_its_blocks_from_the_heap_and_the_fixed_threshold_comes_back():
+    _needs_mallinfo2()
+    assert _mapped_blocks("training") == [0, 1]
+
+
+def test_overlapping_training_jobs_relax_the_threshold_once_and_restore_it_after_the_last(monkeypatch):
+    calls = []
+    monkeypatch.setattr(malloc, "_mallopt", lambda param, value: calls.append((param, value)) or True)
+    monkeypatch.setattr(malloc, "return_free_memory", lambda: calls.append("trim") or True)
+    monkeypatch.setattr(malloc, "_fixed_threshold", 300_000)
+    with malloc.training_allocations():
+        with malloc.training_allocations():
+            assert calls == [(malloc.M_TRIM_THRESHOLD, malloc.TRAINING_TRIM_THRESHOLD),
+                             (malloc.M_MMAP_THRESHOLD, malloc.TRAINING_MMAP_THRESHOLD)]
+        assert len(calls) == 2                   # the other job still trains
+    assert calls[2:] == [(malloc.M_MMAP_THRESHOLD, 300_000),
+                         (malloc.M_TRIM_THRESHOLD, malloc.DEFAULT_TRIM_THRESHOLD), "trim"]
+    calls.clear()
+    monkeypatch.setattr(malloc, "_fixed_threshold", None)   # glibc's own rule (CLI, benches): left alone
+    with malloc.training_allocations():
+        pass
+    assert calls == []
 
 
 @glibc

@@ -89,6 +89,7 @@ from aecore.device import bf16_problem as device_bf16_problem
 from aecore.device import pick_device
 from aecore.errors import AecoreError, ConfigError, DataError
 from aecore.lab import watch as watching
+from aecore.lab.malloc import training_allocations
 from aecore.lab.serving import use_machine_threads
 from aecore.models import (GENERATIVE, GREEDY_STAGES, RANKED_CODE, SEMI_SUPERVISED, get_model_class, has_role,
                            list_models, make_config, models_with)
@@ -803,7 +804,8 @@ class TrainingJob:
             use_machine_threads()      # pages compute on one thread each (serving.py); training keeps the default
             _keep_a_thread_pool()
             work = Path(tempfile.mkdtemp(prefix=f"aecore-job-{self.id}-"))   # per-epoch checkpoints
-            self._train_and_save(work)
+            with training_allocations():
+                self._train_and_save(work)
         except _Stopped:
             self._end("stopped", self._nothing_saved())
         except AecoreError as err:

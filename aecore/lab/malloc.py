@@ -4,7 +4,9 @@ Each is a no-op off glibc."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
@@ -27,11 +29,48 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     Why: glibc starts at 128 KB but raises the threshold to the size of each mapped block that is freed,
     up to 32 MB, so a server soon puts its sessions' image batches and figure arrays in the heap arenas,
     where they fragment them and malloc_trim cannot give the holes back: 300 tabs opened and closed grew the
-    server by 13-18 %. Fixed at 256 KB, it grew 4 % and started 190 MB lower; the price is a training run
-    in the server's process (every large activation mapped and zero-filled at each step): the teacher's
-    conv-ae denoiser took 15.8 s instead of 6.4 (bench/README.md).
+    server by 13-18 %. Fixed at 256 KB, it grew 4 % and started 190 MB lower. A training job in the server
+    relaxes it while it runs (`training_allocations`): mapped and zero-filled at every step, its activations
+    made the teacher's conv-ae denoiser take 23.0 s instead of 11.7 (12.6 s relaxed; bench/README.md).
     `AECORE_MALLOC_MMAP_THRESHOLD` sets another size in bytes, 0 leaves glibc's own rule. A no-op off glibc."""
-    return _mallopt(-3, _setting("AECORE_MALLOC_MMAP_THRESHOLD", threshold))   # -3: M_MMAP_THRESHOLD
+    global _fixed_threshold
+    value = _setting("AECORE_MALLOC_MMAP_THRESHOLD", threshold)
+    if not _mallopt(M_MMAP_THRESHOLD, value):
+        return False
+    _fixed_threshold = value
+    return True
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                  # malloc.h
+TRAINING_MMAP_THRESHOLD = 32 * 1024 * 1024                   # glibc's own ceiling for its rising threshold
+TRAINING_TRIM_THRESHOLD = 64 * 1024 * 1024
+DEFAULT_TRIM_THRESHOLD = 128 * 1024                          # glibc's default
+_fixed_threshold: int | None = None                          # what fix_mmap_threshold set, if it did
+_training_jobs = 0
+_training_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def training_allocations():
+    """While a training job runs in this process, its per-step activations come from the heap again
+    (a 32 MB threshold, and the heap's free top kept), instead of a fresh zero-filled mapping for every
+    block at every step; when the last job ends, the fixed threshold comes back and the heap's free
+    memory is handed back. Nothing happens where fix_mmap_threshold did not fix one (the CLI, benches)."""
+    with _training_lock:
+        global _training_jobs
+        _training_jobs += 1
+        if _training_jobs == 1 and _fixed_threshold is not None:
+            _mallopt(M_TRIM_THRESHOLD, TRAINING_TRIM_THRESHOLD)
+            _mallopt(M_MMAP_THRESHOLD, TRAINING_MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        with _training_lock:
+            _training_jobs -= 1
+            if _training_jobs == 0 and _fixed_threshold is not None:
+                _mallopt(M_MMAP_THRESHOLD, _fixed_threshold)
+                _mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                return_free_memory()
 
 
 def return_free_memory() -> bool:
