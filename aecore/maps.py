@@ -321,6 +321,9 @@ def nearest(codes: np.ndarray, query: np.ndarray, k: int, metric: str = "euclide
     q = torch.as_tensor(np.atleast_2d(np.asarray(query, dtype=np.float32)))
     if q.shape[1] != c.shape[1]:
         raise DataError(f"query codes have {q.shape[1]} dimensions, the test codes {c.shape[1]}")
+    if not bool(torch.isfinite(q).all()):
+        raise DataError("the query code is not a finite number (NaN or infinite): the model's encoder "
+                        "gave no usable code for this image, so it has no nearest neighbours")
     # float64 for both: in float32, 1 - cos of near-parallel codes (a 2-D latent has thousands) rounds
     # to a few values near 0, and which of those ties came first changed with the CPU's code path.
     c, q = c.double(), q.double()

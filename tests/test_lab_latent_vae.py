@@ -148,6 +148,9 @@ def test_nearest_neighbours_by_hand():
         nearest(codes, codes[:1], 2, metric="manhattan")
     with pytest.raises(DataError, match="3 dimensions"):
         nearest(codes, np.zeros((1, 3)), 2)
+    for bad in (np.nan, np.inf):                                  # a diverged model's code: one clear error
+        with pytest.raises(DataError, match="not a finite number"):
+            nearest(codes, np.array([bad, 1.0]), 2, metric="cosine")
 
 
 def test_nearest_orders_near_parallel_codes_and_exact_ties_the_same_way_every_time():
