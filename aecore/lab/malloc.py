@@ -8,6 +8,15 @@ import contextlib
 import os
 import threading
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8       # mallopt's parameters (malloc.h)
+MMAP_THRESHOLD = 256 * 1024                                        # the app's fixed threshold
+TRAINING_MMAP_THRESHOLD = 32 * 1024 * 1024                         # glibc's own ceiling for its rising one
+TRAINING_TRIM_THRESHOLD = 64 * 1024 * 1024
+DEFAULT_TRIM_THRESHOLD = 128 * 1024                                # glibc's default
+_fixed_threshold: int | None = None                                # what fix_mmap_threshold set, if it did
+_training_jobs = 0                                                 # training_allocations entered, not left
+_training_lock = threading.Lock()
+
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's malloc arenas for threads created from now on; True when set.
@@ -16,10 +25,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     per core): memory freed in one arena is not reused by the next run's thread, so a server that many
     sessions have used keeps growing (bench/README.md). `AECORE_MALLOC_ARENAS` sets another cap, 0 none.
     A no-op off glibc."""
-    return _mallopt(-8, _setting("AECORE_MALLOC_ARENAS", arenas))      # -8: M_ARENA_MAX (malloc.h)
-
-
-MMAP_THRESHOLD = 256 * 1024
+    return _mallopt(M_ARENA_MAX, _setting("AECORE_MALLOC_ARENAS", arenas))
 
 
 def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
@@ -41,23 +47,14 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     return True
 
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3                  # malloc.h
-TRAINING_MMAP_THRESHOLD = 32 * 1024 * 1024                   # glibc's own ceiling for its rising threshold
-TRAINING_TRIM_THRESHOLD = 64 * 1024 * 1024
-DEFAULT_TRIM_THRESHOLD = 128 * 1024                          # glibc's default
-_fixed_threshold: int | None = None                          # what fix_mmap_threshold set, if it did
-_training_jobs = 0
-_training_lock = threading.Lock()
-
-
 @contextlib.contextmanager
 def training_allocations():
     """While a training job runs in this process, its per-step activations come from the heap again
     (a 32 MB threshold, and the heap's free top kept), instead of a fresh zero-filled mapping for every
     block at every step; when the last job ends, the fixed threshold comes back and the heap's free
     memory is handed back. Nothing happens where fix_mmap_threshold did not fix one (the CLI, benches)."""
+    global _training_jobs
     with _training_lock:
-        global _training_jobs
         _training_jobs += 1
         if _training_jobs == 1 and _fixed_threshold is not None:
             _mallopt(M_TRIM_THRESHOLD, TRAINING_TRIM_THRESHOLD)
