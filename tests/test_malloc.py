@@ -90,6 +90,9 @@ def test_the_operator_can_change_or_leave_the_threshold(monkeypatch):
     assert malloc.fix_mmap_threshold() is False
     monkeypatch.setenv("AECORE_MALLOC_MMAP_THRESHOLD", "not a size")   # the default, not a crash
     assert malloc.fix_mmap_threshold() is True
+    for absurd in ("-5", str(1 << 31), "9" * 30):                     # left to glibc, never a crash
+        monkeypatch.setenv("AECORE_MALLOC_MMAP_THRESHOLD", absurd)
+        assert malloc.fix_mmap_threshold() is False
     monkeypatch.setenv("AECORE_MALLOC_MMAP_THRESHOLD", str(1 << 20))
     assert malloc.fix_mmap_threshold() is True
     monkeypatch.delenv("AECORE_MALLOC_MMAP_THRESHOLD")

@@ -88,8 +88,9 @@ def _setting(name: str, default: int) -> int:
 
 
 def _mallopt(param: int, value: int) -> bool:
-    """glibc's mallopt(param, value); False when `value` <= 0 (leave glibc's rule) or off glibc."""
-    if value <= 0:
+    """glibc's mallopt(param, value); False when `value` <= 0 (leave glibc's rule), is more than a C int
+    holds (an operator's typo must not stop the app), or off glibc."""
+    if not 0 < value < 2**31:
         return False
     try:
         return bool(_libc().mallopt(param, value))
