@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.utils import make_grid
 
 
 def to_images(x: Tensor, input_shape: tuple[int, ...] | None = None) -> Tensor:
@@ -21,10 +20,33 @@ def to_images(x: Tensor, input_shape: tuple[int, ...] | None = None) -> Tensor:
     return x.clamp(0, 1)
 
 
+def tile(images: Tensor, *, nrow: int = 8, padding: int = 2, pad_value: float = 0.0) -> Tensor:
+    """(B, C, H, W) -> (3, H', W'): the images in rows of `nrow`, `padding` pixels of `pad_value` around
+    each; grey (C = 1) repeated into 3 channels. The layout of torchvision's make_grid (a lone image
+    comes back unpadded), without importing torchvision, which pulls torch._dynamo and triton into
+    the process: about 160 MB of the app server's memory, measured."""
+    if images.ndim != 4:
+        raise ValueError(f"tile needs a (B, C, H, W) batch, got shape {tuple(images.shape)}")
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    b, c, h, w = images.shape
+    if b == 1:
+        return images[0].clone()
+    cols = min(nrow, b)
+    rows = -(-b // cols)
+    cells = images.new_full((rows * cols, c, h + padding, w + padding), pad_value)
+    cells[:b, :, padding:, padding:] = images
+    grid = cells.view(rows, cols, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    grid = grid.reshape(c, rows * (h + padding), cols * (w + padding))        # each cell padded top-left
+    out = images.new_full((c, grid.shape[1] + padding, grid.shape[2] + padding), pad_value)
+    out[:, : grid.shape[1], : grid.shape[2]] = grid                          # and the grid bottom-right
+    return out
+
+
 def image_grid(x: Tensor, *, nrow: int = 8, padding: int = 2, scale: int = 1, pad_value: float = 1.0) -> np.ndarray:
     """(B, ...) -> (H, W, 3) uint8 grid; `scale` repeats pixels (crisp digits on a projector)."""
     images = to_images(x)
-    grid = make_grid(images, nrow=max(1, nrow), padding=padding, pad_value=pad_value)  # (3, H, W)
+    grid = tile(images, nrow=max(1, nrow), padding=padding, pad_value=pad_value)      # (3, H, W)
     if scale > 1:
         grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
