@@ -63,6 +63,32 @@ def codes_of(model: torch.nn.Module, data: ImageData, batch_size: int = 1000) ->
     return torch.cat(out)
 
 
+class CodePCA:
+    """PCA of codes in numpy: scikit-learn's `PCA(n_components=dims)` (same axes, same signs: each
+    component's largest entry positive), fitted from the (d, d) covariance in float64.
+
+    Why not scikit-learn's: importing it in the app server brings scipy and pandas' pyarrow, about
+    100 MB of the server's memory for one eigendecomposition; and not `aecore.pca.PCA`, whose torch
+    the projection process never imports."""
+
+    def __init__(self, codes: np.ndarray, dims: int):
+        x = np.asarray(codes, dtype=np.float64)                          # (N, d)
+        if not 1 <= dims <= x.shape[1]:
+            raise ConfigError(f"PCA of {x.shape[1]}-dimensional codes cannot keep {dims} components")
+        self.mean = x.mean(0)                                            # (d,)
+        centred = x - self.mean
+        _, vectors = np.linalg.eigh(centred.T @ centred)                 # ascending eigenvalues
+        components = vectors[:, ::-1][:, :dims].T.copy()                 # (dims, d), largest variance first
+        largest = np.abs(components).argmax(1)
+        components *= np.sign(components[np.arange(dims), largest])[:, None]
+        self.components = components
+
+    def transform(self, codes: np.ndarray) -> np.ndarray:
+        """(N, d) or (d,) codes -> (N, dims) float32 coordinates."""
+        x = np.atleast_2d(np.asarray(codes, dtype=np.float64))
+        return ((x - self.mean) @ self.components.T).astype(np.float32)
+
+
 def project(codes: np.ndarray, method: str, *, dims: int = 2, seed: int = 0) -> np.ndarray:
     """(N, d) -> (N, dims) with 'pca', 'umap' or 'tsne' (seeded): the maps that maps.npz stores.
     `fit_projection` gives the same PCA; its UMAP runs fewer epochs on a large split, to stay interactive."""
@@ -70,8 +96,7 @@ def project(codes: np.ndarray, method: str, *, dims: int = 2, seed: int = 0) -> 
     if codes.shape[1] <= dims and method != "umap":
         return np.pad(codes, ((0, 0), (0, dims - codes.shape[1])))
     if method == "pca":
-        from sklearn.decomposition import PCA as SkPCA
-        return SkPCA(n_components=dims, random_state=seed).fit_transform(codes).astype(np.float32)
+        return CodePCA(codes, dims).transform(codes)
     if method == "umap":
         import umap
         return umap.UMAP(n_components=dims, random_state=seed, n_jobs=1).fit_transform(codes).astype(np.float32)
@@ -239,10 +264,8 @@ def fit_projection(codes: np.ndarray, method: str, dims: int = 2, *, seed: int =
         transform = lambda new: _pad(np.atleast_2d(new).astype(np.float32), dims)   # noqa: E731
         placement = "at its own code (the map's axes are the code's)"
     elif method == "pca":
-        from sklearn.decomposition import PCA as SkPCA
-
-        pca = SkPCA(n_components=dims, random_state=seed).fit(x)
-        coords = pca.transform(x).astype(np.float32)
+        pca = CodePCA(x, dims)
+        coords = pca.transform(x)
         transform, placement = pca.transform, "with the fitted PCA projection (exact)"
     elif method == "umap":
         import umap
