@@ -26,8 +26,8 @@ from aecore.data.registry import FOLDER_PREFIX
 from aecore.device import pick_device
 from aecore.errors import AecoreError, ConfigError
 from aecore.lab import catalog
-from aecore.lab.serving import (fix_mmap_threshold, freeze_long_lived, limit_malloc_arenas, start_memory_trimmer,
-                                use_session_threads)
+from aecore.lab.serving import (fix_mmap_threshold, freeze_long_lived, keep_triton_out, limit_malloc_arenas,
+                                start_memory_trimmer, use_session_threads)
 from aecore.lab.stored_codes import stored_codes
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.paths import check_allowed_folder
@@ -649,9 +649,10 @@ def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22
 freeze_long_lived()
 # Every script run is a new thread: few malloc arenas, large blocks mapped apart from the heap, and free
 # memory handed back (a class's 300 tabs), with closed tabs' sessions let go once their reconnect time has
-# run out.
+# run out; and no triton without CUDA (imported with torch._dynamo by the first optimizer step).
 limit_malloc_arenas()
 fix_mmap_threshold()
+keep_triton_out()
 start_memory_trimmer(reap=expire_closed_sessions)
 
 # Last, so that a session importing this module while another one's import is cut short here still

@@ -62,7 +62,8 @@ def test_tsne_round_trip_places_new_codes_and_reports_progress(worker):
     assert [label for label, _ in staged.stages] == [f"{n:,} iterations" for n in lt.TSNE_STAGES]
     assert staged.proj.coords.shape == (100, 3) and staged.proj.index.tolist() == list(range(0, 300, 3))
     assert worker.starts == 1 and worker.state() == "not started"          # t-SNE compiles no UMAP
-    assert worker.loaded(["torch", "streamlit", "umap", "numba"]) == []    # the child stays lean
+    assert worker.loaded(["torch", "streamlit", "umap", "numba", "pandas", "pyarrow"]) == []   # the child stays lean
+    assert worker.loaded(["sklearn"]) == ["sklearn"]                       # (it fitted with scikit-learn)
 
 
 def test_child_errors_come_back_as_themselves(worker):

@@ -26,7 +26,8 @@ dynamic globals"), and pynndescent marks some others cache=False. The cache stay
 places: a fresh folder of our own ($NUMBA_CACHE_DIR) would hide what numba has cached already there
 and cost a full compile once (101 s here).
 
-The child imports numpy, scikit-learn and (for UMAP) umap and numba; never torch or streamlit.
+The child imports numpy, scikit-learn and (for UMAP) umap and numba; never torch or streamlit, nor
+pandas and pyarrow (`aecore.lab.footprint`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ import warnings
 from multiprocessing import spawn
 from typing import Any, Callable
 
+from aecore.lab.footprint import keep_out
+
 log = logging.getLogger("aecore")
 
 IDLE_ENV = "AECORE_PROJECTION_IDLE"         # seconds a child waits for a request before it exits (inf: never)
@@ -57,6 +60,7 @@ IDLE_DEFAULT = 600.0
 TIMEOUT_DEFAULT = 600.0
 LONGEST = 1e6                               # s: longer waits are clamped (a poll() of 2.2e6 s overflows)
 CHILD_NAME = "aecore-projection"
+KEPT_OUT = frozenset({"pandas", "pyarrow", "polars"})   # never imported by the child (aecore.lab.footprint)
 POLL = 0.5                                  # s between checks that the child lives, while waiting on it
 LABELS = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}   # as aecore.maps.METHOD_LABELS (not imported: the
                                                            # child reads this module before numpy's threads are set)
@@ -371,6 +375,7 @@ def _serve(conn: Any, idle: float | None) -> None:
     signal.signal(signal.SIGTERM, _leave)                 # terminated: exit cleanly (no leaked semaphores)
     _exit_with_parent()
     _limit_threads()
+    keep_out(KEPT_OUT)                                    # sklearn's pandas and pyarrow: ~70 MB (footprint.py)
     handlers: dict[str, Handler] = {
         "fit": _fit, "warm": _warm, "loaded": _loaded, "sleep": _sleep}
     while True:

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from aecore.lab.footprint import keep_out
 from aecore.lab.malloc import (fix_mmap_threshold, limit_malloc_arenas,  # noqa: F401  (the app's names)
                                return_free_memory)
 
@@ -55,6 +56,16 @@ def use_machine_threads() -> None:
     """Call in a long background job's thread (training): it keeps torch's default width."""
     if torch.get_num_threads() != MACHINE_THREADS:
         torch.set_num_threads(MACHINE_THREADS)
+
+
+def keep_triton_out() -> bool:
+    """Refuse triton in the server where CUDA cannot run its kernels (True then): every optimizer step
+    (a Train-page job) imports torch._dynamo, which imports triton when it is installed, about 75 MB of
+    the server's memory for nothing on a machine without a GPU (aecore.lab.footprint)."""
+    if torch.cuda.is_available():
+        return False
+    keep_out({"triton"})
+    return True
 
 
 def freeze_long_lived() -> None:
