@@ -99,6 +99,9 @@ def test_the_server_side_modules_never_import_torchvision_scikit_learn_scipy_or_
         codes = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
         image_grid(torch.rand(4, 1, 28, 28)); fit_projection(codes, "pca", 2); project(codes, "pca")
         grid_axis(9, "quantile")
+        from types import SimpleNamespace
+        from aecore.lab.jobs import _warm_imports
+        _warm_imports(SimpleNamespace(semi_baselines=False))                        # a Train-page job's start
         layer = torch.nn.Linear(4, 4); opt = torch.optim.Adam(layer.parameters())   # a Train-page job's step:
         layer(torch.ones(2, 4)).sum().backward(); opt.step()                        # imports torch._dynamo
         heavy = ("torchvision", "triton", "sklearn", "scipy", "umap", "numba")

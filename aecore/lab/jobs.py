@@ -1006,7 +1006,7 @@ def _warm_imports(spec: JobSpec) -> None:
     import importlib
 
     names = ["aecore.evaluate", "aecore.store", "aecore.pipeline", "aecore.maps", "aecore.device",
-             "safetensors.torch", "sklearn.decomposition", "pandas"]
+             "safetensors.torch", "pandas"]           # not scikit-learn: a saved model's PCA map is numpy's
     if spec.semi_baselines:
         names += ["aecore.zoo", "sklearn.linear_model"]
     for name in names:
