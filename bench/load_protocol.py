@@ -671,10 +671,10 @@ def _pids(pid: int | list[int] | None) -> list[int]:
     return [p for p in (pid if isinstance(pid, list) else [pid]) if p]
 
 
-def rss_mb(pid: int | list[int] | None, *, children: bool = True) -> float | None:
+def rss_mb(pid: int | list[int] | None, *, children: bool = True, field: str = "VmRSS") -> float | None:
     """Resident MB of a process (or of several servers, summed) and (`children`) its descendants (the
-    projection process); None without one."""
-    total = sum(rss_bytes(p, children=children) or 0 for p in _pids(pid))
+    projection process); None without one. field "RssAnon": the anonymous part only."""
+    total = sum(rss_bytes(p, children=children, field=field) or 0 for p in _pids(pid))
     return round(total / 2**20, 1) if total else None
 
 
@@ -794,7 +794,8 @@ def print_summary(res: dict) -> None:
     print(f"server RSS (MB, with children): start {r['start']}, all sessions open {r['all_open']}, "
           f"peak {r['peak']}, after close {r['after_close']}; the server process alone: all open "
           f"{r.get('server_only_all_open')}, peak {r.get('server_only_peak')}, after close "
-          f"{r.get('server_only_after_close')}")
+          f"{r.get('server_only_after_close')}; peak of the anonymous part (with children; the rest is "
+          f"libraries' pages, read back from their files) {r.get('anonymous_peak')}")
     c = res.get("cpu")
     if c:
         runs = max(1, res["all_runs"]["n"])
@@ -819,7 +820,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
         await w.close()
     rss = {"start": rss_mb(server_pid), "all_open": None, "peak": rss_mb(server_pid), "after_close": None,
            "server_only_all_open": None, "server_only_peak": rss_mb(server_pid, children=False),
-           "server_only_after_close": None}
+           "server_only_after_close": None, "anonymous_peak": rss_mb(server_pid, field="RssAnon")}
     launched_here = bool(_pids(server_pid)) and set(_pids(server_pid)) <= set(descendants(os.getpid()))
     cpu0 = (tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter(),
             sum(cpu_seconds(p) or 0.0 for p in _pids(server_pid)))
@@ -839,6 +840,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
             if v:
                 rss["peak"] = max(rss["peak"] or 0, v)
                 rss["server_only_peak"] = max(rss["server_only_peak"] or 0, alone or 0)
+                rss["anonymous_peak"] = max(rss["anonymous_peak"] or 0, rss_mb(server_pid, field="RssAnon") or 0)
     if server_pid:
         threading.Thread(target=sample, daemon=True).start()
 

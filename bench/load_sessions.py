@@ -123,13 +123,14 @@ class CpuSplit:
                 "idle_s": round(max(wall * (os.cpu_count() or 1) - busy, 0.0), 1)}
 
 
-def rss_bytes(pid: int, *, children: bool = True) -> int:
-    """Resident memory of a process and (`children`) its descendants (Linux /proc)."""
+def rss_bytes(pid: int, *, children: bool = True, field: str = "VmRSS") -> int:
+    """Resident memory of a process and (`children`) its descendants (Linux /proc); field "RssAnon": its
+    anonymous part only (what the kernel cannot drop and read back from the libraries' files)."""
     total = 0
     for p in descendants(pid) if children else [pid]:
         try:
             status = Path(f"/proc/{p}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))) * 1024
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith(field + ":"))) * 1024
         except (OSError, StopIteration, ValueError):
             continue
     return total
