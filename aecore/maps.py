@@ -75,6 +75,10 @@ class CodePCA:
         x = np.asarray(codes, dtype=np.float64)                          # (N, d)
         if not 1 <= dims <= x.shape[1]:
             raise ConfigError(f"PCA of {x.shape[1]}-dimensional codes cannot keep {dims} components")
+        if len(x) < 2:
+            raise DataError(f"PCA needs at least 2 codes, got {len(x)}")
+        if not np.isfinite(x).all():
+            raise DataError("the codes contain NaN or infinite values: PCA cannot map them")
         self.mean = x.mean(0)                                            # (d,)
         centred = x - self.mean
         _, vectors = np.linalg.eigh(centred.T @ centred)                 # ascending eigenvalues
@@ -109,8 +113,13 @@ def project(codes: np.ndarray, method: str, *, dims: int = 2, seed: int = 0) -> 
 def write_maps(path: Path, codes: torch.Tensor, labels: torch.Tensor,
                methods: tuple[str, ...] = ("pca", "umap")) -> dict[str, np.ndarray]:
     """maps.npz: one (N, 2) array per method (pca, umap), 'labels' (N,) int16; atomic. Coordinates are
-    stored as float16 (plenty for a scatter plot; half the size of the zoo's maps) and read as float32."""
-    maps = {m: project(codes.numpy(), m) for m in methods}
+    stored as float16 (plenty for a scatter plot; half the size of the zoo's maps) and read as float32.
+    Codes with NaN or infinite values (a diverged model's) make no maps: nothing is written, {} comes
+    back, and the Latent map page says why when it is opened; the model itself is saved all the same."""
+    x = codes.numpy()
+    if not np.isfinite(x).all():
+        return {}
+    maps = {m: project(x, m) for m in methods}
     maps["labels"] = labels.numpy().astype(np.int16)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in maps.items()})

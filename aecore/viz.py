@@ -25,8 +25,8 @@ def tile(images: Tensor, *, nrow: int = 8, padding: int = 2, pad_value: float = 
     each; grey (C = 1) repeated into 3 channels. The layout of torchvision's make_grid (a lone image
     comes back unpadded), without importing torchvision, which pulls torch._dynamo and triton into
     the process: about 160 MB of the app server's memory, measured."""
-    if images.ndim != 4:
-        raise ValueError(f"tile needs a (B, C, H, W) batch, got shape {tuple(images.shape)}")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"tile needs a (B, C, H, W) batch of at least one image, got shape {tuple(images.shape)}")
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     b, c, h, w = images.shape

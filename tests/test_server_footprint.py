@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from aecore.errors import ConfigError
+from aecore.errors import ConfigError, DataError
 from aecore.lab.vae import grid_axis
-from aecore.maps import CodePCA, fit_projection, project
+from aecore.maps import CodePCA, fit_projection, project, read_maps, write_maps
 from aecore.viz import image_grid, tile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +42,10 @@ def test_tile_lays_images_out_as_torchvision_make_grid(shape, nrow, padding, pad
 
 
 def test_tile_refuses_what_is_not_a_batch_of_images():
-    with pytest.raises(ValueError, match=r"\(B, C, H, W\) batch, got shape \(28, 28\)"):
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\) batch of at least one image, got shape \(28, 28\)"):
         tile(torch.zeros(28, 28))
+    with pytest.raises(ValueError, match=r"at least one image, got shape \(0, 1, 28, 28\)"):
+        tile(torch.zeros(0, 1, 28, 28))
 
 
 def test_image_grid_is_uint8_rgb_with_white_padding():
@@ -67,9 +69,25 @@ def test_code_pca_gives_scikit_learns_axes_and_signs(n, d, dims):
     np.testing.assert_allclose(fitted.coords, theirs.transform(codes), atol=2e-3, rtol=1e-4)
 
 
-def test_code_pca_refuses_more_components_than_code_dimensions():
+def test_code_pca_refuses_what_it_cannot_map_with_one_line():
     with pytest.raises(ConfigError, match="PCA of 2-dimensional codes cannot keep 3 components"):
         CodePCA(np.zeros((10, 2), np.float32), 3)
+    with pytest.raises(DataError, match="PCA needs at least 2 codes, got 0"):
+        CodePCA(np.zeros((0, 8), np.float32), 2)
+    diverged = np.ones((50, 8), np.float32)
+    diverged[3, 2] = np.nan
+    with pytest.raises(DataError, match="the codes contain NaN or infinite values: PCA cannot map them"):
+        project(diverged, "pca")
+
+
+def test_a_diverged_models_codes_write_no_maps_and_raise_nothing(tmp_path):
+    codes = torch.ones(20, 8)
+    codes[0, 0] = float("inf")
+    assert write_maps(tmp_path, codes, torch.zeros(20, dtype=torch.long), methods=("pca",)) == {}
+    assert read_maps(tmp_path) == {}
+    fine = write_maps(tmp_path, torch.randn(20, 8, generator=torch.Generator().manual_seed(0)),
+                      torch.zeros(20, dtype=torch.long), methods=("pca",))
+    assert fine["pca"].shape == (20, 2) and set(read_maps(tmp_path)) == {"pca", "labels"}
 
 
 def test_quantile_grid_axis_is_the_normal_distributions_quantiles():
