@@ -27,7 +27,7 @@ from aecore.device import pick_device
 from aecore.errors import AecoreError, ConfigError
 from aecore.lab import catalog
 from aecore.lab.serving import (fix_mmap_threshold, freeze_long_lived, keep_triton_out, limit_malloc_arenas,
-                                start_memory_trimmer, use_session_threads)
+                                page_out_gpu_libraries, start_memory_trimmer, use_session_threads)
 from aecore.lab.stored_codes import stored_codes
 from aecore.lab.inputs import FORMATS, MAX_UPLOAD_BYTES, UPLOAD_TYPES, image_from_canvas, image_from_upload
 from aecore.paths import check_allowed_folder
@@ -649,10 +649,12 @@ def own_image(source: str, shape, *, key: str, size: int = 280, stroke: int = 22
 freeze_long_lived()
 # Every script run is a new thread: few malloc arenas, large blocks mapped apart from the heap, and free
 # memory handed back (a class's 300 tabs), with closed tabs' sessions let go once their reconnect time has
-# run out; and no triton without CUDA (imported with torch._dynamo by the first optimizer step).
+# run out; and without CUDA no triton (imported with torch._dynamo by the first optimizer step), and the
+# pages torch's CUDA libraries were read into at import handed back.
 limit_malloc_arenas()
 fix_mmap_threshold()
 keep_triton_out()
+page_out_gpu_libraries()
 start_memory_trimmer(reap=expire_closed_sessions)
 
 # Last, so that a session importing this module while another one's import is cut short here still

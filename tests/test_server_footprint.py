@@ -158,3 +158,82 @@ def test_kept_out_packages_look_not_installed_and_the_rest_imports_as_before(tmp
     assert json.loads(done.stdout.strip().splitlines()[-1]) == dict(
         already=["json"], outcome="No module named 'wave' (kept out of this aecore process)",
         kept=["json", "wave"], again=[], finders=1)
+
+
+def _resident_kb(wanted) -> int:
+    """Resident kB of this process's mappings whose path `wanted` accepts (/proc/self/smaps)."""
+    total, counting = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and not fields[0].endswith(":"):        # a mapping's header line
+                counting = len(fields) >= 6 and wanted(fields[5])
+            elif counting and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+def _kernel_pages_out() -> bool:
+    """Linux 5.4 or later: madvise knows MADV_PAGEOUT."""
+    import platform
+
+    if not sys.platform.startswith("linux"):
+        return False
+    major, minor = (int(part) for part in platform.release().split(".")[:2])
+    return (major, minor) >= (5, 4)
+
+
+needs_pageout = pytest.mark.skipif(not _kernel_pages_out(), reason="needs Linux 5.4+ (MADV_PAGEOUT)")
+
+
+@needs_pageout
+def test_page_out_hands_a_files_pages_back_and_they_read_back_the_same(tmp_path):
+    import mmap
+
+    from aecore.lab.footprint import page_out
+
+    path = tmp_path / "pages.bin"
+    data = np.random.default_rng(0).integers(0, 256, size=16 << 20, dtype=np.uint8).tobytes()
+    with open(path, "wb") as f:
+        f.write(data)
+        os.fsync(f.fileno())                        # clean pages: the kernel reclaims those at once
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mapped:
+        view = memoryview(mapped)
+        assert sum(view[i] for i in range(0, len(data), 4096)) >= 0        # every page read in
+        before = _resident_kb(lambda p: p == str(path))
+        taken = page_out(lambda p: p == str(path))
+        after = _resident_kb(lambda p: p == str(path))
+        assert taken == 1 and before >= 15 * 1024 and after < before / 4, (before, after)
+        assert view.tobytes() == data                                     # read back from the file
+        view.release()
+    assert page_out(lambda p: False) == 0
+
+
+@needs_pageout
+def test_a_server_without_cuda_hands_back_the_pages_of_torchs_cuda_libraries(tmp_path):
+    """torch's CUDA wheel loads its CUDA libraries without a GPU too; their pages go, torch still trains."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: its libraries are the server's to use")
+    script = textwrap.dedent("""
+        import json, torch
+        from aecore.lab.serving import is_gpu_library, page_out_gpu_libraries
+        from tests.test_server_footprint import _resident_kb
+        before = _resident_kb(is_gpu_library)
+        taken = page_out_gpu_libraries()
+        after = _resident_kb(is_gpu_library)
+        layer = torch.nn.Linear(64, 64); opt = torch.optim.Adam(layer.parameters(), fused=True)
+        layer(torch.ones(8, 64)).square().sum().backward(); opt.step()
+        trained = bool(torch.isfinite(layer.weight).all())
+        print(json.dumps(dict(before=before, after=after, taken=taken, trained=trained)))
+    """)
+    from aecore.lab.serving import page_out_gpu_libraries
+
+    page_out_gpu_libraries()        # this process maps the same files: the kernel only reclaims unshared pages
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if out["before"] == 0:
+        pytest.skip("this torch is a CPU build: no CUDA libraries are loaded")
+    assert out["taken"] > 0 and out["trained"] and out["after"] < out["before"] / 3, out

@@ -8,13 +8,19 @@ others on the app's behalf, for nothing the app uses (measured, RSS of one proce
   (torch's CUDA wheels install it): about 75 MB, for GPU kernels a machine without CUDA cannot run.
 Refused, they look to the importer as if they were not installed, which both handle (numpy paths;
 `has_triton_package()` False). Standard library only: the projection process calls this first.
+
+Libraries that are imported all the same can still give back the pages of theirs that will never be read
+again: `page_out` (the server: torch's CUDA libraries on a machine without a GPU).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.abc
 import sys
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+MADV_PAGEOUT = 21                       # linux/mman.h (Linux 5.4+): reclaim these pages now
 
 
 class KeptOut(importlib.abc.MetaPathFinder):
@@ -45,3 +51,35 @@ def keep_out(names: Iterable[str]) -> list[str]:
 def kept_out() -> frozenset[str]:
     """What this process refuses."""
     return frozenset().union(*(f.names for f in sys.meta_path if isinstance(f, KeptOut)))
+
+
+def page_out(wanted: Callable[[str], bool]) -> int:
+    """Ask the kernel to reclaim now the resident pages of the files mapped into this process whose path
+    `wanted` accepts; returns how many mappings it took (0 off Linux, or on a kernel without MADV_PAGEOUT).
+
+    Why: loading a shared library reads much of it (relocations, symbol tables), and those clean pages then
+    count in the process's resident memory until the kernel needs the room. Reclaimed, they cost nothing; a
+    page that is read again comes back from the file. Pages the process has written (a library's relocated
+    data) go to swap if there is any, else they stay: nothing is lost either way. Pages another process
+    maps too (a second server on the machine) stay: the kernel only reclaims a process's own."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return 0
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    taken = 0
+    for line in lines:
+        fields = line.split(maxsplit=5)     # address perms offset dev inode path
+        if len(fields) < 6 or not wanted(fields[5].rstrip("\n")):
+            continue
+        start, end = (int(a, 16) for a in fields[0].split("-"))
+        if madvise(start, end - start, MADV_PAGEOUT) == 0:
+            taken += 1
+        elif taken == 0 and ctypes.get_errno() == 22:     # EINVAL: this kernel has no MADV_PAGEOUT
+            return 0
+    return taken
