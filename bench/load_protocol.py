@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load_sessions import cpu_seconds, descendants, machine_busy_seconds, rss_bytes  # noqa: E402
+from bench.timed_server import print_server_runs, server_command, summarize as summarize_runs  # noqa: E402
 from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 from streamlit.proto.NumberInput_pb2 import NumberInput  # noqa: E402
@@ -704,9 +705,11 @@ def wait_healthy(url: str, deadline: float, proc: subprocess.Popen | None = None
 
 
 def launch_server(*, port: int | None = None, env: dict | None = None, log: Path | None = None,
-                  home: str | None = None, cpus: str | None = None) -> tuple[subprocess.Popen, str]:
+                  home: str | None = None, cpus: str | None = None,
+                  run_log: Path | None = None) -> tuple[subprocess.Popen, str]:
     """`AECORE_OFFLINE=1 streamlit run app.py` on a free port, with its own AECORE_HOME (a teacher's training
-    run must not add a model to the user's own folder); `cpus` ("0"): only on those cores (taskset)."""
+    run must not add a model to the user's own folder); `cpus` ("0"): only on those cores (taskset);
+    `run_log`: every script run timed in the server, into that file (bench/timed_server.py)."""
     port = port or free_port()
     env = dict(os.environ if env is None else env)
     env.setdefault("AECORE_OFFLINE", "1")
@@ -714,7 +717,7 @@ def launch_server(*, port: int | None = None, env: dict | None = None, log: Path
     env["AECORE_HOME"] = home or env.get("AECORE_HOME") or tempfile.mkdtemp(prefix="aecore-loadp-home-")
     out = open(log, "w") if log else subprocess.DEVNULL
     pin = ["taskset", "-c", cpus] if cpus else []
-    proc = subprocess.Popen([*pin, sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
+    proc = subprocess.Popen([*pin, *server_command(run_log), "run", str(ROOT / "app.py"), "--server.headless",
                              "true", "--server.fileWatcherType", "none", "--server.port", str(port),
                              "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=out,
                             stderr=subprocess.STDOUT)
@@ -802,6 +805,7 @@ def print_summary(res: dict) -> None:
         print(f"CPU seconds over the {c['window_s']} s of sessions on {c['cores']} cores: server {c['server_s']} "
               f"({c['server_process_s']} without its projection process, {c['server_process_s'] / runs:.3f} per run), "
               f"this load generator {c['client_s']}, rest of the machine {c['others_s']}, idle {c['idle_s']}")
+    print_server_runs(res.get("server_runs"), res["all_runs"]["n"])
     for line in res["failed_to_connect"] + res["session_errors"] + res["error_samples"][:15]:
         print("  error:", line)
 
@@ -824,6 +828,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
     launched_here = bool(_pids(server_pid)) and set(_pids(server_pid)) <= set(descendants(os.getpid()))
     cpu0 = (tree_cpu_seconds(server_pid), tree_cpu_seconds(os.getpid()), machine_busy_seconds(), time.perf_counter(),
             sum(cpu_seconds(p) or 0.0 for p in _pids(server_pid)))
+    window = [time.time(), None]            # Unix times: for the server's own run log (bench/timed_server.py)
     opened = [0]
 
     def one_open() -> None:
@@ -852,6 +857,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
                                   teacher_train=teacher_train and i == 0, timeout=timeout, all_open=one_open, seed=seed,
                                   train_epochs=train_epochs, source=sources[i % len(sources)] if sources else None)
     outcomes = await asyncio.gather(*(delayed(i) for i in range(sessions)))
+    window[1] = time.time()
     stop.set()
     cpu = None
     if server_pid:
@@ -869,7 +875,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
     rss["after_close"] = rss_mb(server_pid)
     rss["server_only_after_close"] = rss_mb(server_pid, children=False)
     res = summarise(list(outcomes))
-    res.update({"server_rss_mb": rss, "cpu": cpu})
+    res.update({"server_rss_mb": rss, "cpu": cpu, "window": window})
     return res
 
 
@@ -913,6 +919,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pin", action="store_true",
                         help="with --launch: the server on core 0, this load generator on the others (a machine "
                              "of the server's own), for comparing with bench/load_sessions.py --pin")
+    parser.add_argument("--run-log", type=Path,
+                        help="with --launch: the server times each script run itself, into this file "
+                             "(bench/timed_server.py); the summary then gives the server's own time per run")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.pin:
@@ -931,7 +940,8 @@ def main(argv: list[str] | None = None) -> dict:
             urls = []
             for i in range(max(1, args.servers)):
                 proc, server_url = launch_server(env=env, log=log if i == 0 else work / f"server{i}.log", home=home,
-                                                 cpus="0" if args.pin else None)
+                                                 cpus="0" if args.pin else None,
+                                                 run_log=args.run_log if i == 0 else None)
                 procs.append(proc)
                 urls.append(server_url)
             for proc, server_url in zip(procs, urls):
@@ -984,6 +994,8 @@ def main(argv: list[str] | None = None) -> dict:
            **res}
     if waves:
         res["waves"] = waves            # the summary printed below is the last wave's
+    if args.run_log and procs:
+        res["server_runs"] = summarize_runs(args.run_log, since=res["window"][0], until=res["window"][1])
     print_summary(res)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,8 @@ from urllib.parse import parse_qs, urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.timed_server import print_server_runs, server_command, summarize  # noqa: E402
+
 RUN_TIMEOUT = 60.0
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 
@@ -286,6 +288,8 @@ def main() -> None:
     parser.add_argument("--pin", action="store_true",
                         help="the server on core 0, the browsers and this script on the others: the server's time "
                              "without the browsers' CPU (for comparing with bench/load_protocol.py --pin)")
+    parser.add_argument("--run-log", type=Path,
+                        help="the server times each script run itself, into this file (bench/timed_server.py)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.pin:
@@ -322,7 +326,7 @@ def main() -> None:
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     pin = ["taskset", "-c", "0"] if args.pin else []
-    server = subprocess.Popen([*pin, sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+    server = subprocess.Popen([*pin, *server_command(args.run_log), "run", str(ROOT / "app.py"),
                                "--server.headless", "true", "--server.fileWatcherType", "none",
                                "--server.port", str(port)], cwd=ROOT,
                               env=dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false"),
@@ -350,13 +354,16 @@ def main() -> None:
             await warm.locator('[data-testid="stSidebar"]').wait_for(timeout=120_000)
             await warm.close()
             cpu.begin()
+            window[0] = time.time()
             sessions = await asyncio.gather(*(session_loop(browser, url, i, args.seconds, models)
                                               for i in range(args.sessions)))
+            window[1] = time.time()
             split[0] = cpu.result()
             await browser.close()
             return list(sessions)
 
     split: list[dict] = [{}]
+    window: list[float] = [0.0, 0.0]           # Unix times of the sessions, for the server's own run log
     try:
         sessions = asyncio.run(run())
     finally:
@@ -395,6 +402,7 @@ def main() -> None:
         "browser_nice": args.browser_nice, "pin": args.pin, "cpu": split[0],
         "server_peak_rss_mb": round(peak[0] / 2**20, 1),
         "all_models": all_models_rss(),
+        "server_runs": summarize(args.run_log, since=window[0], until=window[1]) if args.run_log else None,
     }
     print(f"{args.sessions} sessions x {args.seconds:.0f} s: {len(every)} interactions, "
           f"{len(results['errors'])} errors (goal 0), p95 {results['p95_ms']} ms, "
@@ -412,6 +420,7 @@ def main() -> None:
         print(f"  {k:<16} n={v['n']:<4} median {v['median_ms']:>8.1f} ms   p95 {v['p95_ms']:>8.1f} ms")
     print(f"the browsers asked for {results['reruns_sent']} script runs for {len(every)} interactions; HTTP "
           f"requests: {results['requests']}")
+    print_server_runs(results["server_runs"], len(every))
     for e in results["errors"][:20]:
         print("  error:", e)
     am = results["all_models"]

@@ -22,11 +22,16 @@ from bench import load_protocol as lp  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def server(tiny_zoo_root):
-    home = tempfile.mkdtemp(prefix="aecore-lp-test-")
+def home() -> Path:
+    return Path(tempfile.mkdtemp(prefix="aecore-lp-test-"))
+
+
+@pytest.fixture(scope="module")
+def server(tiny_zoo_root, home):
+    """The app, its script runs timed in the server (bench/timed_server.py) into home / "runs.jsonl"."""
     env = dict(os.environ, AECORE_OFFLINE="1", AECORE_PRETRAINED=str(tiny_zoo_root), AECORE_UMAP_WARMUP="0")
-    log = Path(home) / "streamlit.log"
-    proc, url = lp.launch_server(env=env, log=log, home=home)
+    log = home / "streamlit.log"
+    proc, url = lp.launch_server(env=env, log=log, home=str(home), run_log=home / "runs.jsonl")
     try:
         import time
         lp.wait_healthy(url, time.time() + 90, proc)
@@ -90,8 +95,10 @@ async def _one_session(url: str, index: int) -> tuple[lp.Session, list[str]]:
     return s, problems
 
 
-def test_two_sessions_each_interaction(server):
+def test_two_sessions_each_interaction(server, home):
     url, pid = server
+    import time
+    started = time.time()
 
     async def both():
         return await asyncio.gather(*(_one_session(url, i) for i in range(2)))
@@ -108,6 +115,8 @@ def test_two_sessions_each_interaction(server):
     summary = lp.summarise([lp.Outcome(s.name, connected=True, runs=s.runs) for s, _ in results])
     assert summary["interactions"]["n"] >= 14 and summary["interactions"]["errors"] == 0
     assert lp.rss_mb(pid) > 0
+    own = lp.summarize_runs(home / "runs.jsonl", since=started)       # every timed run, timed by the server too
+    assert own["runs"] >= summary["all_runs"]["n"] and own["median_ms"] > 0 and own["cpu_s"] > 0, own
 
 
 # --- without a server: synthetic ForwardMsgs fed to the session's message handler ----------------------------
