@@ -616,10 +616,11 @@ async def session_loop(url: str, index: int, *, every: float, duration: float, m
 
 
 async def browser_bench_loop(url: str, index: int, *, duration: float, timeout: float = RUN_TIMEOUT,
-                             all_open: Callable[[], None] | None = None) -> Outcome:
-    """bench/load_sessions.py's loop, back to back, without the browser: open /denoise (a page load is a new
-    session), the noise slider one step (its ArrowRight / ArrowLeft), the next model in the sidebar, open
-    /latent_map (again a new session). Same interaction names as there, for a side-by-side comparison."""
+                             all_open: Callable[[], None] | None = None, pace: float = 0.0) -> Outcome:
+    """bench/load_sessions.py's loop, without the browser: open /denoise (a page load is a new session), the
+    noise slider one step (its ArrowRight / ArrowLeft), the next model in the sidebar, open /latent_map (again
+    a new session). Same interaction names as there, for a side-by-side comparison. `pace`: seconds to wait
+    after each interaction (what a browser takes to draw one and act again; 0: back to back)."""
     out = Outcome(f"s{index}")
     end, turn, first = time.perf_counter() + duration, index, True
     while time.perf_counter() < end:
@@ -640,17 +641,20 @@ async def browser_bench_loop(url: str, index: int, *, duration: float, timeout: 
                 out.connected, first = run.seconds is not None, False
                 if all_open is not None:
                     all_open()
+            await asyncio.sleep(pace)
             slider = s.widget("dn_level_gaussian")
             if slider is not None:
                 now = (slider.value() or [0.0])[0]
                 step = slider.proto.step if turn % 2 else -slider.proto.step
                 new = round(min(max(now + step, slider.proto.min), slider.proto.max), 6)
                 await s.set_value("noise slider", slider, double_array_value=[new])
+                await asyncio.sleep(pace)
             model = s.widget("model")
             if model is not None:
                 options, shown = list(model.proto.options), model.value()
                 label = next(m for m in options[turn % len(options):] + options if m != shown)
                 await s.set_value("switch model", model, string_value=label)
+                await asyncio.sleep(pace)
         finally:
             out.runs.extend(s.runs)
             await s.close()
@@ -658,6 +662,7 @@ async def browser_bench_loop(url: str, index: int, *, duration: float, timeout: 
         try:
             await s.connect()
             await s.open("latent_map", kind="open latent map")
+            await asyncio.sleep(pace)
         except Exception as err:  # noqa: BLE001
             out.error = out.error or f"connect: {type(err).__name__}: {err}"
         finally:
@@ -813,7 +818,8 @@ def print_summary(res: dict) -> None:
 async def run_load(url: str, *, sessions: int, every: float, duration: float, mix: dict[str, float],
                    teacher_train: bool = False, timeout: float = RUN_TIMEOUT, server_pid: int | list[int] | None = None,
                    train_epochs: int | None = None, sources: list[str] | None = None,
-                   connect_spread: float = 0.0, seed: int = 0, loop: str = "mix", warm: bool = False) -> dict:
+                   connect_spread: float = 0.0, seed: int = 0, loop: str = "mix", warm: bool = False,
+                   pace: float = 0.0) -> dict:
     """Open `sessions` sessions (spread over `connect_spread` s), run them, and summarise. `warm`: one session
     opens the home page first (as load_sessions.py does before it starts timing). `sources`: session i
     connects from sources[i % len(sources)] (one visitor per address, for a proxy that hashes them)."""
@@ -852,7 +858,7 @@ async def run_load(url: str, *, sessions: int, every: float, duration: float, mi
     async def delayed(i: int) -> Outcome:
         await asyncio.sleep(connect_spread * i / max(1, sessions))
         if loop == "browser-bench":
-            return await browser_bench_loop(url, i, duration=duration, timeout=timeout, all_open=one_open)
+            return await browser_bench_loop(url, i, duration=duration, timeout=timeout, all_open=one_open, pace=pace)
         return await session_loop(url, i, every=every, duration=duration, mix=mix,
                                   teacher_train=teacher_train and i == 0, timeout=timeout, all_open=one_open, seed=seed,
                                   train_epochs=train_epochs, source=sources[i % len(sources)] if sources else None)
@@ -903,6 +909,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="open the sessions over this many seconds instead of all at once")
     parser.add_argument("--loop", choices=["mix", "browser-bench"], default="mix",
                         help="browser-bench: bench/load_sessions.py's loop instead (back to back, no --every/--mix)")
+    parser.add_argument("--pace", type=float, default=0.0,
+                        help="with --loop browser-bench: seconds each session waits after each interaction, as a "
+                             "browser takes to draw one and act again (0: back to back)")
     parser.add_argument("--warm", action="store_true",
                         help="open the home page once before the sessions start (load_sessions.py does)")
     parser.add_argument("--timeout", type=float, default=RUN_TIMEOUT, help="seconds a run may take")
@@ -967,7 +976,7 @@ def main(argv: list[str] | None = None) -> dict:
             res = asyncio.run(run_load(url, sessions=args.sessions, every=args.every, duration=args.duration,
                                        mix=args.mix, teacher_train=args.teacher_train and wave == 0,
                                        timeout=args.timeout, server_pid=pid, connect_spread=args.connect_spread,
-                                       seed=args.seed + wave, loop=args.loop, warm=args.warm,
+                                       seed=args.seed + wave, loop=args.loop, warm=args.warm, pace=args.pace,
                                        train_epochs=args.train_epochs, sources=sources))
             if args.waves > 1:
                 time.sleep(args.settle)
@@ -989,7 +998,7 @@ def main(argv: list[str] | None = None) -> dict:
            "url": url, "launched": bool(procs), "servers": len(procs) or None, "server_log": str(log) if log else None,
            "args": {"sessions": args.sessions, "every": args.every, "duration": args.duration,
                     "mix": ",".join(f"{k}={v:g}" for k, v in args.mix.items()), "teacher_train": args.teacher_train,
-                    "loop": args.loop, "warm": args.warm, "timeout": args.timeout,
+                    "loop": args.loop, "pace": args.pace, "warm": args.warm, "timeout": args.timeout,
                     "start_after": args.start_after if procs else None, "waves": args.waves, "pin": args.pin},
            **res}
     if waves:
