@@ -908,7 +908,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--connect-spread", type=float, default=0.0,
                         help="open the sessions over this many seconds instead of all at once")
     parser.add_argument("--loop", choices=["mix", "browser-bench"], default="mix",
-                        help="browser-bench: bench/load_sessions.py's loop instead (back to back, no --every/--mix)")
+                        help="browser-bench: bench/load_sessions.py's loop instead (back to back unless --pace; "
+                             "no --every/--mix)")
     parser.add_argument("--pace", type=float, default=0.0,
                         help="with --loop browser-bench: seconds each session waits after each interaction, as a "
                              "browser takes to draw one and act again (0: back to back)")
