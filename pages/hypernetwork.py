@@ -70,7 +70,7 @@ elif twin is not None:
 twin_count = twin.model.num_parameters() if twin is not None else None
 chart(hyper.counts_figure(counts, twin_count), key="counts")
 if twin is not None and "mse" in sel.loaded.metrics and "mse" in twin.metrics:
-    st.caption(f"Test MSE per pixel: hyper-ae {sel.loaded.metrics['mse']:.5f}, vanilla twin "
+    st.caption(f"Test MSE per pixel: {plain(entry.label)} {sel.loaded.metrics['mse']:.5f}, vanilla twin "
                f"{twin.metrics['mse']:.5f} (from each model's metrics.json).")
 
 # --- the embedding ------------------------------------------------------------------------------

@@ -272,11 +272,14 @@ def _manifold() -> None:
         show_error(err)
         codes = None
     if latent_dim != 2:
-        fits = [e.label for e in catalog.entries(sel.dataset) if has_role(e.model, GENERATIVE) and e.ref != entry.ref]
+        # pca_components: the code size each model's metrics.json declares
+        fits = [e.label for e in catalog.entries(sel.dataset)
+                if has_role(e.model, GENERATIVE) and e.pca_components == 2 and e.ref != entry.ref]
         st.info(f"The manifold grid needs a 2-D latent space; {plain(entry.label)}'s has {latent_dim} dimensions "
                 "(its traversals show one direction at a time). "
-                + (plain(f"Models for {sel.dataset}: {', '.join(fits)}")
-                   + " — pick one with a 2-D latent (e.g. vae-d2)." if fits else ""))
+                + (plain(f"Generative models for {sel.dataset} with a 2-D latent: {', '.join(fits)}.") if fits else
+                   f"No generative model for {plain(sel.dataset)} has one: train one with latent size 2 on the "
+                   "Train page."))
     else:
         bind("vl_grid_n", 15, int, lo=5, hi=30)
         bind("vl_spacing", "quantile", choices=list(vl.SPACINGS))

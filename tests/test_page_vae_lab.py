@@ -259,3 +259,28 @@ def test_cached_figures_are_specs_left_unchanged_by_each_draw(tiny_zoo, monkeypa
         assert fonts == [{None}, {common.PROJECTOR_CHART_FONT}]
     finally:
         st.cache_resource.clear()
+
+
+@pytest.mark.parametrize("with_a_2d_vae", [False, True])
+def test_a_wide_vae_points_to_the_models_that_declare_a_2d_latent(wide_zoo_root, tiny_zoo_root, tmp_path,
+                                                                   monkeypatch, with_a_2d_vae):
+    """The manifold tab of a VAE without a 2-D latent names the ones whose metrics declare a 2-D code, or
+    says to train one when there is none."""
+    import shutil
+
+    from aecore.store import write_manifest
+
+    root = tmp_path / "zoo"
+    shutil.copytree(wide_zoo_root / "mnist" / f"vae-d{WIDE}", root / "mnist" / f"vae-d{WIDE}")
+    if with_a_2d_vae:
+        shutil.copytree(tiny_zoo_root / "mnist" / "vae-d2", root / "mnist" / "vae-d2")
+    write_manifest(root)
+    monkeypatch.setenv("AECORE_PRETRAINED", str(root))
+    at = page({"model": f"mnist/vae-d{WIDE}"})
+    ok(at)
+    message = " ".join(i.value for i in at.info)
+    assert "The manifold grid needs a 2-D latent space" in message
+    if with_a_2d_vae:
+        assert "Generative models for mnist with a 2-D latent:" in message and "vae-d2" in message
+    else:
+        assert "No generative model for mnist has one" in message and "vae-d2" not in message
