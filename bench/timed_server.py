@@ -51,17 +51,24 @@ def time_script_runs(log: Path) -> None:
 
 
 def summarize(log: Path, *, since: float = 0.0, until: float = float("inf")) -> dict:
-    """The runs that started in [since, until): how many, median and mean wall ms, median and total CPU s."""
-    runs = []
+    """The runs that started in [since, until): how many, median and mean wall ms, median and total CPU s.
+    A line that is not a whole run (the server stopped while writing it) is counted apart, not read."""
+    runs, unreadable = [], 0
     if Path(log).exists():
         for line in Path(log).read_text().splitlines():
-            run = json.loads(line)
+            try:
+                run = json.loads(line)
+                run = dict(start=float(run["start"]), seconds=float(run["seconds"]), cpu=float(run["cpu"]),
+                           fragment=bool(run["fragment"]))
+            except (ValueError, TypeError, KeyError):
+                unreadable += 1
+                continue
             if since <= run["start"] < until:
                 runs.append(run)
     if not runs:
-        return dict(runs=0)
+        return dict(runs=0, unreadable=unreadable)
     seconds, cpu = [r["seconds"] for r in runs], [r["cpu"] for r in runs]
-    return dict(runs=len(runs), fragments=sum(r["fragment"] for r in runs),
+    return dict(runs=len(runs), unreadable=unreadable, fragments=sum(r["fragment"] for r in runs),
                 median_ms=round(1000 * statistics.median(seconds), 1),
                 mean_ms=round(1000 * statistics.fmean(seconds), 1),
                 median_cpu_ms=round(1000 * statistics.median(cpu), 1), cpu_s=round(sum(cpu), 2))
@@ -76,7 +83,8 @@ def print_server_runs(runs: dict | None, timed: int) -> None:
         return
     print(f"the server's own script runs (bench/timed_server.py): {runs['runs']} runs ({runs['fragments']} of "
           f"fragments) for {timed} timed interactions; wall median {runs['median_ms']} ms, mean {runs['mean_ms']} ms; "
-          f"their threads' CPU {runs['cpu_s']} s, {1000 * runs['cpu_s'] / max(1, timed):.1f} ms per interaction")
+          f"their threads' CPU {runs['cpu_s']} s, {1000 * runs['cpu_s'] / max(1, timed):.1f} ms per interaction"
+          + (f"; {runs['unreadable']} torn lines left out" if runs["unreadable"] else ""))
 
 
 def main() -> None:

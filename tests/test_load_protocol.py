@@ -6,6 +6,7 @@ says the new value)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import sys
@@ -264,3 +265,16 @@ def test_summary_rows(capsys):
     assert lines["interactions (all 4)"][-5:] == ["3", "2", "750.0", "1000.0", "1000.0"]
     assert lines[lp.USER_WAITS][-5:] == ["6", "2", "1000.0", "3000.0", "3000.0"]
     assert lines["every run"][-5:] == ["8", "2", "500.0", "3000.0", "3000.0"]
+
+
+def test_the_run_log_reader_counts_torn_lines_apart(tmp_path):
+    from bench.timed_server import summarize
+
+    log = tmp_path / "runs.jsonl"
+    good = [dict(start=100.0 + i, seconds=0.01 * (i + 1), cpu=0.005, fragment=i == 2) for i in range(3)]
+    log.write_text("\n".join([json.dumps(r) for r in good] + ['{"start": 104.0, "seco', "[1, 2]", '{"start": "x"}',
+                                                             json.dumps(dict(start=200.0, seconds=1, cpu=1,
+                                                                             fragment=False))]) + "\n")
+    assert summarize(log, since=100.0, until=150.0) == dict(
+        runs=3, unreadable=3, fragments=1, median_ms=20.0, mean_ms=20.0, median_cpu_ms=5.0, cpu_s=0.01)
+    assert summarize(tmp_path / "absent.jsonl") == dict(runs=0, unreadable=0)

@@ -105,7 +105,8 @@ def why_not(model: nn.Module) -> str | None:
     instead = type(model).non_image_output(config.to_dict()) if config is not None else None
     if instead is None:
         return None
-    return f"{instead}, not a cleaned image. Pick a model whose output is an image: any autoencoder, or a U-Net trained to denoise."
+    return (f"{instead}, not a cleaned image. Pick a model whose output is an image: any autoencoder, or a U-Net "
+            "trained to denoise.")
 
 
 def _short(ref: str) -> str:

@@ -65,7 +65,7 @@ def page_out(wanted: Callable[[str], bool]) -> int:
     if not sys.platform.startswith("linux"):
         return 0
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None)
         with open("/proc/self/maps") as maps:
             lines = maps.readlines()
     except OSError:
@@ -78,8 +78,5 @@ def page_out(wanted: Callable[[str], bool]) -> int:
         if len(fields) < 6 or not wanted(fields[5].rstrip("\n")):
             continue
         start, end = (int(a, 16) for a in fields[0].split("-"))
-        if madvise(start, end - start, MADV_PAGEOUT) == 0:
-            taken += 1
-        elif taken == 0 and ctypes.get_errno() == 22:     # EINVAL: this kernel has no MADV_PAGEOUT
-            return 0
+        taken += madvise(start, end - start, MADV_PAGEOUT) == 0       # EINVAL: no MADV_PAGEOUT, or locked pages
     return taken
